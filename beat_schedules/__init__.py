@@ -1,0 +1,47 @@
+"""The beat schedule, built in one place from the environment's config.
+
+Every enabled job gets one crontab entry, read in the config's timezone, routed to
+``{env}.{service}``, with an ``expires`` equal to the job's shortest gap between ticks: if the
+queue backs up, a stale tick is dropped rather than replayed, because the next tick fetches the
+same data (incremental jobs resume from their cursor).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from celery.schedules import crontab
+
+from ela.config import IngestionConfig, Job
+
+
+def job_crontab(job: Job) -> crontab:
+    minute, hour, day_of_month, month, day_of_week = job.cron.fields
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month,
+        day_of_week=day_of_week,
+    )
+
+
+def expires_seconds(config: IngestionConfig, job: Job, now: datetime | None = None) -> int:
+    gap = job.cron.min_gap(config.global_.tz, now or datetime.now(UTC))
+    return int(gap.total_seconds())
+
+
+def build_schedule(config: IngestionConfig) -> dict[str, dict[str, Any]]:
+    return {
+        name: {
+            "task": job.task,
+            "schedule": job_crontab(job),
+            "kwargs": {"job": name},
+            "options": {
+                "queue": config.queue(job.service),
+                "expires": expires_seconds(config, job),
+            },
+        }
+        for name, job in config.enabled_jobs().items()
+    }

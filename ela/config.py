@@ -1,0 +1,429 @@
+"""The ingestion config: YAML → typed model, with every problem reported as ``FILE:LINE: message``.
+
+The file keeps the origin orchestrator's shape (``global``, ``job_groups``, ``jobs``,
+``services``); job parameters are fields (``limit``, ``time_range``, ``days``) instead of a
+shell ``command``. Validation is strict (unknown keys are errors) and reports all problems at
+once, so a user fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ela import cron
+from ela.connectors import SERVICES
+from ela.errors import ConfigError
+
+Env = Literal["dev", "prd"]
+ENVS: tuple[Env, ...] = ("dev", "prd")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class GlobalSettings(_Strict):
+    environment: Env
+    timezone: str = "UTC"
+    retry_attempts: int = Field(ge=0, le=10)
+    max_parallel_jobs: int = Field(ge=1, le=64)
+    gcs_bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+    timeout_minutes: int = Field(ge=1, le=24 * 60)
+    error_retention_days: int = Field(ge=1, le=3650)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class JobGroup(_Strict):
+    description: str = ""
+    jobs: list[str] = Field(min_length=1)
+
+
+class Job(_Strict):
+    service: str
+    data_type: str
+    schedule: str
+    description: str = ""
+    enabled: bool = True
+    limit: int | None = Field(default=None, ge=1)
+    time_range: Literal["short_term", "medium_term", "long_term"] | None = None
+    days: int | None = Field(default=None, ge=1)
+    # The origin listed the environment variables a job needs; kept so those files load.
+    dependencies: list[str] = []
+
+    @property
+    def task(self) -> str:
+        return f"tasks.{self.service}.{self.data_type}"
+
+    @property
+    def cron(self) -> cron.Cron:
+        return cron.parse(self.schedule)
+
+    def params(self) -> dict[str, Any]:
+        """The job's parameters that are set, as the connector receives them."""
+        values = {"limit": self.limit, "time_range": self.time_range, "days": self.days}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+class ServiceSettings(_Strict):
+    data_types: list[str] = []
+    default_limit: int | None = Field(default=None, ge=1)
+
+
+class IngestionConfig(_Strict):
+    global_: GlobalSettings = Field(alias="global")
+    jobs: dict[str, Job] = Field(min_length=1)
+    job_groups: dict[str, JobGroup] = {}
+    services: dict[str, ServiceSettings] = {}
+    path: str = Field(default="<memory>", exclude=True)
+
+    @property
+    def env(self) -> Env:
+        return self.global_.environment
+
+    def queue(self, service: str) -> str:
+        return f"{self.env}.{service}"
+
+    def enabled_jobs(self) -> dict[str, Job]:
+        return {name: job for name, job in self.jobs.items() if job.enabled}
+
+    def effective_limit(self, name: str) -> int | None:
+        job = self.jobs[name]
+        if job.limit is not None:
+            return job.limit
+        settings = self.services.get(job.service)
+        return settings.default_limit if settings else None
+
+    def resolve(self, target: str) -> list[str]:
+        """A job name or a group name → the job names it stands for.
+
+        Raises:
+            KeyError: with a message listing what exists.
+        """
+        if target in self.jobs:
+            return [target]
+        if target in self.job_groups:
+            return list(self.job_groups[target].jobs)
+        raise KeyError(
+            f"{target!r} is neither a job nor a group of {self.path}; jobs: "
+            f"{', '.join(self.jobs)}; groups: {', '.join(self.job_groups) or 'none'}"
+        )
+
+    def job_for_task(self, task: str) -> str:
+        """The job a bare task call (``celery call tasks.todoist.tasks``) runs.
+
+        The job named ``{service}_{data_type}`` if there is one, else the only job of that task.
+        """
+        _, service, data_type = task.split(".")
+        preferred = f"{service}_{data_type}"
+        if preferred in self.jobs and self.jobs[preferred].task == task:
+            return preferred
+        matches = [name for name, job in self.jobs.items() if job.task == task]
+        if len(matches) != 1:
+            raise KeyError(
+                f"{task} matches {len(matches)} jobs in {self.path} "
+                f"({', '.join(matches) or 'none'}); pass job=NAME"
+            )
+        return matches[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def config_path(env: str | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The file for ``env``: ``ELA_CONFIG`` if set, else ``ingestion-config-{env}.yaml``.
+
+    The shipped files are looked up in the working directory, then beside the package.
+    """
+    if environ.get("ELA_CONFIG"):
+        return Path(environ["ELA_CONFIG"])
+    env = env or environ.get("ELA_ENV") or "dev"
+    if env not in ENVS:
+        raise ConfigError([f"ELA_ENV: {env!r} is not an environment; use dev or prd"])
+    name = f"ingestion-config-{env}.yaml"
+    local = Path.cwd() / name
+    return local if local.exists() else REPO_ROOT / name
+
+
+def load(path: str | os.PathLike[str], expect_env: str | None = None) -> IngestionConfig:
+    """Load and validate one config file.
+
+    Raises:
+        ConfigError: with every problem as a ``FILE:LINE: message`` line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}:1: cannot read the file: {exc.strerror}"]) from None
+    return loads(text, str(path), expect_env=expect_env)
+
+
+def load_env(env: str | None = None, environ: Mapping[str, str] = os.environ) -> IngestionConfig:
+    """The config of ``env`` (default ``ELA_ENV``, then dev), honouring ``ELA_CONFIG``."""
+    wanted = env or environ.get("ELA_ENV") or "dev"
+    config = load(config_path(env, environ))
+    if config.env != wanted:
+        raise ConfigError(
+            [
+                f"{config.path}:1: global.environment is {config.env!r} but the {wanted!r} "
+                "environment was asked for (ELA_ENV / --env)"
+            ]
+        )
+    return config
+
+
+def loads(text: str, filename: str = "<string>", expect_env: str | None = None) -> IngestionConfig:
+    """Validate YAML text; see :func:`load`."""
+    problems = _Problems(filename)
+    data, lines = _parse_yaml(text, problems)
+    if data is None and problems.items:
+        raise ConfigError(problems.render())
+    if not isinstance(data, dict):
+        problems.add((), "the file must be a mapping with global, jobs, job_groups and services")
+        raise ConfigError(problems.render())
+    problems.lines = lines
+
+    model: IngestionConfig | None = None
+    try:
+        model = IngestionConfig.model_validate({**data, "path": filename})
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            problems.add(loc, _pydantic_message(error))
+    _check_semantics(data, filename, problems, expect_env)
+    if problems.items or model is None:
+        raise ConfigError(problems.render())
+    return model
+
+
+class _Problems:
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.items: list[tuple[int, str]] = []
+
+    def line_of(self, loc: tuple[Any, ...]) -> int:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return 1
+
+    def add(self, loc: tuple[Any, ...], message: str, line: int | None = None) -> None:
+        where = ".".join(str(part) for part in loc)
+        text = f"{where}: {message}" if where else message
+        item = (line if line is not None else self.line_of(loc), text)
+        if item not in self.items:
+            self.items.append(item)
+
+    def render(self) -> list[str]:
+        return [f"{self.filename}:{line}: {text}" for line, text in sorted(self.items)]
+
+
+def _parse_yaml(text: str, problems: _Problems) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """YAML → Python, remembering the line of every key and rejecting duplicate keys."""
+    lines: dict[tuple[Any, ...], int] = {}
+    if not text.strip():
+        problems.add((), "the file is empty; expected global, jobs, job_groups and services")
+        return None, lines
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problems.add((), f"not valid YAML: {reason}", line=mark.line + 1 if mark else 1)
+        return None, lines
+    finally:
+        loader.dispose()
+    if node is None:
+        problems.add((), "the file is empty; expected global, jobs, job_groups and services")
+        return None, lines
+
+    def build(node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, str):
+                    key = str(key)
+                child = (*path, key)
+                if key in result:
+                    problems.add(
+                        child,
+                        f"duplicate key (first defined on line {lines[child]}); "
+                        "YAML would silently keep only the last one",
+                        line=key_node.start_mark.line + 1,
+                    )
+                    continue
+                lines[child] = key_node.start_mark.line + 1
+                result[key] = build(value_node, child)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, (*path, i)) for i, item in enumerate(node.value)]
+        try:
+            return loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            problems.add(path, f"cannot read value: {exc}")
+            return None
+
+    return build(node, ()), lines
+
+
+def _pydantic_message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key; check its spelling against the README's configuration section"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("int_type", "bool_type", "string_type", "list_type", "dict_type"):
+        wanted = {
+            "int_type": "an integer",
+            "bool_type": "true or false",
+            "string_type": "a string",
+            "list_type": "a list",
+            "dict_type": "a mapping",
+        }[kind]
+        return f"expected {wanted}, got {value!r}"
+    return f"{error['msg']} (got {value!r})" if value is not None else str(error["msg"])
+
+
+def _check_semantics(
+    data: dict[str, Any], filename: str, problems: _Problems, expect_env: str | None
+) -> None:
+    """Checks beyond types: crons, the connector catalogue, groups and the environment."""
+    glob = data.get("global") if isinstance(data.get("global"), dict) else {}
+    assert isinstance(glob, dict)
+    env = glob.get("environment")
+    file_env = re.search(r"ingestion-config-(dev|prd)\.ya?ml$", filename)
+    if expect_env and env in ENVS and env != expect_env:
+        problems.add(("global", "environment"), f"is {env!r}; expected {expect_env!r}")
+    elif file_env and env in ENVS and env != file_env.group(1):
+        problems.add(
+            ("global", "environment"),
+            f"is {env!r} but the file is named for {file_env.group(1)!r}",
+        )
+    bucket = glob.get("gcs_bucket")
+    if isinstance(bucket, str) and env in ENVS:
+        other = "prd" if env == "dev" else "dev"
+        if other in re.split(r"[-_.]", bucket):
+            problems.add(
+                ("global", "gcs_bucket"),
+                f"{bucket!r} is the {other} bucket but this is the {env} config; use ela-dp-{env}",
+            )
+    timezone = glob.get("timezone", "UTC")
+    if isinstance(timezone, str):
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.add(
+                ("global", "timezone"), f"{timezone!r} is not an IANA time zone (e.g. UTC)"
+            )
+
+    services = data.get("services") if isinstance(data.get("services"), dict) else {}
+    assert isinstance(services, dict)
+    for name, settings in services.items():
+        if name not in SERVICES:
+            problems.add(("services", name), f"unknown service; known: {', '.join(SERVICES)}")
+        elif isinstance(settings, dict) and isinstance(settings.get("data_types"), list):
+            for i, dt in enumerate(settings["data_types"]):
+                if dt not in SERVICES[name].data_types:
+                    known = ", ".join(SERVICES[name].data_types)
+                    problems.add(
+                        ("services", name, "data_types", i),
+                        f"{dt!r} is not a {name} data type; known: {known}",
+                    )
+
+    jobs = data.get("jobs") if isinstance(data.get("jobs"), dict) else {}
+    assert isinstance(jobs, dict)
+    for name, job in jobs.items():
+        _check_job(name, job, problems)
+
+    groups = data.get("job_groups") if isinstance(data.get("job_groups"), dict) else {}
+    assert isinstance(groups, dict)
+    for group, spec in groups.items():
+        if group in jobs:
+            problems.add(("job_groups", group), "a group may not share its name with a job")
+        members = spec.get("jobs") if isinstance(spec, dict) else None
+        if not isinstance(members, list):
+            continue
+        seen: set[str] = set()
+        for i, member in enumerate(members):
+            if member not in jobs:
+                problems.add(
+                    ("job_groups", group, "jobs", i),
+                    f"names job {member!r}, which is not defined under jobs",
+                )
+            if member in seen:
+                problems.add(("job_groups", group, "jobs", i), f"lists {member!r} twice")
+            seen.add(member)
+
+
+def _check_job(name: str, job: Any, problems: _Problems) -> None:
+    loc: tuple[Any, ...] = ("jobs", name)
+    if not _NAME.match(str(name)):
+        problems.add(loc, "job names are lower_snake_case (letters, digits, underscores)")
+    if not isinstance(job, dict):
+        return
+    schedule = job.get("schedule")
+    if isinstance(schedule, str):
+        try:
+            cron.parse(schedule)
+        except cron.CronError as exc:
+            problems.add((*loc, "schedule"), f"bad cron: {exc}")
+    service, data_type = job.get("service"), job.get("data_type")
+    if not isinstance(service, str) or not isinstance(data_type, str):
+        return
+    if service not in SERVICES:
+        known = ", ".join(SERVICES)
+        problems.add((*loc, "service"), f"unknown service {service!r}; known: {known}")
+        return
+    types = SERVICES[service].data_types
+    if data_type not in types:
+        problems.add(
+            (*loc, "data_type"),
+            f"{data_type!r} is not a {service} data type; known: {', '.join(types)}",
+        )
+        return
+    spec = types[data_type]
+    for param in ("limit", "time_range", "days"):
+        if job.get(param) is not None and param not in spec.params:
+            allowed = ", ".join(sorted(spec.params)) or "none"
+            problems.add(
+                (*loc, param),
+                f"does not apply to {service}/{data_type} (its parameters: {allowed})",
+            )
+    limit = job.get("limit")
+    if isinstance(limit, int) and spec.max_limit is not None and limit > spec.max_limit:
+        problems.add(
+            (*loc, "limit"),
+            f"{limit} is above what the {service} API returns for {data_type} "
+            f"({spec.max_limit}); lower it",
+        )
+    days = job.get("days")
+    if isinstance(days, int) and spec.max_days is not None and days > spec.max_days:
+        problems.add((*loc, "days"), f"{days} is above the maximum of {spec.max_days} per run")
+
+
+def iter_problems(paths: list[str]) -> Iterator[tuple[str, IngestionConfig | None, list[str]]]:
+    """Validate several files: (path, config or None, problems) for each."""
+    for path in paths:
+        try:
+            yield path, load(path), []
+        except ConfigError as exc:
+            yield path, None, exc.problems

@@ -1,0 +1,229 @@
+"""A small threaded HTTP server with routing, a call log and fault injection."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+
+@dataclasses.dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+    def form(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(self.body.decode()).items()}
+
+
+@dataclasses.dataclass
+class Response:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    raw: bytes | None = None  # sent as-is (malformed payloads)
+
+
+@dataclasses.dataclass
+class Fault:
+    """A failure to serve instead of the real answer.
+
+    Attributes:
+        status: HTTP status to answer with (429, 500, 401, ...); 0 for no status (see below).
+        retry_after: seconds for the Retry-After header (429/503).
+        delay: seconds to sleep before answering (a timeout, if longer than the client's).
+        malformed: answer 200 with a body that is not JSON.
+        path: only requests whose path contains this.
+        times: how many requests it hits (None: until cleared).
+        rate: probability per matching request (1.0: every one).
+    """
+
+    status: int = 500
+    retry_after: float | None = None
+    delay: float = 0.0
+    malformed: bool = False
+    path: str = ""
+    times: int | None = 1
+    rate: float = 1.0
+
+
+Handler = Callable[[Request, "re.Match[str]"], Response]
+
+
+class Emulator:
+    """Base class: subclasses register routes with :meth:`route` in ``__init__``."""
+
+    name = "emulator"
+
+    def __init__(self, seed: int = 7) -> None:
+        self.random = random.Random(seed)
+        self.lock = threading.RLock()
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+        self.faults: list[Fault] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- wiring ---------------------------------------------------------------------------
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        self.routes.append((method, re.compile(f"^{pattern}$"), handler))
+
+    def start(self, port: int = 0) -> Emulator:
+        emulator = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def _serve(self) -> None:
+                emulator._dispatch(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Emulator:
+        return self if self._server else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server, "emulator not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # -- faults and observation -----------------------------------------------------------
+    def inject(self, fault: Fault) -> None:
+        with self.lock:
+            self.faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults.clear()
+
+    def calls_to(self, fragment: str) -> int:
+        with self.lock:
+            return sum(1 for _, path, _ in self.calls if fragment in path)
+
+    def reset_calls(self) -> None:
+        with self.lock:
+            self.calls.clear()
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.path in path and self.random.random() < fault.rate:
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            self.faults.remove(fault)
+                    return fault
+        return None
+
+    # -- dispatch -------------------------------------------------------------------------
+    def _dispatch(self, http: BaseHTTPRequestHandler) -> None:
+        parsed = urlparse(http.path)
+        length = int(http.headers.get("Content-Length") or 0)
+        request = Request(
+            method=http.command,
+            path=parsed.path,
+            query={k: v[-1] for k, v in parse_qs(parsed.query).items()},
+            headers={k.lower(): v for k, v in http.headers.items()},
+            body=http.rfile.read(length) if length else b"",
+        )
+        if request.path.startswith("/_emulator/"):
+            response = self._control(request)
+        else:
+            with self.lock:
+                self.calls.append((request.method, request.path, request.query))
+            response = self._answer(request)
+        self._send(http, response)
+
+    def _answer(self, request: Request) -> Response:
+        fault = self._take_fault(request.path)
+        if fault:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.malformed:
+                return Response(200, raw=b'{"results": [ {"id": "truncated...')
+            if fault.status:
+                headers = {}
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = str(int(fault.retry_after))
+                return Response(fault.status, {"error": f"injected {fault.status}"}, headers)
+        for method, pattern, handler in self.routes:
+            match = pattern.match(request.path)
+            if match and method == request.method:
+                try:
+                    return handler(request, match)
+                except Exception as exc:  # an emulator bug must surface as a 500, not a hang
+                    return Response(500, {"error": f"emulator error: {exc!r}"})
+        return Response(404, {"error": f"no route for {request.method} {request.path}"})
+
+    def _control(self, request: Request) -> Response:
+        """``POST /_emulator/faults`` (JSON Fault fields), ``DELETE /_emulator/faults``,
+        ``GET /_emulator/calls``: for processes that cannot call the Python API."""
+        if request.path == "/_emulator/faults" and request.method == "POST":
+            self.inject(Fault(**request.json()))
+            return Response(204)
+        if request.path == "/_emulator/faults" and request.method == "DELETE":
+            self.clear_faults()
+            return Response(204)
+        if request.path == "/_emulator/calls":
+            with self.lock:
+                return Response(200, [list(c) for c in self.calls])
+        return Response(404, {"error": "unknown control endpoint"})
+
+    @staticmethod
+    def _send(http: BaseHTTPRequestHandler, response: Response) -> None:
+        if response.raw is not None:
+            payload = response.raw
+        elif response.body is None:
+            payload = b""
+        else:
+            payload = json.dumps(response.body).encode()
+        http.send_response(response.status)
+        http.send_header("Content-Type", "application/json")
+        http.send_header("Content-Length", str(len(payload)))
+        for key, value in response.headers.items():
+            http.send_header(key, value)
+        http.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
+            http.wfile.write(payload)
+
+
+def bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return auth[7:] if auth.lower().startswith("bearer ") else None
+
+
+def unauthorized(message: str = "invalid token") -> Response:
+    return Response(401, {"error": message})

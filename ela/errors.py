@@ -1,0 +1,49 @@
+"""Errors named by what the caller must do about them.
+
+The run pipeline maps every provider exception to one of these through the provider's error
+map (``Service.classify``); the Celery task retries only :class:`RetriableError`.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base class: a run failed for a reason a person can read in one line."""
+
+    kind = "error"
+
+
+class RetriableError(IngestError):
+    """Try again later: rate limits, 5xx, timeouts, dropped connections."""
+
+    kind = "retriable"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ReauthError(IngestError):
+    """Credentials are missing, expired or revoked: fail at once; the message says what fixes it."""
+
+    kind = "reauth"
+
+
+class PayloadError(IngestError):
+    """The provider sent something we cannot land (malformed JSON, a record of the wrong shape)."""
+
+    kind = "payload"
+
+
+class FatalError(IngestError):
+    """Anything else that retrying will not fix (e.g. a connector not implemented yet)."""
+
+    kind = "fatal"
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``problems`` holds one ``FILE:LINE: message`` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems

@@ -1,0 +1,210 @@
+"""One run of one job: connector → records → landing object → manifest → cursor.
+
+The order is the durability contract (SPEC §4):
+
+1. If this run id already has a manifest, the run was committed before (a redelivery after a
+   crash, or a retry after the manifest was written): re-apply its cursor and return it.
+2. Records stream from the connector into a spooled JSONL file; nothing is in memory at once.
+3. The landing object is uploaded under a name fixed by (scheduled time, run id), so a retry
+   or redelivery of the same run overwrites it instead of adding a second copy.
+4. The manifest is written last; it is the commit.
+5. The cursor moves only after the manifest exists, and only forwards.
+
+A failed run commits nothing: no manifest, no cursor. Its error is written under ``errors/``
+once it is final (not retriable, or the last attempt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+import traceback
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ela import naming
+from ela.config import IngestionConfig
+from ela.connectors import SERVICES, FetchContext
+from ela.errors import IngestError, RetriableError
+from ela.sinks import Bucket, JsonlSpool, bucket_url, get_json, open_bucket, put_json
+from ela.state import advance_cursor, read_cursor
+
+log = logging.getLogger("ela.pipeline")
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    """Per-run keyword overrides a task accepts (SPEC §3)."""
+
+    limit: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def from_kwargs(
+        cls,
+        limit: int | None = None,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+        dry_run: bool = False,
+    ) -> Overrides:
+        return cls(limit=limit, since=_as_utc(since), until=_as_utc(until), dry_run=dry_run)
+
+
+def _as_utc(value: str | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(UTC) if value else None
+    parsed = datetime.fromisoformat(value)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def run_job(
+    config: IngestionConfig,
+    job_name: str,
+    *,
+    run_id: str,
+    scheduled_at: datetime,
+    overrides: Overrides = Overrides(),
+    final_attempt: bool = True,
+    attempt: int = 0,
+    bucket: Bucket | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, Any]:
+    """Run ``job_name`` once and return its manifest (a JSON-safe dict, no secrets).
+
+    Raises:
+        IngestError: the classified failure (RetriableError is worth another attempt).
+    """
+    job = config.jobs[job_name]
+    service = SERVICES[job.service]
+    data_type = service.data_types[job.data_type]
+    bucket = bucket or open_bucket(bucket_url(config.global_.gcs_bucket, environ), environ)
+    manifest_name = naming.manifest(job.service, job_name, run_id)
+
+    committed = None if overrides.dry_run else get_json(bucket, manifest_name)
+    if committed is not None:
+        log.info("run %s of %s was already committed; re-applying its cursor", run_id, job_name)
+        if committed.get("cursor_after") is not None:
+            advance_cursor(bucket, job.service, job_name, committed["cursor_after"], run_id)
+        return {**committed, "outcome": "already_committed"}
+
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    cursor_before = read_cursor(bucket, job.service, job_name) if data_type.incremental else None
+    params = job.params()
+    limit = overrides.limit or config.effective_limit(job_name)
+    ctx = FetchContext(
+        job=job_name,
+        now=scheduled_at,
+        environ=environ,
+        limit=limit,
+        time_range=job.time_range,
+        days=job.days,
+        since=overrides.since,
+        until=overrides.until,
+        cursor=cursor_before,
+    )
+    spool = JsonlSpool()
+    try:
+        with service.open_client(ctx) as client:
+            spool.write_all(data_type.fetch(client, ctx))
+        objects = []
+        if spool.records and not overrides.dry_run:
+            name = naming.landing(job.service, job.data_type, scheduled_at, run_id)
+            objects.append(dataclasses.asdict(spool.upload(bucket, name)))
+    except Exception as exc:  # every failure is classified, recorded once final, re-raised
+        error = service.classify(exc)
+        if error is not exc:
+            error.__cause__ = exc
+        if final_attempt or not isinstance(error, RetriableError):
+            record_failure(
+                config,
+                job_name,
+                run_id=run_id,
+                scheduled_at=scheduled_at,
+                attempt=attempt,
+                error=error,
+                ctx=ctx,
+                bucket=bucket,
+            )
+        raise error from exc
+    finally:
+        spool.close()
+
+    manifest: dict[str, Any] = {
+        "job": job_name,
+        "service": job.service,
+        "data_type": job.data_type,
+        "task": job.task,
+        "env": config.env,
+        "run_id": run_id,
+        "attempt": attempt,
+        "scheduled_at": scheduled_at.isoformat(),
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "duration_s": round(time.monotonic() - clock, 3),
+        "records": spool.records,
+        "objects": objects,
+        "cursor_before": cursor_before,
+        "cursor_after": ctx.new_cursor if ctx.new_cursor is not None else cursor_before,
+        "api_calls": ctx.api_calls,
+        "params": {**params, **({"limit": limit} if limit else {})},
+        "window": {
+            "since": overrides.since.isoformat() if overrides.since else None,
+            "until": overrides.until.isoformat() if overrides.until else None,
+        },
+        "warnings": ctx.warnings,
+        "dry_run": overrides.dry_run,
+        "bucket": bucket.url,
+    }
+    if overrides.dry_run:
+        return {**manifest, "outcome": "dry_run"}
+    put_json(bucket, manifest_name, manifest)
+    if ctx.new_cursor is not None:
+        advance_cursor(bucket, job.service, job_name, ctx.new_cursor, run_id)
+    for warning in ctx.warnings:
+        log.warning("%s run %s: %s", job_name, run_id, warning)
+    return {**manifest, "outcome": "succeeded"}
+
+
+def record_failure(
+    config: IngestionConfig,
+    job_name: str,
+    *,
+    run_id: str,
+    scheduled_at: datetime,
+    attempt: int,
+    error: IngestError,
+    ctx: FetchContext | None = None,
+    bucket: Bucket | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> None:
+    """Write the run's error object; never let a failure to record hide the original error."""
+    job = config.jobs[job_name]
+    now = datetime.now(UTC)
+    cause = error.__cause__ or error
+    frames = traceback.extract_tb(cause.__traceback__)
+    body = {
+        "job": job_name,
+        "env": config.env,
+        "run_id": run_id,
+        "attempt": attempt,
+        "kind": error.kind,
+        "error": type(error).__name__,
+        "message": str(error),
+        "scheduled_at": scheduled_at.isoformat(),
+        "failed_at": now.isoformat(),
+        "cursor": ctx.cursor if ctx else None,
+        "api_calls": ctx.api_calls if ctx else None,
+        # Where it failed, without values: locals and arguments could hold secrets.
+        "where": [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} in {f.name}" for f in frames][-8:],
+    }
+    try:
+        bucket = bucket or open_bucket(bucket_url(config.global_.gcs_bucket, environ), environ)
+        put_json(bucket, naming.error(job.service, job_name, run_id, now), body)
+    except Exception:  # recording must not mask the run's own error
+        log.exception("could not write the error object for %s run %s", job_name, run_id)

@@ -1,0 +1,194 @@
+"""Buckets: a GCS bucket or a local folder, behind one small interface.
+
+``ELA_BUCKET_URL`` picks one: ``gs://name`` (``STORAGE_EMULATOR_HOST`` honoured as the GCS client
+does) or ``file:///some/folder``. Without it, ``gs://{global.gcs_bucket}``. Every write is
+whole-object (a GCS upload, or a rename into place locally) so a crash never leaves half an
+object under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import unquote, urlparse
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    size: int
+    updated: datetime
+
+
+class Bucket(Protocol):
+    url: str
+
+    def upload(self, name: str, file: IO[bytes], size: int, content_type: str) -> None: ...
+    def put_bytes(self, name: str, data: bytes, content_type: str) -> None: ...
+    def get_bytes(self, name: str) -> bytes | None: ...
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+    def delete(self, name: str) -> None: ...
+
+
+def put_json(bucket: Bucket, name: str, value: Any) -> None:
+    data = json.dumps(value, indent=2, sort_keys=True, default=str).encode() + b"\n"
+    bucket.put_bytes(name, data, "application/json")
+
+
+def get_json(bucket: Bucket, name: str) -> Any:
+    data = bucket.get_bytes(name)
+    return None if data is None else json.loads(data)
+
+
+class LocalBucket:
+    """A folder standing in for a bucket: object names are relative paths."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.url = self.root.resolve().as_uri()
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"object name escapes the bucket: {name!r}")
+        return path
+
+    def upload(self, name: str, file: IO[bytes], size: int, content_type: str) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as out:
+            while chunk := file.read(1 << 20):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(out.name, path)
+
+    def put_bytes(self, name: str, data: bytes, content_type: str) -> None:
+        import io
+
+        self.upload(name, io.BytesIO(data), len(data), content_type)
+
+    def get_bytes(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self.root.resolve()
+        start = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else base
+        if not start.exists():
+            return
+        for path in sorted(start.rglob("*")):
+            name = path.relative_to(base).as_posix()
+            if path.is_file() and not path.name.startswith(".tmp-") and name.startswith(prefix):
+                stat = path.stat()
+                yield ObjectInfo(name, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+
+class GCSBucket:
+    """A Google Cloud Storage bucket through google-cloud-storage."""
+
+    def __init__(self, name: str, environ: Mapping[str, str] = os.environ) -> None:
+        from google.cloud import storage
+
+        self.url = f"gs://{name}"
+        if environ.get("STORAGE_EMULATOR_HOST"):
+            from google.auth.credentials import AnonymousCredentials
+
+            client = storage.Client(
+                credentials=AnonymousCredentials(),
+                project=environ.get("GOOGLE_CLOUD_PROJECT", "ela-local"),
+            )
+        else:
+            client = storage.Client()
+        self.client = client
+        self.bucket = client.bucket(name)
+
+    def upload(self, name: str, file: IO[bytes], size: int, content_type: str) -> None:
+        blob = self.bucket.blob(name)
+        blob.upload_from_file(file, size=size, content_type=content_type, rewind=True)
+
+    def put_bytes(self, name: str, data: bytes, content_type: str) -> None:
+        self.bucket.blob(name).upload_from_string(data, content_type=content_type)
+
+    def get_bytes(self, name: str) -> bytes | None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            data: bytes = self.bucket.blob(name).download_as_bytes()
+        except NotFound:
+            return None
+        return data
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        for blob in self.client.list_blobs(self.bucket, prefix=prefix):
+            yield ObjectInfo(blob.name, int(blob.size or 0), blob.updated or datetime.now(UTC))
+
+    def delete(self, name: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        with contextlib.suppress(NotFound):
+            self.bucket.blob(name).delete()
+
+
+def bucket_url(default_bucket: str, environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get("ELA_BUCKET_URL") or f"gs://{default_bucket}"
+
+
+def open_bucket(url: str, environ: Mapping[str, str] = os.environ) -> Bucket:
+    """``gs://name`` or ``file:///folder`` → a bucket."""
+    parsed = urlparse(url)
+    if parsed.scheme == "gs" and parsed.netloc:
+        return GCSBucket(parsed.netloc, environ)
+    if parsed.scheme == "file":
+        return LocalBucket(unquote(parsed.path))
+    raise ValueError(f"ELA_BUCKET_URL: {url!r} is neither gs://BUCKET nor file:///FOLDER")
+
+
+@dataclasses.dataclass
+class WrittenObject:
+    name: str
+    size: int
+    sha256: str
+    records: int
+
+
+class JsonlSpool:
+    """Records → JSON Lines in a temporary file, hashed as they are written.
+
+    Memory stays flat however many records a run has; the file is uploaded whole at the end.
+    """
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.records = 0
+
+    def write_all(self, records: Iterable[Mapping[str, Any]]) -> None:
+        for record in records:
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            self.file.write(line)
+            self.hash.update(line)
+            self.size += len(line)
+            self.records += 1
+
+    def upload(self, bucket: Bucket, name: str) -> WrittenObject:
+        self.file.seek(0)
+        bucket.upload(name, self.file, self.size, "application/x-ndjson")
+        return WrittenObject(name, self.size, self.hash.hexdigest(), self.records)
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,0 +1,43 @@
+"""The Celery application for the environment named by ``ELA_ENV`` (or ``ELA_CONFIG``)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+from celery.signals import before_task_publish
+
+from beat_schedules import build_schedule
+from ela import config as config_module
+from ela.errors import ConfigError
+from worker.settings import celery_settings
+
+SCHEDULED_AT_HEADER = "ela_scheduled_at"
+
+
+def _load() -> config_module.IngestionConfig:
+    try:
+        return config_module.load_env()
+    except ConfigError as exc:  # a one-line-per-problem message, never a traceback
+        print("\n".join(exc.problems), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+config = _load()
+app = Celery(f"ela-{config.env}")
+app.conf.update(celery_settings(config))
+app.conf.beat_schedule = build_schedule(config)
+
+
+@before_task_publish.connect
+def stamp_scheduled_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Give every message the minute it was sent: the run's scheduled time.
+
+    Beat sends at the cron tick, so for scheduled runs this is the tick. The header survives
+    redelivery; a retry pins it into the task's kwargs (see tasks/base.py).
+    """
+    if headers is not None and SCHEDULED_AT_HEADER not in headers:
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        headers[SCHEDULED_AT_HEADER] = now.isoformat()
