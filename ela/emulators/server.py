@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from ela.tokens import TokenStore
+
 
 @dataclasses.dataclass
 class Request:
@@ -113,6 +115,15 @@ class Emulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def environ(self) -> dict[str, str]:
+        """The environment variables that point the provider's connector at this emulator,
+        with credentials it accepts."""
+        return {}
+
+    def prepare_tokens(self, store: TokenStore) -> None:
+        """Seed the token store with tokens this emulator accepts (providers whose workers only
+        resume from stored tokens, such as Garmin). Default: nothing to seed."""
 
     @property
     def url(self) -> str:

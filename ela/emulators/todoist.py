@@ -33,6 +33,9 @@ class TodoistEmulator(Emulator):
     def api_url(self) -> str:
         return f"{self.url}/api/v1"
 
+    def environ(self) -> dict[str, str]:
+        return {"TODOIST_API_URL": self.api_url, "TODOIST_API_TOKEN": self.token}
+
     # -- data -----------------------------------------------------------------------------
     def add_projects(self, count: int) -> None:
         base = datetime(2024, 1, 1, tzinfo=UTC)
