@@ -9,7 +9,7 @@ from typing import Any
 from celery import Task
 
 from ela.connectors import DataType, all_data_types
-from ela.errors import RetriableError
+from ela.errors import IngestError, RetriableError
 from ela.pipeline import Overrides, record_failure, run_job
 from worker.app import SCHEDULED_AT_HEADER, app, config
 from worker.settings import MAX_RETRY_COUNTDOWN
@@ -23,6 +23,8 @@ class IngestTask(Task):
     max_retries = config.global_.retry_attempts
     acks_late = True
     reject_on_worker_lost = True
+    # Expected failures: logged as one line, without a traceback (the error object has context).
+    throws = (IngestError,)
 
     def scheduled_at(self, pinned: str | None) -> datetime:
         stamp = pinned or getattr(self.request, SCHEDULED_AT_HEADER, None)

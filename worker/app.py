@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +19,16 @@ from worker.settings import celery_settings
 SCHEDULED_AT_HEADER = "ela_scheduled_at"
 
 
+def create_app(
+    config: config_module.IngestionConfig, environ: Mapping[str, str] = os.environ
+) -> Celery:
+    """A Celery app with the env's settings and beat schedule (no tasks registered)."""
+    app = Celery(f"ela-{config.env}")
+    app.conf.update(celery_settings(config, environ))
+    app.conf.beat_schedule = build_schedule(config)
+    return app
+
+
 def _load() -> config_module.IngestionConfig:
     try:
         return config_module.load_env()
@@ -26,9 +38,7 @@ def _load() -> config_module.IngestionConfig:
 
 
 config = _load()
-app = Celery(f"ela-{config.env}")
-app.conf.update(celery_settings(config))
-app.conf.beat_schedule = build_schedule(config)
+app = create_app(config)
 
 
 @before_task_publish.connect

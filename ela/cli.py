@@ -1,0 +1,409 @@
+"""The ``ela`` command.
+
+Every user-facing failure is one line (or one line per config problem) and exit status 1;
+tracebacks are for bugs. Commands that need Celery import it lazily, so ``ela validate`` and
+``ela schedule`` work without a broker and start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from ela import config as config_module
+from ela.errors import ConfigError, IngestError
+
+ENV_OPTION = click.option(
+    "--env",
+    type=click.Choice(config_module.ENVS),
+    default=None,
+    help="Environment (default: $ELA_ENV, then dev).",
+)
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"ela: {message}", err=True)
+    sys.exit(1)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures into one-line messages and exit 1."""
+    try:
+        yield
+    except ConfigError as exc:
+        click.echo("\n".join(exc.problems), err=True)
+        sys.exit(1)
+    except (IngestError, KeyError, ValueError) as exc:
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+
+
+def load(env: str | None) -> config_module.IngestionConfig:
+    if env:
+        os.environ["ELA_ENV"] = env  # so worker/app.py, imported later, agrees
+    return config_module.load_env(env)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ela-ingest")
+def main() -> None:
+    """ELA Ingest: Spotify, Strava, Garmin and Todoist into per-environment GCS buckets."""
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+def validate(files: Sequence[str]) -> None:
+    """Validate config files (default: both shipped ones). Problems print as FILE:LINE: message."""
+    paths = list(files) or [str(config_module.config_path(env, {})) for env in config_module.ENVS]
+    failed = False
+    for path, config, problems in config_module.iter_problems(paths):
+        if config is None:
+            failed = True
+            for line in problems:
+                click.echo(line)
+            continue
+        jobs = config.jobs
+        enabled = sum(job.enabled for job in jobs.values())
+        click.echo(
+            f"{path}: ok — env {config.env}, {len(jobs)} jobs ({enabled} enabled), "
+            f"{len(config.job_groups)} groups, bucket {config.global_.gcs_bucket}, "
+            f"timezone {config.global_.timezone}"
+        )
+    sys.exit(1 if failed else 0)
+
+
+def schedule_rows(config: config_module.IngestionConfig, count: int) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    rows = []
+    for name, job in config.jobs.items():
+        runs = job.cron.next_runs(config.global_.tz, now, count) if job.enabled else []
+        rows.append(
+            {
+                "job": name,
+                "task": job.task,
+                "cron": job.schedule,
+                "timezone": config.global_.timezone,
+                "queue": config.queue(job.service),
+                "enabled": job.enabled,
+                "params": job.params(),
+                "next_runs": [run.isoformat().replace("+00:00", "Z") for run in runs],
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "-"
+
+
+@main.command()
+@ENV_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def jobs(env: str | None, as_json: bool) -> None:
+    """List the env's jobs and groups."""
+    with user_errors():
+        config = load(env)
+    rows = schedule_rows(config, 0)
+    if as_json:
+        groups = {name: group.jobs for name, group in config.job_groups.items()}
+        emit_json({"env": config.env, "jobs": rows, "groups": groups})
+        return
+    click.echo(f"{config.env}: {config.path}")
+    print_table(
+        [
+            [
+                r["job"],
+                r["task"],
+                r["cron"],
+                r["queue"],
+                _params_text(r["params"]),
+                "yes" if r["enabled"] else "no",
+            ]
+            for r in rows
+        ],
+        ["JOB", "TASK", "CRON", "QUEUE", "PARAMS", "ENABLED"],
+    )
+    click.echo("")
+    for name, group in config.job_groups.items():
+        click.echo(f"group {name}: {', '.join(group.jobs)}")
+
+
+@main.command()
+@ENV_OPTION
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per job.")
+@click.option(
+    "--next",
+    "count",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    help="How many upcoming runs to show.",
+)
+def schedule(env: str | None, as_json: bool, count: int) -> None:
+    """Show each job's cron, queue, parameters and next run times (UTC)."""
+    with user_errors():
+        config = load(env)
+    rows = schedule_rows(config, count)
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(
+        [
+            [r["job"], r["cron"], r["queue"], _params_text(r["params"]), ", ".join(r["next_runs"])]
+            for r in rows
+        ],
+        ["JOB", "CRON", "QUEUE", "PARAMS", f"NEXT {count} RUNS (UTC)"],
+    )
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@main.command()
+@click.argument("target")
+@ENV_OPTION
+@click.option("--wait", is_flag=True, help="Wait for each job and print its outcome.")
+@click.option("--inline", is_flag=True, help="Run in this process, without a broker.")
+@click.option("--limit", type=click.IntRange(min=1), help="Override the jobs' item limit.")
+@click.option("--since", type=click.DateTime(), help="Start of an explicit window (UTC).")
+@click.option("--until", type=click.DateTime(), help="End of an explicit window (UTC).")
+@click.option("--dry-run", is_flag=True, help="Fetch and count; write nothing.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=3600,
+    show_default=True,
+    help="Seconds --wait waits for each job.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def run(
+    target: str,
+    env: str | None,
+    wait: bool,
+    inline: bool,
+    limit: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    dry_run: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Run TARGET (a job or a group) now: on the workers, or --inline in this process."""
+    with user_errors():
+        config = load(env)
+        names = config.resolve(target)
+    overrides: dict[str, Any] = {
+        "limit": limit,
+        "since": _iso(since.replace(tzinfo=UTC) if since else None),
+        "until": _iso(until.replace(tzinfo=UTC) if until else None),
+        "dry_run": dry_run or None,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    outcomes = (_run_inline if inline else _run_on_workers)(config, names, overrides, wait, timeout)
+    if as_json:
+        emit_json(outcomes)
+    elif inline or wait:
+        print_table(
+            [
+                [
+                    o["job"],
+                    o["outcome"],
+                    str(o.get("records", "-")),
+                    str(len(o.get("objects", []))),
+                    f"{o.get('duration_s', 0):.1f}s" if "duration_s" in o else "-",
+                    o.get("error") or o.get("run_id", ""),
+                ]
+                for o in outcomes
+            ],
+            ["JOB", "OUTCOME", "RECORDS", "OBJECTS", "DURATION", "RUN / ERROR"],
+        )
+    else:
+        for o in outcomes:
+            click.echo(f"{o['job']}: sent {o['task']} to {o['queue']} as {o['run_id']}")
+    if any(o["outcome"] == "failed" for o in outcomes):
+        sys.exit(1)
+
+
+def _run_inline(
+    config: config_module.IngestionConfig,
+    names: list[str],
+    overrides: dict[str, Any],
+    wait: bool,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    from ela.pipeline import Overrides, run_job
+
+    outcomes = []
+    scheduled_at = datetime.now(UTC).replace(second=0, microsecond=0)
+    for name in names:
+        run_id = str(uuid.uuid4())
+        try:
+            result = run_job(
+                config,
+                name,
+                run_id=run_id,
+                scheduled_at=scheduled_at,
+                overrides=Overrides.from_kwargs(**overrides),
+            )
+        except IngestError as exc:
+            result = {"job": name, "run_id": run_id, "outcome": "failed", "error": str(exc)}
+        outcomes.append(result)
+    return outcomes
+
+
+def _run_on_workers(
+    config: config_module.IngestionConfig,
+    names: list[str],
+    overrides: dict[str, Any],
+    wait: bool,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    from worker.app import app
+
+    sent = []
+    with app.producer_or_acquire() as producer:
+        for name in names:
+            job = config.jobs[name]
+            result = app.send_task(job.task, kwargs={"job": name, **overrides}, producer=producer)
+            sent.append((name, job, result))
+    outcomes = []
+    for name, job, result in sent:
+        outcome: dict[str, Any] = {
+            "job": name,
+            "task": job.task,
+            "queue": config.queue(job.service),
+            "run_id": result.id,
+            "outcome": "sent",
+        }
+        if wait:
+            try:
+                outcome.update(result.get(timeout=timeout, propagate=True))
+            except Exception as exc:  # the task's own error, re-raised by Celery
+                outcome.update(outcome="failed", error=f"{type(exc).__name__}: {exc}")
+        outcomes.append(outcome)
+    return outcomes
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def _exec_celery(env: str | None, args: list[str]) -> NoReturn:
+    with user_errors():
+        load(env)
+    argv = [sys.executable, "-m", "celery", "-A", "worker", *args]
+    os.execvpe(argv[0], argv, {**os.environ, "PYTHONPATH": _pythonpath()})
+
+
+def _pythonpath() -> str:
+    root = str(config_module.REPO_ROOT)
+    current = os.environ.get("PYTHONPATH", "")
+    return f"{root}{os.pathsep}{current}" if current else root
+
+
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+@main.command(context_settings=PASSTHROUGH)
+@ENV_OPTION
+@click.option("-l", "--loglevel", default="info", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
+    """A Celery worker for the env's queues (concurrency and limits from its config).
+
+    Extra arguments go to ``celery worker``.
+    """
+    _exec_celery(env, ["worker", "-l", loglevel, *ctx.args])
+
+
+@main.command(context_settings=PASSTHROUGH)
+@ENV_OPTION
+@click.option("-l", "--loglevel", default="info", show_default=True)
+@click.pass_context
+def beat(ctx: click.Context, env: str | None, loglevel: str) -> None:
+    """Celery beat with the env's schedule. Extra arguments go to ``celery beat``."""
+    state_dir = Path(os.environ.get("ELA_STATE_DIR", ".ela"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _exec_celery(env, ["beat", "-l", loglevel, *ctx.args])
+
+
+@main.command(context_settings=PASSTHROUGH)
+@ENV_OPTION
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5555, show_default=True)
+@click.pass_context
+def flower(ctx: click.Context, env: str | None, address: str, port: int) -> None:
+    """Flower for the env, bound to loopback, behind FLOWER_BASIC_AUTH (user:password)."""
+    if not os.environ.get("FLOWER_BASIC_AUTH"):
+        fail("FLOWER_BASIC_AUTH is not set: Flower can send tasks, so it needs user:password")
+    args = ["flower", f"--address={address}", f"--port={port}", *ctx.args]
+    _exec_celery(env, args)
+
+
+# -- credentials --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("provider", type=click.Choice(["spotify", "strava", "garmin"]))
+def auth(provider: str) -> None:
+    """Authorize PROVIDER interactively and store its tokens where workers read them."""
+    import importlib
+
+    from ela.tokens import TokenStore
+
+    module = importlib.import_module(f"ela.connectors.{provider}")
+    authorize: Callable[..., None] | None = getattr(module, "authorize", None)
+    if authorize is None:
+        fail(f"{provider}: interactive authorization is not implemented yet")
+    store = TokenStore.from_env()
+
+    def ask(prompt: str, secret: bool = False) -> str:
+        return str(click.prompt(prompt, hide_input=secret))
+
+    with user_errors():
+        authorize(os.environ, store, ask, click.echo)
+    click.echo(f"{provider}: tokens stored in {store.directory}")
+
+
+# -- sandbox ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the sandbox running until Ctrl-C.")
+@click.option("--folder", type=click.Path(file_okay=False), help="Where the local bucket goes.")
+def demo(keep: bool, folder: str | None) -> None:
+    """Run every job through a real worker against local emulators, into a local bucket."""
+    from ela.sandbox import run_demo
+
+    with user_errors():
+        code = run_demo(folder=Path(folder) if folder else None, keep=keep)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
