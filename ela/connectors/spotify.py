@@ -1,22 +1,499 @@
-"""Spotify via spotipy."""
+"""Spotify via spotipy: recently played (incremental), the saved library, playlists, top items.
+
+The adapter (:func:`_open`) is the one place that points spotipy at ``SPOTIFY_API_URL`` /
+``SPOTIFY_ACCOUNTS_URL``, gives it a session with timeouts and a retry policy that lets a 429
+surface with its Retry-After, counts every HTTP request, and authenticates by refresh token
+without ever falling back to spotipy's interactive prompt.
+"""
 
 from __future__ import annotations
 
-from ela.connectors._pending import not_implemented, pending_service
+import logging
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ela import endpoints
+from ela.connectors.base import FetchContext, Record, Service, parse_retry_after, require
+from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
+from ela.tokens import TokenStore
+
+if TYPE_CHECKING:
+    import requests
+    import spotipy
 
 PAGE_MAX = 50  # Spotify's maximum page size for every endpoint used here.
+# Recently played keeps only the last 50 plays; one call with `after` sees all of them.
+RECENTLY_PLAYED_MAX = 50
+PROVIDER = "spotify"  # the TokenStore entry
+SCOPES = (
+    "user-read-recently-played",  # recently_played
+    "user-library-read",  # saved_tracks, saved_albums
+    "playlist-read-private",  # playlists
+    "playlist-read-collaborative",  # playlists shared with the user
+    "user-top-read",  # top_tracks, top_artists
+)
+CREDENTIALS = (
+    "SPOTIFY_CLIENT_ID",
+    "SPOTIFY_CLIENT_SECRET",
+    "SPOTIFY_REDIRECT_URI",
+    "SPOTIFY_REFRESH_TOKEN",
+)
+REAUTH_HINT = "run `ela auth spotify` (or set a new SPOTIFY_REFRESH_TOKEN)"
+# Quick in-process retries for transient 5xx and refused connections; anything longer is the
+# Celery task's retry (with backoff), so a worker never sleeps out a provider's outage here.
+STATUS_RETRIES = 2
+RETRY_BACKOFF = 0.5  # seconds, doubled per retry by urllib3
+RETRY_STATUSES = (500, 502, 503, 504)  # not 429: it must reach the task with its Retry-After
 
-spotify = pending_service(
-    "spotify",
-    ("SPOTIFY_CLIENT_ID", "SPOTIFY_CLIENT_SECRET", "SPOTIFY_REDIRECT_URI", "SPOTIFY_REFRESH_TOKEN"),
+
+def http_timeout(environ: Mapping[str, str]) -> tuple[float, float]:
+    """(connect, read) seconds; ``ELA_HTTP_TIMEOUT`` overrides the read timeout (tests)."""
+    connect, read = endpoints.HTTP_TIMEOUT
+    override = environ.get("ELA_HTTP_TIMEOUT")
+    return (connect, float(override)) if override else (connect, read)
+
+
+# -- the adapter ----------------------------------------------------------------------------
+
+
+def _session(count: Callable[[], None]) -> requests.Session:
+    """A requests session with the retry policy, counting every HTTP attempt into ``count``."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    class CountingRetry(Retry):
+        """Counts the re-sends urllib3 makes inside one requests call (invisible to requests)."""
+
+        def increment(self, *args: Any, **kwargs: Any) -> CountingRetry:
+            retry = super().increment(*args, **kwargs)  # raises when no retry is left
+            count()
+            return retry
+
+    class CountingAdapter(HTTPAdapter):
+        def send(self, *args: Any, **kwargs: Any) -> requests.Response:
+            count()
+            return super().send(*args, **kwargs)
+
+    retry = CountingRetry(
+        total=STATUS_RETRIES,
+        connect=STATUS_RETRIES,
+        read=False,  # a read timeout surfaces at once as requests.ReadTimeout
+        status=STATUS_RETRIES,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "POST"}),  # POST: the token refresh, idempotent
+        backoff_factor=RETRY_BACKOFF,
+        respect_retry_after_header=False,  # never sleep out a 429 (Retry-After can be hours)
+        raise_on_status=False,  # exhausted 5xx → its real status, not spotipy's fake 429
+    )
+    session = requests.Session()
+    adapter = CountingAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _oauth_class() -> type[spotipy.SpotifyOAuth]:
+    """SpotifyOAuth redirected to ``SPOTIFY_ACCOUNTS_URL`` that never prompts.
+
+    spotipy starts its interactive flow (``input()``) when the cache is empty or the scopes
+    differ; a worker must fail with a ReauthError instead of blocking on stdin. Refreshes hold
+    the TokenStore lock and re-read the store, so two workers never spend the same rotating
+    refresh token, and a rotated one is persisted before the lock is released.
+    """
+    from spotipy.oauth2 import SpotifyOAuth
+
+    class NoPromptOAuth(SpotifyOAuth):
+        def __init__(
+            self, *args: Any, accounts_url: str, store: TokenStore | None = None, **kwargs: Any
+        ) -> None:
+            super().__init__(*args, **kwargs)
+            self.OAUTH_AUTHORIZE_URL = f"{accounts_url}/authorize"
+            self.OAUTH_TOKEN_URL = f"{accounts_url}/api/token"
+            self.store = store
+
+        def get_auth_response(self, open_browser: bool | None = None) -> str:
+            raise ReauthError(f"spotify: no usable refresh token; {REAUTH_HINT}")
+
+        @staticmethod
+        def _get_user_input(prompt: str) -> str:
+            raise ReauthError(f"spotify: no usable refresh token; {REAUTH_HINT}")
+
+        def refresh_access_token(self, refresh_token: str) -> dict[str, Any]:
+            if self.store is None:
+                return dict(super().refresh_access_token(refresh_token))
+            with self.store.locked(PROVIDER):
+                stored = self.store.read(PROVIDER) or {}
+                current = stored.get("refresh_token") or refresh_token  # another worker's wins
+                info = dict(super().refresh_access_token(current))
+                if info.get("refresh_token") and info["refresh_token"] != current:
+                    self.store.write(PROVIDER, _stored(info))
+                return info
+
+    return NoPromptOAuth
+
+
+def _stored(token_info: Mapping[str, Any]) -> dict[str, Any]:
+    """What the TokenStore keeps: the refresh token only (access tokens live an hour)."""
+    return {
+        "refresh_token": token_info["refresh_token"],
+        "scope": " ".join(SCOPES),
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+
+
+class _Client:
+    """A spotipy client plus the paging every data type shares."""
+
+    def __init__(self, sp: spotipy.Spotify, api_base: str) -> None:
+        self.sp = sp
+        self.api_base = api_base
+
+    def follow(self, url: str) -> Any:
+        # The real API's `next` links name api.spotify.com; keep following them through the
+        # redirected endpoint (a proxy, an emulator) rather than around it.
+        default = endpoints.DEFAULTS["SPOTIFY_API_URL"]
+        if url.startswith(default) and self.api_base != default:
+            url = self.api_base + url[len(default) :]
+        return self.sp._get(url)
+
+    def pages(self, what: str, first: Callable[[int], Any], limit: int | None) -> Iterator[Record]:
+        """Items of an offset-paged endpoint, at most ``limit`` (None: all), following ``next``.
+
+        Raises:
+            PayloadError: a page is not JSON or not a paging object, an item is not an object,
+                or the API repeats a ``next`` link (which would loop forever).
+        """
+        remaining = limit
+        page = first(min(PAGE_MAX, limit) if limit else PAGE_MAX)
+        seen: set[str] = set()
+        number = 1
+        while True:
+            items = _items(page, what, number)
+            for index, item in enumerate(items, 1):
+                if remaining is not None and remaining <= 0:
+                    return
+                if item is None:  # the API sends null for items it cannot show; nothing to land
+                    continue
+                if not isinstance(item, dict):
+                    raise PayloadError(
+                        f"spotify: {what} page {number}, item {index}: not an object"
+                    )
+                yield item
+                if remaining is not None:
+                    remaining -= 1
+            following = page.get("next")
+            if not following or (remaining is not None and remaining <= 0):
+                return
+            if following in seen:
+                raise PayloadError(f"spotify: {what} page {number}: `next` repeats {following}")
+            seen.add(following)
+            number += 1
+            page = self.follow(following)
+
+
+def _items(page: Any, what: str, number: int) -> list[Any]:
+    # spotipy answers None for a body that is not JSON; say where it happened.
+    if not isinstance(page, dict):
+        raise PayloadError(f"spotify: {what} page {number}: not a JSON object")
+    items = page.get("items")
+    if not isinstance(items, list):
+        raise PayloadError(f"spotify: {what} page {number}: no `items` list")
+    return items
+
+
+@contextmanager
+def _open(ctx: FetchContext) -> Iterator[_Client]:
+    import spotipy
+    from spotipy.cache_handler import MemoryCacheHandler
+
+    # spotipy logs request headers (the bearer token, the client secret) at DEBUG.
+    spotipy_log = logging.getLogger("spotipy")
+    if spotipy_log.getEffectiveLevel() < logging.INFO:
+        spotipy_log.setLevel(logging.INFO)
+    client_id, client_secret, redirect_uri = require(
+        ctx.environ,
+        "SPOTIFY_CLIENT_ID",
+        "SPOTIFY_CLIENT_SECRET",
+        "SPOTIFY_REDIRECT_URI",
+        fix="from the app at developer.spotify.com/dashboard",
+    )
+    store = TokenStore.from_env(ctx.environ)
+    stored = store.read(PROVIDER) or {}
+    refresh_token = stored.get("refresh_token") or ctx.environ.get("SPOTIFY_REFRESH_TOKEN")
+    if not refresh_token:
+        raise ReauthError(f"spotify: SPOTIFY_REFRESH_TOKEN not set and none stored; {REAUTH_HINT}")
+
+    def count() -> None:
+        ctx.api_calls += 1
+
+    timeout = http_timeout(ctx.environ)
+    session = _session(count)
+    # An expired entry with the refresh token: spotipy's first call refreshes it, never prompts.
+    cache = MemoryCacheHandler(
+        {
+            "access_token": "",
+            "token_type": "Bearer",
+            "expires_at": 0,
+            "refresh_token": refresh_token,
+            "scope": " ".join(sorted(SCOPES)),
+        }
+    )
+    auth = _oauth_class()(
+        client_id=client_id,
+        client_secret=client_secret,
+        redirect_uri=redirect_uri,
+        scope=list(SCOPES),
+        cache_handler=cache,
+        requests_session=session,
+        requests_timeout=timeout,
+        open_browser=False,
+        accounts_url=endpoints.url("SPOTIFY_ACCOUNTS_URL", ctx.environ),
+        store=store,
+    )
+    sp = spotipy.Spotify(auth_manager=auth, requests_session=session, requests_timeout=timeout)
+    api_base = endpoints.url("SPOTIFY_API_URL", ctx.environ) + "/"
+    sp.prefix = api_base
+    try:
+        yield _Client(sp, api_base)
+    finally:
+        session.close()
+
+
+# -- the error map --------------------------------------------------------------------------
+
+
+def _http_error(exc: BaseException) -> requests.HTTPError | None:
+    """The HTTPError behind ``exc``: spotipy re-raises them as its own types (losing the status
+    of token-endpoint failures, or failing on an unexpected error body) inside ``except``."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, requests.HTTPError) and seen.response is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _classify(exc: BaseException) -> IngestError | None:
+    import requests
+    from spotipy.exceptions import SpotifyException, SpotifyOauthError
+
+    status: int | None = None
+    headers: Mapping[str, str] = {}
+    if isinstance(exc, SpotifyException):
+        status, headers = exc.http_status, exc.headers or {}
+    elif (http := _http_error(exc)) is not None:
+        status, headers = http.response.status_code, http.response.headers
+    oauth_error = exc.error if isinstance(exc, SpotifyOauthError) else None
+
+    if status == 429 or (status is not None and status >= 500):
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        return RetriableError(f"spotify: HTTP {status}", retry_after=retry_after)
+    if oauth_error == "invalid_grant":
+        return ReauthError(
+            "spotify: the refresh token was rejected (invalid_grant: expired or revoked); "
+            + REAUTH_HINT
+        )
+    if oauth_error == "invalid_client":
+        return ReauthError(
+            "spotify: the token endpoint rejected SPOTIFY_CLIENT_ID / SPOTIFY_CLIENT_SECRET; "
+            "copy them again from developer.spotify.com/dashboard"
+        )
+    if isinstance(exc, SpotifyOauthError) or status == 401:
+        return ReauthError(
+            f"spotify: authorization failed ({status or oauth_error}); {REAUTH_HINT}"
+        )
+    if status == 403:
+        return ReauthError(f"spotify: 403, the token lacks a scope these jobs need; {REAUTH_HINT}")
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return RetriableError(f"spotify: {type(exc).__name__}")
+    if isinstance(exc, ValueError) and status is None:  # e.g. a token response that is not JSON
+        return PayloadError(f"spotify: malformed response: {type(exc).__name__}")
+    return None
+
+
+spotify: Service[_Client] = Service(
+    "spotify", credentials=CREDENTIALS, open_client=_open, classify=_classify
 )
-# Recently played only ever returns the last 50 plays, whatever the paging.
-spotify.data_type("recently_played", params=("limit",), max_limit=50, incremental=True)(
-    not_implemented
-)
-spotify.data_type("saved_tracks", params=("limit",), max_limit=10_000)(not_implemented)
-spotify.data_type("saved_albums", params=("limit",), max_limit=10_000)(not_implemented)
-spotify.data_type("playlists", params=("limit",), max_limit=10_000)(not_implemented)
+
+
+# -- data types -----------------------------------------------------------------------------
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _played_at_ms(item: Record, index: int) -> int:
+    try:
+        return _ms(datetime.fromisoformat(item["played_at"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"spotify: recently_played page 1, item {index}: no valid `played_at`"
+        ) from exc
+
+
+@spotify.data_type("recently_played", params=("limit",), max_limit=50, incremental=True)
+def recently_played(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """Plays after the cursor (``after``, ms), newest first as the API sends them.
+
+    With a cursor the call always asks for the API maximum, whatever ``limit`` says: Spotify
+    keeps only the last 50 plays, so asking for fewer would lose the rest for good. ``limit``
+    applies to the first run (no cursor). ``since`` replaces the cursor; ``until`` drops later
+    plays. The new cursor is the newest play landed; unchanged when nothing is new.
+    """
+    after = _ms(ctx.since) if ctx.since else ctx.cursor
+    if after is not None:
+        page = client.sp.current_user_recently_played(limit=RECENTLY_PLAYED_MAX, after=int(after))
+    else:
+        before = _ms(ctx.until) if ctx.until else None
+        limit = min(ctx.limit or RECENTLY_PLAYED_MAX, RECENTLY_PLAYED_MAX)
+        page = client.sp.current_user_recently_played(limit=limit, before=before)
+    items = _items(page, "recently_played", 1)
+    plays: list[tuple[int, Record]] = []
+    for index, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise PayloadError(f"spotify: recently_played page 1, item {index}: not an object")
+        plays.append((_played_at_ms(item, index), item))
+    if ctx.until:
+        plays = [(ms, item) for ms, item in plays if ms < _ms(ctx.until)]
+    if not plays:
+        return
+    oldest = min(ms for ms, _ in plays)
+    if after is not None and len(items) >= RECENTLY_PLAYED_MAX and oldest > int(after):
+        ctx.warn(
+            f"recently_played: the API returned a full {RECENTLY_PLAYED_MAX} plays, all after "
+            f"the cursor ({after}); plays between the cursor and {oldest} may be missing "
+            "(more than 50 since the last run: schedule this job more often)"
+        )
+    yield from (item for _, item in plays)
+    ctx.new_cursor = max(ms for ms, _ in plays)
+
+
+@spotify.data_type("saved_tracks", params=("limit",), max_limit=10_000)
+def saved_tracks(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """The saved tracks library, newest first, up to ``limit`` (pages of 50)."""
+    yield from client.pages(
+        "saved_tracks", lambda n: client.sp.current_user_saved_tracks(limit=n), ctx.limit
+    )
+
+
+@spotify.data_type("saved_albums", params=("limit",), max_limit=10_000)
+def saved_albums(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """The saved albums library, newest first, up to ``limit`` (pages of 50)."""
+    yield from client.pages(
+        "saved_albums", lambda n: client.sp.current_user_saved_albums(limit=n), ctx.limit
+    )
+
+
+@spotify.data_type("playlists", params=("limit",), max_limit=10_000)
+def playlists(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """The playlists the user owns or follows, up to ``limit``."""
+    yield from client.pages(
+        "playlists", lambda n: client.sp.current_user_playlists(limit=n), ctx.limit
+    )
+
+
 # Top items: at most 50 per call, and Spotify computes only the top 50 per time range.
-spotify.data_type("top_tracks", params=("limit", "time_range"), max_limit=50)(not_implemented)
-spotify.data_type("top_artists", params=("limit", "time_range"), max_limit=50)(not_implemented)
+@spotify.data_type("top_tracks", params=("limit", "time_range"), max_limit=50)
+def top_tracks(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """The user's top tracks for ``time_range``."""
+    time_range = ctx.time_range or "medium_term"
+    yield from client.pages(
+        "top_tracks",
+        lambda n: client.sp.current_user_top_tracks(limit=n, time_range=time_range),
+        ctx.limit,
+    )
+
+
+@spotify.data_type("top_artists", params=("limit", "time_range"), max_limit=50)
+def top_artists(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """The user's top artists for ``time_range``."""
+    time_range = ctx.time_range or "medium_term"
+    yield from client.pages(
+        "top_artists",
+        lambda n: client.sp.current_user_top_artists(limit=n, time_range=time_range),
+        ctx.limit,
+    )
+
+
+# -- `ela auth spotify` ---------------------------------------------------------------------
+
+
+def authorize(
+    environ: Mapping[str, str],
+    store: TokenStore,
+    ask: Callable[[str, bool], str],
+    say: Callable[[str], None],
+) -> None:
+    """Interactive bootstrap: authorize the app in a browser, store the refresh token.
+
+    Args:
+        environ: SPOTIFY_CLIENT_ID / _SECRET / _REDIRECT_URI, and SPOTIFY_ACCOUNTS_URL if set.
+        store: where the refresh token goes; connectors prefer it to SPOTIFY_REFRESH_TOKEN.
+        ask: ``ask(prompt, secret)`` returns what the user typed.
+        say: prints a line for the user.
+
+    Raises:
+        ReauthError: missing credentials, a refused authorization, a state mismatch, or a code
+            the token endpoint would not exchange.
+    """
+    from spotipy.cache_handler import MemoryCacheHandler
+    from spotipy.exceptions import SpotifyOauthError
+
+    client_id, client_secret, redirect_uri = require(
+        environ,
+        "SPOTIFY_CLIENT_ID",
+        "SPOTIFY_CLIENT_SECRET",
+        "SPOTIFY_REDIRECT_URI",
+        fix="from the app at developer.spotify.com/dashboard",
+    )
+    calls = 0
+
+    def count() -> None:
+        nonlocal calls
+        calls += 1
+
+    session = _session(count)
+    cache = MemoryCacheHandler()
+    auth = _oauth_class()(
+        client_id=client_id,
+        client_secret=client_secret,
+        redirect_uri=redirect_uri,
+        scope=list(SCOPES),
+        cache_handler=cache,
+        requests_session=session,
+        requests_timeout=http_timeout(environ),
+        open_browser=False,
+        accounts_url=endpoints.url("SPOTIFY_ACCOUNTS_URL", environ),
+    )
+    state = secrets.token_urlsafe(16)
+    say("Open this URL in a browser, approve access, then paste the URL you land on:")
+    say(auth.get_authorize_url(state=state))
+    answer = ask("Redirected URL (or just the code): ", False).strip()
+    try:
+        returned_state, code = auth.parse_auth_response_url(answer)
+    except SpotifyOauthError as exc:
+        raise ReauthError(f"spotify: authorization refused: {exc.error}") from exc
+    if code is None and "://" not in answer and answer:
+        code = answer  # the user pasted the bare code
+    elif returned_state != state:
+        raise ReauthError("spotify: the redirected URL is not from this authorization (state)")
+    if not code:
+        raise ReauthError("spotify: no authorization code in what was pasted")
+    try:
+        with session:
+            auth.get_access_token(code=code, as_dict=False, check_cache=False)
+    except SpotifyOauthError as exc:
+        raise ReauthError(f"spotify: the code was not accepted: {exc.error}") from exc
+    info = cache.get_cached_token() or {}
+    if not info.get("refresh_token"):
+        raise ReauthError("spotify: the token endpoint returned no refresh token")
+    with store.locked(PROVIDER):
+        store.write(PROVIDER, _stored(info))
+    say(f"Spotify authorized; refresh token stored in {store.directory}.")
