@@ -40,6 +40,8 @@ class GlobalSettings(_Strict):
     gcs_bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
     timeout_minutes: int = Field(ge=1, le=24 * 60)
     error_retention_days: int = Field(ge=1, le=3650)
+    # First retry waits up to this long (full jitter), doubling per attempt; not in the origin.
+    retry_backoff_seconds: int = Field(default=30, ge=0, le=900)
 
     @property
     def tz(self) -> ZoneInfo:

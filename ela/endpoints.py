@@ -18,6 +18,12 @@ DEFAULTS = {
 HTTP_TIMEOUT = (10.0, 60.0)
 
 
+def http_timeout(environ: Mapping[str, str]) -> tuple[float, float]:
+    """(connect, read) seconds; ``ELA_HTTP_TIMEOUT`` overrides the read timeout."""
+    read = float(environ.get("ELA_HTTP_TIMEOUT") or HTTP_TIMEOUT[1])
+    return (min(HTTP_TIMEOUT[0], read), read)
+
+
 def url(name: str, environ: Mapping[str, str]) -> str:
     """The base URL for ``name`` (one of DEFAULTS), without a trailing slash."""
     return (environ.get(name) or DEFAULTS[name]).rstrip("/")

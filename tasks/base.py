@@ -14,8 +14,6 @@ from ela.pipeline import Overrides, record_failure, run_job
 from worker.app import SCHEDULED_AT_HEADER, app, config
 from worker.settings import MAX_RETRY_COUNTDOWN
 
-BACKOFF_BASE = 30  # seconds; doubled per attempt, with full jitter, capped at the max countdown
-
 
 class IngestTask(Task):
     """Shared by every ingest task: retries from the env config, idempotent by run id."""
@@ -34,7 +32,8 @@ class IngestTask(Task):
 
     def countdown(self, error: RetriableError) -> float:
         """Exponential backoff with full jitter, never shorter than the provider's Retry-After."""
-        backoff = min(MAX_RETRY_COUNTDOWN, BACKOFF_BASE * 2**self.request.retries)
+        base = config.global_.retry_backoff_seconds
+        backoff = min(MAX_RETRY_COUNTDOWN, base * 2**self.request.retries)
         return max(error.retry_after or 0.0, random.uniform(0, backoff))
 
     def ingest(

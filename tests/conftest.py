@@ -107,7 +107,7 @@ def worker_factory(redis_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
         environ = base_environ(redis_url, {**defaults, **(extra_env or {})})
         log = tmp_path / f"worker-{env}-{len(handles)}.log"
         process = start_worker(environ, log, concurrency=concurrency, extra_args=extra_args)
-        handle = WorkerHandle(process, client_app(environ), env)
+        handle = WorkerHandle(process, client_app(environ), env, environ)
         handles.append(handle)
         return handle
 

@@ -104,10 +104,13 @@ class CeleryProcess:
 class WorkerHandle:
     """A running worker for one env, and a client app with the same settings to talk to it."""
 
-    def __init__(self, process: CeleryProcess, client: Celery, env: str) -> None:
+    def __init__(
+        self, process: CeleryProcess, client: Celery, env: str, environ: dict[str, str]
+    ) -> None:
         self.process = process
         self.client = client
         self.env = env
+        self.environ = environ  # what the worker runs with: reuse it for `celery call`, `ela run`
 
     def send(self, task: str, **kwargs: Any) -> AsyncResult:
         return self.client.send_task(task, kwargs=kwargs)

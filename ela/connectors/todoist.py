@@ -47,10 +47,15 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         ctx.environ, "TODOIST_API_TOKEN", fix="create one under Todoist → Settings → Integrations"
     )
     base = endpoints.url("TODOIST_API_URL", ctx.environ)
+    connect, read = endpoints.http_timeout(ctx.environ)
     holder: dict[str, _Client] = {}
+
+    # The library passes its own per-request timeout (60 s read); ours wins.
+    timeout = httpx.Timeout(read, connect=connect).as_dict()
 
     def redirect(request: httpx.Request) -> None:
         ctx.api_calls += 1
+        request.extensions["timeout"] = timeout
         text = str(request.url)
         if base != LIBRARY_BASE and text.startswith(LIBRARY_BASE):
             request.url = httpx.URL(base + text[len(LIBRARY_BASE) :])
@@ -69,7 +74,6 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
             holder["client"].last_page = results
 
     http = httpx.Client(
-        timeout=httpx.Timeout(endpoints.HTTP_TIMEOUT[1], connect=endpoints.HTTP_TIMEOUT[0]),
         event_hooks={"request": [redirect], "response": [keep_raw]},
     )
     api = TodoistAPI(token, client=http)

@@ -52,6 +52,7 @@ class Fault:
         path: only requests whose path contains this.
         times: how many requests it hits (None: until cleared).
         rate: probability per matching request (1.0: every one).
+        after: let this many matching requests through first (fail page 2, not page 1).
     """
 
     status: int = 500
@@ -61,6 +62,7 @@ class Fault:
     path: str = ""
     times: int | None = 1
     rate: float = 1.0
+    after: int = 0
 
 
 Handler = Callable[[Request, "re.Match[str]"], Response]
@@ -151,6 +153,9 @@ class Emulator:
     def _take_fault(self, path: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
+                if fault.path in path and fault.after > 0:
+                    fault.after -= 1
+                    continue
                 if fault.path in path and self.random.random() < fault.rate:
                     if fault.times is not None:
                         fault.times -= 1
