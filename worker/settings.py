@@ -48,20 +48,25 @@ def celery_settings(
     soft = config.global_.timeout_minutes * 60
     hard = hard_time_limit(config)
     state_dir = environ.get("ELA_STATE_DIR", ".ela")
+    prefix = environ.get("ELA_REDIS_PREFIX", "")
     return {
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-url
         "broker_url": broker,
         # Redis redelivers a message not acked within the visibility timeout; it must outlast
         # the longest a task can hold one: the hard limit plus a retry's countdown.
         # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
-        "broker_transport_options": {"visibility_timeout": hard + MAX_RETRY_COUNTDOWN + 300},
+        # ELA_REDIS_PREFIX keeps a sandbox's keys apart from a real deployment on the same Redis.
+        "broker_transport_options": {
+            "visibility_timeout": hard + MAX_RETRY_COUNTDOWN + 300,
+            **({"global_keyprefix": prefix} if prefix else {}),
+        },
         "broker_connection_retry_on_startup": True,
         # #result-backend — results are summaries for `ela run --wait` and Flower; the durable
         # record is the manifest in the bucket.
         "result_backend": broker,
         "result_expires": 24 * 3600,
         "result_extended": True,
-        "result_backend_transport_options": {"global_keyprefix": f"ela-{config.env}-"},
+        "result_backend_transport_options": {"global_keyprefix": f"{prefix}ela-{config.env}-"},
         # #task-serializer — JSON only: no pickle from the broker.
         "task_serializer": "json",
         "result_serializer": "json",
