@@ -1,0 +1,52 @@
+"""``ela demo`` on a machine with no Redis, GCS or credentials configured."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ela import config as config_module
+from ela.sinks import LocalBucket
+from tests.helpers import REPO
+
+
+@pytest.mark.timeout(300)
+def test_demo_runs_every_job_through_a_real_worker(tmp_path: Path) -> None:
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ELA_", "REDIS_", "SPOTIFY_", "STRAVA_", "GARMIN_", "TODOIST_"))
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "ela.cli", "demo", "--folder", str(tmp_path)],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    out = result.stdout
+    assert "SANDBOX" in out
+    assert "broker: redis://127.0.0.1:" in out and ":6379/" not in out  # the embedded one
+    assert "Traceback" not in out + result.stderr
+    bucket = LocalBucket(tmp_path / "bucket")
+    config = config_module.load(REPO / "ingestion-config-dev.yaml")
+    manifests = {
+        m["job"]: m
+        for o in bucket.list("")
+        if "/_runs/" in o.name
+        for m in [json.loads(bucket.get_bytes(o.name) or b"")]
+    }
+    assert result.returncode == 0, out[-3000:]
+    assert set(manifests) == set(config.jobs)
+    for name, manifest in manifests.items():
+        assert manifest["records"] > 0, name
+        assert f"{name} " in out  # in the table
+        for obj in manifest["objects"]:
+            assert (tmp_path / "bucket" / obj["name"]).stat().st_size == obj["size"]
+    assert f"Landed objects are in {tmp_path / 'bucket'}" in out
