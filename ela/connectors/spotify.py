@@ -49,13 +49,6 @@ RETRY_BACKOFF = 0.5  # seconds, doubled per retry by urllib3
 RETRY_STATUSES = (500, 502, 503, 504)  # not 429: it must reach the task with its Retry-After
 
 
-def http_timeout(environ: Mapping[str, str]) -> tuple[float, float]:
-    """(connect, read) seconds; ``ELA_HTTP_TIMEOUT`` overrides the read timeout (tests)."""
-    connect, read = endpoints.HTTP_TIMEOUT
-    override = environ.get("ELA_HTTP_TIMEOUT")
-    return (connect, float(override)) if override else (connect, read)
-
-
 # -- the adapter ----------------------------------------------------------------------------
 
 
@@ -230,7 +223,7 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
     def count() -> None:
         ctx.api_calls += 1
 
-    timeout = http_timeout(ctx.environ)
+    timeout = endpoints.http_timeout(ctx.environ)
     session = _session(count)
     # An expired entry with the refresh token: spotipy's first call refreshes it, never prompts.
     cache = MemoryCacheHandler(
@@ -468,7 +461,7 @@ def authorize(
         scope=list(SCOPES),
         cache_handler=cache,
         requests_session=session,
-        requests_timeout=http_timeout(environ),
+        requests_timeout=endpoints.http_timeout(environ),
         open_browser=False,
         accounts_url=endpoints.url("SPOTIFY_ACCOUNTS_URL", environ),
     )
