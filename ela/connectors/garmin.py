@@ -1,12 +1,434 @@
-"""Garmin Connect via garminconnect."""
+"""Garmin Connect via garminconnect 0.3: activities, daily sleep and daily heart rate.
+
+Workers never log in. ``ela auth garmin`` (:func:`authorize`) logs in once with the password,
+MFA included, and stores the library's tokens (``Client.dumps()``) in the :class:`TokenStore`;
+workers resume from them, refresh them through the library when they expire, and write the
+refreshed ones back. Missing tokens, or tokens that can no longer be refreshed, fail the run
+with a :class:`ReauthError` that says to run ``ela auth garmin``.
+
+garminconnect is imported only when a client is opened: it imports curl_cffi (41 MB).
+"""
 
 from __future__ import annotations
 
-from ela.connectors._pending import not_implemented, pending_service
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ela import endpoints
+from ela.connectors.base import FetchContext, Record, Service, parse_retry_after
+from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
+from ela.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from garminconnect import Garmin
 
 MAX_DAYS = 366  # one call per day for sleep/heart rate: a year is the most one run may ask for
+PROVIDER = "garmin"  # the TokenStore key
+AUTH_FIX = "run `ela auth garmin` to log in again (MFA included) and store new tokens"
+ACTIVITY_PAGE = 20  # what the library and Connect's web UI ask for per activity-search page
 
-garmin = pending_service("garmin", ("GARMIN_USERNAME", "GARMIN_PASSWORD"))
-garmin.data_type("activities", params=("days",), max_days=MAX_DAYS)(not_implemented)
-garmin.data_type("sleep", params=("days",), max_days=MAX_DAYS)(not_implemented)
-garmin.data_type("heart_rate", params=("days",), max_days=MAX_DAYS)(not_implemented)
+# What garminconnect hard-codes for the DI OAuth2 token endpoint (ticket exchange and refresh).
+# It lives on its own host; with GARMIN_SSO_URL redirected it is served under that base instead.
+LIBRARY_DI_TOKEN_URL = "https://diauth.garmin.com/di-oauth2-service/oauth/token"
+DI_TOKEN_PATH = "/di-oauth2-service/oauth/token"
+PROFILE_PATH = "/userprofile-service/socialProfile"
+
+# garminconnect turns every HTTP error of a data call into "... API Error 429 - ..." and a
+# failed DI refresh into "DI token refresh failed: 400 ...": the status survives only as text.
+_API_STATUS = re.compile(r"API Error (\d{3})\b")
+_REFRESH_STATUS = re.compile(r"refresh failed: (\d{3})\b")
+
+
+# -- token store ----------------------------------------------------------------------------
+def stored_tokens(store: TokenStore) -> str | None:
+    """The stored token string (what ``Client.dumps()`` produced), or None if there is none."""
+    data = store.read(PROVIDER)
+    return json.dumps(data) if data else None
+
+
+def store_tokens(store: TokenStore, tokens: str) -> None:
+    """Store ``Client.dumps()`` output; the file holds exactly its JSON object.
+
+    Callers that may race a worker's refresh hold ``store.locked("garmin")``.
+    """
+    store.write(PROVIDER, json.loads(tokens))
+
+
+# -- the adapter ----------------------------------------------------------------------------
+def adapt(
+    garmin: Garmin,
+    environ: Mapping[str, str],
+    *,
+    on_request: Callable[[], None] | None = None,
+    on_response: Callable[[Any], None] | None = None,
+) -> None:
+    """Point one ``Garmin`` at GARMIN_API_URL / GARMIN_SSO_URL, with timeouts and call counting.
+
+    Every request a worker makes goes through one of two places, both hooked here: data calls
+    through a fresh requests session per call (``Client._fresh_api_session``), DI token exchange
+    and refresh through ``Client._http_post`` (curl_cffi). Each gets ``endpoints.HTTP_TIMEOUT``
+    (read at call time) instead of the library's own, and is counted by ``on_request``;
+    ``on_response`` sees each response (for Retry-After, which the library's errors drop). The
+    password login flows of :func:`authorize` use sessions the library builds inside its
+    methods: they are redirected through ``_sso`` and time out after the library's 30 s.
+
+    Args:
+        garmin: a ``garminconnect.Garmin``, before it makes any request.
+        environ: where GARMIN_API_URL / GARMIN_SSO_URL may redirect the endpoints.
+        on_request: called before every hooked request.
+        on_response: called with every hooked response.
+    """
+    import garminconnect.client as library
+
+    client = garmin.client
+    client._connectapi = endpoints.url("GARMIN_API_URL", environ)
+    client._sso = sso = endpoints.url("GARMIN_SSO_URL", environ)
+    # The library reads this module constant at call time (_exchange_service_ticket,
+    # _refresh_di_token), so it must be set, and that is process-wide: every Garmin client in
+    # this process uses the last value. Harmless here: a worker process serves one environment,
+    # and every client opened sets it again before its first token request.
+    redirected = sso != endpoints.url("GARMIN_SSO_URL", {})
+    library.DI_TOKEN_URL = f"{sso}{DI_TOKEN_PATH}" if redirected else LIBRARY_DI_TOKEN_URL
+
+    def hooked(send: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs["timeout"] = endpoints.HTTP_TIMEOUT
+            if on_request:
+                on_request()
+            response = send(*args, **kwargs)
+            if on_response:
+                on_response(response)
+            return response
+
+        return call
+
+    def instrument(session: Any) -> Any:
+        session.request = hooked(session.request)
+        return session
+
+    fresh_session = client._fresh_api_session
+    client._fresh_api_session = lambda: instrument(fresh_session())
+    client._http_post = hooked(client._http_post)
+    instrument(client.cs)  # only the JWT_WEB fallback uses it; hooked so nothing escapes
+
+
+# -- the error map --------------------------------------------------------------------------
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it: the library re-wraps errors (``raise ... from e``) twice."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return seen
+
+
+def _classify(
+    exc: BaseException,
+    *,
+    where: str = "",
+    retry_after: float | None = None,
+    fix: str = AUTH_FIX,
+) -> IngestError | None:
+    """Map anything garminconnect (or the network under it) raised to retry / re-auth / payload.
+
+    Args:
+        exc: what was raised.
+        where: what was being fetched (``"sleep 2025-03-04"``), for the message.
+        retry_after: the Retry-After of the last response, which the library's errors drop.
+        fix: what a person does about an authentication failure.
+    """
+    from garminconnect import (
+        GarminConnectAuthenticationError,
+        GarminConnectTooManyRequestsError,
+    )
+
+    chain = _chain(exc)
+    prefix = f"garmin: {where}: " if where else "garmin: "
+    detail = str(exc)[:300]
+    for error in chain:
+        if isinstance(error, IngestError):
+            return error
+    for error in chain:
+        text = str(error)
+        found = _API_STATUS.search(text)
+        refresh = _REFRESH_STATUS.search(text)
+        if not (found or refresh):
+            continue
+        status = int((found or refresh).group(1))  # type: ignore[union-attr]
+        if status == 429 or status >= 500:
+            return RetriableError(f"{prefix}HTTP {status} from Garmin", retry_after=retry_after)
+        if status == 401 or refresh:
+            what = "token refresh was refused" if refresh else "Garmin refused the tokens"
+            return ReauthError(f"{prefix}HTTP {status}: {what}; {fix}")
+        return FatalError(f"{prefix}HTTP {status}: {detail}")
+    if any(isinstance(e, GarminConnectTooManyRequestsError) for e in chain):
+        return RetriableError(f"{prefix}rate limited: {detail}", retry_after=retry_after)
+    for error in chain:
+        # Before OSError: requests' JSONDecodeError is both a ValueError and an IOError.
+        if isinstance(error, ValueError):
+            return PayloadError(f"{prefix}malformed JSON from Garmin: {error}")
+    for error in chain:
+        # Timeouts and dropped connections, from requests and curl_cffi alike (both OSError).
+        if isinstance(error, OSError):
+            return RetriableError(f"{prefix}network error: {type(error).__name__}: {error}")
+    if any(isinstance(e, GarminConnectAuthenticationError) for e in chain):
+        return ReauthError(f"{prefix}{detail}; {fix}")
+    return None
+
+
+# -- the client -----------------------------------------------------------------------------
+class _Client:
+    """A ``Garmin`` resumed from stored tokens; refreshes are locked and written back.
+
+    The library refreshes by itself (before a call when the token expires within 15 minutes,
+    and after a 401) through ``Client._refresh_di_token``; :meth:`refresh` replaces it so that
+    two workers never spend the same refresh token and the new tokens reach the store.
+    """
+
+    def __init__(self, garmin: Garmin, store: TokenStore, tokens: str) -> None:
+        self.garmin = garmin
+        self.store = store
+        self.tokens = json.loads(tokens)
+        self.retry_after: float | None = None
+        self.refresh_failure: IngestError | None = None
+        self._library_refresh: Callable[[], None] = garmin.client._refresh_di_token
+
+    def saw(self, response: Any) -> None:
+        """Keep the last response's Retry-After: the library's exception drops the response."""
+        self.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+
+    def resume(self) -> None:
+        """Load the stored tokens, refresh them if due, and learn the display name.
+
+        Not ``Garmin.login(tokenstore=...)``: it swallows a failed refresh, falls back to a
+        password login, and reports a 429 or 5xx of its profile call (after sleeping through
+        three tries) as an authentication error.
+        """
+        client = self.garmin.client
+        try:
+            client.loads(json.dumps(self.tokens))
+        except Exception as exc:
+            raise ReauthError(
+                f"garmin: the stored tokens are unusable ({exc}); {AUTH_FIX}"
+            ) from exc
+        client._refresh_di_token = self.refresh
+        if client._token_expires_soon():
+            self.call("token refresh", self.refresh)
+        profile = self.call("profile", self.garmin.connectapi, PROFILE_PATH)
+        if not isinstance(profile, dict) or not profile.get("displayName"):
+            raise PayloadError("garmin: profile: no displayName in the social profile")
+        self.garmin.display_name = profile["displayName"]
+        self.garmin.full_name = profile.get("fullName")
+
+    def refresh(self) -> None:
+        """Refresh the DI token under the store's lock, adopting a newer stored one if any."""
+        client = self.garmin.client
+        with self.store.locked(PROVIDER):
+            current = self.store.read(PROVIDER)
+            if current and current != self.tokens:
+                # Another worker refreshed while we ran: use its tokens instead of spending the
+                # refresh token it already spent (Garmin may rotate it).
+                client.loads(json.dumps(current))
+                self.tokens = current
+                if not client._token_expires_soon():
+                    return
+            try:
+                self._library_refresh()
+            except Exception as exc:
+                # The library swallows this when it refreshes on its own; remember the cause so
+                # the 401 that follows is reported as what it is (re-auth, or a 5xx to retry).
+                self.refresh_failure = _classify(exc, where="token refresh") or FatalError(
+                    f"garmin: token refresh: {type(exc).__name__}: {exc}"
+                )
+                raise
+            self.tokens = json.loads(client.dumps())
+            store_tokens(self.store, client.dumps())
+
+    def call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)``, with any failure classified and named by ``what``."""
+        self.refresh_failure = None
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            error = self.refresh_failure or _classify(exc, where=what, retry_after=self.retry_after)
+            if error is None:
+                error = FatalError(f"garmin: {what}: {type(exc).__name__}: {exc}")
+            raise error from exc
+
+
+@contextmanager
+def _open(ctx: FetchContext) -> Iterator[_Client]:
+    from garminconnect import Garmin
+
+    store = TokenStore.from_env(ctx.environ)
+    tokens = stored_tokens(store)
+    if tokens is None:
+        raise ReauthError(f"garmin: no stored tokens in {store.directory}: {AUTH_FIX}")
+    garmin = Garmin()  # no credentials: the library cannot fall back to a password login
+
+    def count() -> None:
+        ctx.api_calls += 1
+
+    client = _Client(garmin, store, tokens)
+    adapt(garmin, ctx.environ, on_request=count, on_response=client.saw)
+    client.resume()
+    yield client
+
+
+garmin: Service[_Client] = Service(
+    "garmin",
+    credentials=("GARMIN_USERNAME", "GARMIN_PASSWORD"),
+    open_client=_open,
+    classify=_classify,
+)
+
+
+# -- the data types -------------------------------------------------------------------------
+def window(ctx: FetchContext) -> list[date]:
+    """The calendar days (UTC) a run covers, oldest first.
+
+    The last ``days`` days ending on the scheduled day, or, when the caller gives one, the
+    explicit window: ``since``'s day through ``until``'s day, both included (``until`` defaults
+    to the scheduled day, ``since`` to ``days`` days before ``until``).
+    """
+    days = ctx.days or 1
+    last = (ctx.until or ctx.now).astimezone(UTC).date()
+    first = ctx.since.astimezone(UTC).date() if ctx.since else last - timedelta(days=days - 1)
+    count = (last - first).days + 1
+    if count < 1:
+        raise FatalError(f"garmin: empty window: since {first} is after until {last}")
+    if count > MAX_DAYS:
+        raise FatalError(
+            f"garmin: a window of {count} days is more than {MAX_DAYS}; split the backfill"
+        )
+    return [first + timedelta(days=n) for n in range(count)]
+
+
+def _daily(
+    client: _Client,
+    ctx: FetchContext,
+    kind: str,
+    fetch: Callable[[str], Any],
+    calendar_date: Callable[[Record], Any],
+) -> Iterator[Record]:
+    """One library call and one record per day; each record is checked to be that day's."""
+    undated: list[str] = []
+    for day in window(ctx):
+        record = client.call(f"{kind} {day}", fetch, day.isoformat())
+        if not isinstance(record, dict):
+            raise PayloadError(f"garmin: {kind} {day}: a {type(record).__name__}, not an object")
+        if not record:  # HTTP 204: Garmin has nothing for that day
+            ctx.warn(f"{kind} {day}: no data")
+            continue
+        stamped = calendar_date(record)
+        if stamped is None:
+            undated.append(day.isoformat())
+        elif stamped != day.isoformat():
+            raise PayloadError(f"garmin: {kind} {day}: the record is for {stamped!r}")
+        yield record
+    if undated:
+        ctx.warn(f"{kind}: records without a calendarDate for {', '.join(undated)}")
+
+
+@garmin.data_type("sleep", params=("days",), max_days=MAX_DAYS)
+def sleep(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """Daily sleep, one record per calendar day (``dailySleepDTO.calendarDate``)."""
+
+    def calendar_date(record: Record) -> Any:
+        dto = record.get("dailySleepDTO")
+        return dto.get("calendarDate") if isinstance(dto, dict) else None
+
+    yield from _daily(client, ctx, "sleep", client.garmin.get_sleep_data, calendar_date)
+
+
+@garmin.data_type("heart_rate", params=("days",), max_days=MAX_DAYS)
+def heart_rate(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """Daily heart rate, one record per calendar day (``calendarDate``)."""
+    yield from _daily(
+        client, ctx, "heart_rate", client.garmin.get_heart_rates, lambda r: r.get("calendarDate")
+    )
+
+
+@garmin.data_type("activities", params=("days",), max_days=MAX_DAYS)
+def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """Activities started in the window, newest first, as the activity search returns them.
+
+    The paging of ``Garmin.get_activities_by_date``, through the same library call and URL,
+    but checked page by page: the library extends its list with whatever a page is, and loops
+    forever on a page that is a non-empty object.
+    """
+    days = window(ctx)
+    span = f"activities {days[0]}..{days[-1]}"
+    params = {"startDate": days[0].isoformat(), "endDate": days[-1].isoformat()}
+    position = 0
+    previous: list[Any] = []
+    while True:
+        page = client.call(
+            f"{span} from {position}",
+            client.garmin.connectapi,
+            client.garmin.garmin_connect_activities,
+            params={**params, "start": str(position), "limit": str(ACTIVITY_PAGE)},
+        )
+        if not isinstance(page, list):
+            raise PayloadError(f"garmin: {span}: page at {position} is not a list")
+        for offset, record in enumerate(page):
+            if not isinstance(record, dict):
+                raise PayloadError(f"garmin: {span}: record {position + offset} is not an object")
+        if page and page == previous:
+            raise PayloadError(f"garmin: {span}: page at {position} repeats the previous page")
+        yield from page
+        if len(page) < ACTIVITY_PAGE:
+            return
+        previous = page
+        position += len(page)
+
+
+# -- ela auth garmin ------------------------------------------------------------------------
+def authorize(
+    environ: Mapping[str, str],
+    store: TokenStore,
+    ask: Callable[[str, bool], str],
+    say: Callable[[str], None],
+) -> None:
+    """Log in to Garmin Connect once, MFA included, and store the tokens workers resume from.
+
+    Args:
+        environ: GARMIN_USERNAME / GARMIN_PASSWORD (asked for when unset) and the endpoint
+            overrides GARMIN_API_URL / GARMIN_SSO_URL.
+        store: where the tokens go (provider ``garmin``).
+        ask: asks the user; the flag says the answer is secret (not echoed).
+        say: tells the user something.
+
+    Raises:
+        ReauthError: wrong credentials or MFA code. RetriableError: Garmin rate-limited the
+            login (it does, from some networks); try later.
+    """
+    from garminconnect import Garmin
+
+    username = environ.get("GARMIN_USERNAME") or ask("Garmin Connect email", False)
+    password = environ.get("GARMIN_PASSWORD") or ask("Garmin Connect password", True)
+    garmin = Garmin(username, password, return_on_mfa=True)
+    adapt(garmin, environ)
+    fix = "check GARMIN_USERNAME / GARMIN_PASSWORD (and the MFA code), then run it again"
+    say(f"Logging in to Garmin Connect as {username} ...")
+    try:
+        status, state = garmin.login()
+        if status == "needs_mfa":
+            code = ask("Garmin MFA code (sent by email or text message)", False).strip()
+            garmin.resume_login(state, code)
+    except Exception as exc:
+        error = _classify(exc, where="login", fix=fix)
+        raise error or FatalError(f"garmin: login: {type(exc).__name__}: {exc}") from exc
+    if not garmin.client.di_token:
+        # The library falls back to a JWT_WEB cookie session, which dumps() cannot save.
+        raise ReauthError("garmin: login: Garmin issued no DI token, so nothing can be stored")
+    with store.locked(PROVIDER):
+        store_tokens(store, garmin.client.dumps())
+    say("Logged in. Workers resume from these tokens; Garmin keeps them valid for about a year.")
