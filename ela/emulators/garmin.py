@@ -1,0 +1,676 @@
+"""Garmin Connect emulator: what garminconnect 0.3.2 calls, on one loopback port.
+
+SSO, under ``/sso`` (GARMIN_SSO_URL):
+
+- ``POST /mobile/api/login``: the iOS-app JSON login the library tries first (with curl_cffi,
+  then requests). Answers SUCCESSFUL with a service ticket, MFA_REQUIRED (and a session cookie)
+  when MFA is on, or INVALID_USERNAME_PASSWORD.
+- ``POST /mobile/api/mfa/verifyCode`` (and ``/portal/api/mfa/verifyCode``, the library's
+  fallback): the MFA step, tied to the login by the session cookie.
+- ``POST /di-oauth2-service/oauth/token``: the DI OAuth2 endpoint (``diauth.garmin.com`` in
+  reality; the connector points the library's ``DI_TOKEN_URL`` here): service ticket →
+  tokens, and refresh (the refresh token rotates, so a refresh must be persisted).
+- The browser flows (SSO widget, portal) answer 429, as Cloudflare does to scripted clients:
+  the library then gives up on them at once instead of sleeping through its 3 to 20 s anti-WAF
+  delays. Only the mobile flow is modelled.
+
+Connect API, under ``/connectapi`` (GARMIN_API_URL), each behind a bearer check (401 for an
+unknown or expired access token): the social profile and user settings (read at login), the
+activity search by date (``start``/``limit`` paging, newest first), daily sleep and daily heart
+rate (one day per call, by display name).
+
+Data: a year of days ending on ``last_day`` (default: today, UTC). A day's sleep and heart rate
+are generated on first request from ``(seed, day)``, so they are the same whatever order days
+are asked in; days outside the year answer Garmin's "no data" shapes. Activities are generated
+up front, a few hundred over the year.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import random
+import re
+import time
+from datetime import UTC, date, datetime, timedelta
+from http.cookies import SimpleCookie
+from typing import Any
+
+from ela.connectors.garmin import store_tokens
+from ela.emulators.server import Emulator, Request, Response, bearer, unauthorized
+from ela.tokens import TokenStore
+
+API_PREFIX = "/connectapi"
+SSO_PREFIX = "/sso"
+DI_TOKEN_PATH = "/di-oauth2-service/oauth/token"
+DI_GRANT_TYPE = "https://connectapi.garmin.com/di-oauth2-service/oauth/grant/service_ticket"
+CLIENT_ID = "GARMIN_CONNECT_MOBILE_ANDROID_DI_2025Q2"  # the first DI client id the library tries
+USER_PK = 81234567
+DISPLAY_NAME = "3f9c2a71-ela-runner"
+TZ_OFFSET = timedelta(hours=1)  # the user's local time (Central Europe, winter)
+HR_SAMPLE_MS = 120_000  # Garmin keeps one all-day heart-rate sample every 2 minutes
+
+_SPORTS = [  # typeKey, typeId, parentTypeId, name, share, (km/h low, high), (min low, high)
+    ("running", 1, 17, "Run", 40, (9.0, 13.0), (25, 70)),
+    ("cycling", 2, 17, "Ride", 20, (20.0, 32.0), (40, 150)),
+    ("walking", 9, 17, "Walk", 15, (4.5, 6.0), (20, 90)),
+    ("lap_swimming", 27, 26, "Pool Swim", 10, (2.0, 3.5), (25, 60)),
+    ("strength_training", 13, 29, "Strength", 10, (0.0, 0.0), (30, 60)),
+    ("hiking", 3, 17, "Hike", 5, (3.5, 5.5), (90, 300)),
+]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _gmt(moment: datetime) -> str:
+    """Garmin's ``...TimestampGMT`` string form: ``2025-01-02T06:12:00.0``."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + ".0"
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+class GarminEmulator(Emulator):
+    """Garmin SSO + DI token endpoint + Connect API; point the connector at it with
+    :meth:`environ` and seed the worker's token store with :meth:`prepare_tokens`.
+
+    Attributes:
+        mfa: whether the login asks for an MFA code (:attr:`mfa_code`).
+        access_ttl: seconds an issued access token is valid.
+    """
+
+    name = "garmin"
+
+    def __init__(
+        self,
+        *,
+        days: int = 365,
+        last_day: date | None = None,
+        activities: int = 420,
+        username: str = "runner@example.com",
+        password: str = "correct horse battery staple",
+        mfa: bool = False,
+        mfa_code: str = "482913",
+        access_ttl: float = 3600.0,
+        seed: int = 7,
+    ) -> None:
+        super().__init__(seed)
+        self.seed = seed
+        self.last_day = last_day or datetime.now(UTC).date()
+        self.first_day = self.last_day - timedelta(days=days - 1)
+        self.username = username
+        self.password = password
+        self.mfa = mfa
+        self.mfa_code = mfa_code
+        self.access_ttl = access_ttl
+        self.access_tokens: dict[str, float] = {}  # token → expiry (epoch seconds)
+        self.refresh_tokens: dict[str, str] = {}  # token → DI client id
+        self.tickets: dict[str, str] = {}  # service ticket → service URL
+        self.mfa_sessions: set[str] = set()
+        self._serial = itertools.count(1)
+        self.activities: list[dict[str, Any]] = []
+        self._sleep: dict[str, dict[str, Any]] = {}
+        self._heart_rate: dict[str, dict[str, Any]] = {}
+        self.add_activities(activities)
+
+        sso, api = SSO_PREFIX, API_PREFIX
+        self.route("POST", f"{sso}/mobile/api/login", self._login)
+        self.route("POST", f"{sso}/(?:mobile|portal)/api/mfa/verifyCode", self._verify_mfa)
+        self.route("POST", f"{sso}{DI_TOKEN_PATH}", self._token)
+        for method in ("GET", "POST"):  # the browser flows: blocked, as for scripted clients
+            self.route(method, f"{sso}/(?:sso/.*|portal/sso/.*|portal/api/login)", self._blocked)
+        self.route("GET", f"{api}/userprofile-service/socialProfile", self._api(self._profile))
+        self.route(
+            "GET", f"{api}/userprofile-service/userprofile/user-settings", self._api(self._settings)
+        )
+        self.route(
+            "GET",
+            f"{api}/activitylist-service/activities/search/activities",
+            self._api(self._search_activities),
+        )
+        self.route(
+            "GET",
+            f"{api}/wellness-service/wellness/dailySleepData/(?P<name>[^/]+)",
+            self._api(self._daily(self.sleep_for)),
+        )
+        self.route(
+            "GET",
+            f"{api}/wellness-service/wellness/dailyHeartRate/(?P<name>[^/]+)",
+            self._api(self._daily(self.heart_rate_for)),
+        )
+
+    # -- wiring ---------------------------------------------------------------------------
+    def environ(self) -> dict[str, str]:
+        return {
+            "GARMIN_API_URL": f"{self.url}{API_PREFIX}",
+            "GARMIN_SSO_URL": f"{self.url}{SSO_PREFIX}",
+            "GARMIN_USERNAME": self.username,
+            "GARMIN_PASSWORD": self.password,
+        }
+
+    def prepare_tokens(self, store: TokenStore, *, expired: bool = False) -> None:
+        """Store tokens this emulator accepts, as ``ela auth garmin`` would.
+
+        Args:
+            store: the worker's token store.
+            expired: issue an access token that has already expired (its refresh token
+                works), so the first run must refresh and write the new tokens back.
+        """
+        tokens = self.issue_tokens(CLIENT_ID, ttl=-60.0 if expired else None)
+        with store.locked("garmin"):
+            store_tokens(
+                store,
+                json.dumps(
+                    {
+                        "di_token": tokens["access_token"],
+                        "di_refresh_token": tokens["refresh_token"],
+                        "di_client_id": CLIENT_ID,
+                    }
+                ),
+            )
+
+    # -- tokens ---------------------------------------------------------------------------
+    def issue_tokens(self, client_id: str, ttl: float | None = None) -> dict[str, Any]:
+        """A DI token response: a JWT access token (``exp``, ``client_id``) and a refresh token."""
+        ttl = self.access_ttl if ttl is None else ttl
+        now = int(time.time())
+        serial = next(self._serial)
+        claims = {
+            "scope": [
+                "ATP_READ",
+                "COMMUNITY_COURSE_READ",
+                "CONNECT_READ",
+                "CONNECT_WRITE",
+                "DI_OAUTH_2_AUTHORIZATION_CODE_CREATE",
+                "GARMINPAY_READ",
+                "GHS_SAMD",
+                "GOLF_API_READ",
+                "INSIGHTS_READ",
+            ],
+            "iss": "https://diauth.garmin.com",
+            "revocation_eligibility": ["GLOBAL_SIGNOUT"],
+            "client_type": "UNDEFINED",
+            "exp": now + int(ttl),
+            "iat": now,
+            "garmin_guid": "5d7e4a9c-1b2f-4c3d-9e8f-a1b2c3d4e5f6",
+            "jti": f"{serial:08x}-ela-emulator",
+            "client_id": client_id,
+        }
+        header = _b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "di-oauth-signer"}).encode())
+        body = _b64(json.dumps(claims).encode())
+        signature = _b64(hashlib.sha256(f"{header}.{body}".encode()).digest() * 8)
+        access = f"{header}.{body}.{signature}"
+        refresh = _b64(hashlib.sha256(f"refresh-{self.seed}-{serial}".encode()).digest() * 3)
+        with self.lock:
+            self.access_tokens[access] = now + ttl
+            self.refresh_tokens[refresh] = client_id
+        return {
+            "scope": " ".join(claims["scope"]),  # type: ignore[arg-type]
+            "jti": claims["jti"],
+            "access_token": access,
+            "token_type": "bearer",
+            "refresh_token": refresh,
+            "expires_in": int(ttl),
+            "refresh_token_expires_in": 7_776_000,
+        }
+
+    def expire_access_tokens(self) -> None:
+        """Invalidate every access token (the next API call gets 401; a refresh fixes it)."""
+        with self.lock:
+            self.access_tokens.clear()
+
+    def revoke_refresh_tokens(self) -> None:
+        """Invalidate every refresh token (only a new login fixes it)."""
+        with self.lock:
+            self.refresh_tokens.clear()
+
+    # -- data -----------------------------------------------------------------------------
+    def add_activities(self, count: int, on: date | None = None) -> list[dict[str, Any]]:
+        """Add ``count`` activities, spread over the seeded year or all on day ``on``."""
+        added = []
+        span = (self.last_day - self.first_day).days + 1
+        with self.lock:
+            for n in range(count):
+                day = on or self.first_day + timedelta(days=n * span // max(count, 1))
+                added.append(self._activity(day))
+            self.activities.extend(added)
+            self.activities.sort(key=lambda a: (a["startTimeLocal"], a["activityId"]), reverse=True)
+        return added
+
+    def activities_between(self, first: date, last: date) -> list[dict[str, Any]]:
+        """What the activity search returns for the window (days inclusive), newest first."""
+        with self.lock:
+            return [
+                a
+                for a in self.activities
+                if first.isoformat() <= a["startTimeLocal"][:10] <= last.isoformat()
+            ]
+
+    def sleep_for(self, day: date | str) -> dict[str, Any]:
+        """The day's sleep record, as ``dailySleepData`` answers it."""
+        key = str(day)
+        with self.lock:
+            if key not in self._sleep:
+                self._sleep[key] = self._make_sleep(date.fromisoformat(key))
+            return self._sleep[key]
+
+    def heart_rate_for(self, day: date | str) -> dict[str, Any]:
+        """The day's heart-rate record, as ``dailyHeartRate`` answers it."""
+        key = str(day)
+        with self.lock:
+            if key not in self._heart_rate:
+                self._heart_rate[key] = self._make_heart_rate(date.fromisoformat(key))
+            return self._heart_rate[key]
+
+    def set_sleep(self, day: date | str, record: dict[str, Any]) -> None:
+        with self.lock:
+            self._sleep[str(day)] = record
+
+    def set_heart_rate(self, day: date | str, record: dict[str, Any]) -> None:
+        with self.lock:
+            self._heart_rate[str(day)] = record
+
+    def _has_data(self, day: date) -> bool:
+        return self.first_day <= day <= self.last_day
+
+    def _day_random(self, kind: str, day: date) -> random.Random:
+        return random.Random(f"{self.seed}:{kind}:{day.isoformat()}")
+
+    def _activity(self, day: date) -> dict[str, Any]:
+        rng = self.random
+        weights = [s[4] for s in _SPORTS]
+        key, type_id, parent, label, _, (kmh_lo, kmh_hi), (min_lo, min_hi) = rng.choices(
+            _SPORTS, weights
+        )[0]
+        serial = len(self.activities) + next(self._serial)
+        start_local = datetime.combine(day, datetime.min.time()) + timedelta(
+            hours=rng.choice([6, 7, 7, 12, 17, 18, 18, 19]), minutes=rng.randrange(60)
+        )
+        start_gmt = start_local - TZ_OFFSET
+        duration = rng.uniform(min_lo, min_hi) * 60
+        speed = rng.uniform(kmh_lo, kmh_hi) / 3.6
+        distance = round(speed * duration, 1)
+        moving = duration * rng.uniform(0.9, 0.99)
+        avg_hr = rng.randint(118, 158)
+        part = (
+            "Morning" if start_local.hour < 12 else "Lunch" if start_local.hour < 14 else "Evening"
+        )
+        return {
+            "activityId": 17_000_000_000 + serial * 7919,
+            "activityName": f"Brussels - {part} {label}",
+            "description": None,
+            "startTimeLocal": start_local.strftime("%Y-%m-%d %H:%M:%S"),
+            "startTimeGMT": start_gmt.strftime("%Y-%m-%d %H:%M:%S"),
+            "activityType": {
+                "typeId": type_id,
+                "typeKey": key,
+                "parentTypeId": parent,
+                "isHidden": False,
+                "restricted": False,
+                "trimmable": True,
+            },
+            "eventType": {"typeId": 9, "typeKey": "uncategorized", "sortOrder": 10},
+            "distance": distance,
+            "duration": round(duration, 3),
+            "elapsedDuration": round(duration * rng.uniform(1.0, 1.08), 3),
+            "movingDuration": round(moving, 3),
+            "elevationGain": round(rng.uniform(0, 400) if distance else 0.0, 1),
+            "elevationLoss": round(rng.uniform(0, 400) if distance else 0.0, 1),
+            "averageSpeed": round(speed, 4),
+            "maxSpeed": round(speed * rng.uniform(1.2, 1.8), 4),
+            "startLatitude": round(50.8503 + rng.uniform(-0.05, 0.05), 7) if distance else None,
+            "startLongitude": round(4.3517 + rng.uniform(-0.05, 0.05), 7) if distance else None,
+            "hasPolyline": bool(distance),
+            "hasImages": False,
+            "ownerId": USER_PK,
+            "ownerDisplayName": DISPLAY_NAME,
+            "ownerFullName": "Ela Runner",
+            "calories": round(duration / 60 * rng.uniform(7, 12), 1),
+            "bmrCalories": round(duration / 60 * 1.1, 1),
+            "averageHR": float(avg_hr),
+            "maxHR": float(avg_hr + rng.randint(12, 30)),
+            "steps": int(duration * 2.7) if key in ("running", "walking", "hiking") else None,
+            "userPro": False,
+            "hasVideo": False,
+            "timeZoneId": 124,
+            "beginTimestamp": _ms(start_gmt),
+            "sportTypeId": 1 if key == "running" else 2 if key == "cycling" else 0,
+            "aerobicTrainingEffect": round(rng.uniform(1.5, 4.5), 1),
+            "anaerobicTrainingEffect": round(rng.uniform(0.0, 2.5), 1),
+            "deviceId": 3_442_975_842,
+            "manufacturer": "GARMIN",
+            "lapCount": max(1, int(distance // 1000)),
+            "privacy": {"typeId": 2, "typeKey": "private"},
+            "vO2MaxValue": 52.0 if key == "running" else None,
+            "favorite": False,
+            "pr": False,
+            "manualActivity": False,
+            "autoCalcCalories": False,
+            "elevationCorrected": False,
+            "atpActivity": False,
+            "parent": False,
+            "purposeful": False,
+            "decoDive": False,
+            "hasSplits": key == "running",
+            "summarizedDiveInfo": {"summarizedDiveGases": []},
+        }
+
+    def _make_sleep(self, day: date) -> dict[str, Any]:
+        if not self._has_data(day):
+            return {
+                "dailySleepDTO": {
+                    "id": None,
+                    "userProfilePK": USER_PK,
+                    "calendarDate": day.isoformat(),
+                    "sleepTimeSeconds": None,
+                    "napTimeSeconds": None,
+                    "sleepWindowConfirmed": False,
+                    "sleepStartTimestampGMT": None,
+                    "sleepEndTimestampGMT": None,
+                    "deviceRemCapable": True,
+                    "retro": False,
+                },
+                "remSleepData": False,
+            }
+        rng = self._day_random("sleep", day)
+        bed_local = datetime.combine(day, datetime.min.time()) - timedelta(
+            minutes=rng.randint(20, 110)
+        )
+        start = bed_local - TZ_OFFSET
+        levels = []
+        seconds = {0: 0, 1: 0, 2: 0, 3: 0}  # deep, light, awake, rem (Garmin's activityLevel)
+        cursor = start
+        end = start + timedelta(minutes=rng.randint(360, 520))
+        while cursor < end:
+            level = rng.choices([0, 1, 2, 3], [20, 50, 6, 24])[0]
+            length = min(timedelta(minutes=rng.randint(4, 45)), end - cursor)
+            levels.append(
+                {
+                    "startGMT": _gmt(cursor),
+                    "endGMT": _gmt(cursor + length),
+                    "activityLevel": float(level),
+                }
+            )
+            seconds[level] += int(length.total_seconds())
+            cursor += length
+        movement = [
+            {
+                "startGMT": _gmt(start + timedelta(minutes=m)),
+                "endGMT": _gmt(start + timedelta(minutes=m + 1)),
+                "activityLevel": round(rng.uniform(0.0, 2.5), 6),
+            }
+            for m in range(int((end - start).total_seconds() // 60))
+        ]
+        asleep = seconds[0] + seconds[1] + seconds[3]
+        score = rng.randint(48, 95)
+        qualifier = "EXCELLENT" if score >= 90 else "GOOD" if score >= 80 else "FAIR"
+        return {
+            "dailySleepDTO": {
+                "id": _ms(start),
+                "userProfilePK": USER_PK,
+                "calendarDate": day.isoformat(),
+                "sleepTimeSeconds": asleep,
+                "napTimeSeconds": 0,
+                "sleepWindowConfirmed": True,
+                "sleepWindowConfirmationType": "enhanced_confirmed_final",
+                "sleepStartTimestampGMT": _ms(start),
+                "sleepEndTimestampGMT": _ms(end),
+                "sleepStartTimestampLocal": _ms(start + TZ_OFFSET),
+                "sleepEndTimestampLocal": _ms(end + TZ_OFFSET),
+                "unmeasurableSleepSeconds": 0,
+                "deepSleepSeconds": seconds[0],
+                "lightSleepSeconds": seconds[1],
+                "remSleepSeconds": seconds[3],
+                "awakeSleepSeconds": seconds[2],
+                "deviceRemCapable": True,
+                "retro": False,
+                "sleepFromDevice": True,
+                "averageSpO2Value": round(rng.uniform(93, 97), 1),
+                "lowestSpO2Value": rng.randint(86, 92),
+                "highestSpO2Value": rng.randint(98, 100),
+                "averageRespirationValue": round(rng.uniform(12, 16), 1),
+                "lowestRespirationValue": 9.0,
+                "highestRespirationValue": 21.0,
+                "avgSleepStress": round(rng.uniform(8, 30), 1),
+                "ageGroup": "ADULT",
+                "sleepScoreFeedback": f"POSITIVE_{qualifier}",
+                "sleepScoreInsight": "NONE",
+                "sleepScores": {
+                    "totalDuration": {"qualifierKey": qualifier},
+                    "stress": {"qualifierKey": "GOOD"},
+                    "awakeCount": {"qualifierKey": "GOOD"},
+                    "overall": {"value": score, "qualifierKey": qualifier},
+                    "remPercentage": {
+                        "value": round(100 * seconds[3] / max(asleep, 1)),
+                        "qualifierKey": "GOOD",
+                        "optimalStart": 21.0,
+                        "optimalEnd": 31.0,
+                    },
+                    "restlessness": {"qualifierKey": "GOOD"},
+                    "lightPercentage": {
+                        "value": round(100 * seconds[1] / max(asleep, 1)),
+                        "qualifierKey": "GOOD",
+                        "optimalStart": 30.0,
+                        "optimalEnd": 64.0,
+                    },
+                    "deepPercentage": {
+                        "value": round(100 * seconds[0] / max(asleep, 1)),
+                        "qualifierKey": "GOOD",
+                        "optimalStart": 16.0,
+                        "optimalEnd": 33.0,
+                    },
+                },
+            },
+            "sleepMovement": movement,
+            "remSleepData": True,
+            "sleepLevels": levels,
+            "restlessMomentsCount": rng.randint(10, 60),
+            "avgOvernightHrv": float(rng.randint(32, 70)),
+            "hrvStatus": "BALANCED",
+            "bodyBatteryChange": rng.randint(20, 75),
+            "restingHeartRate": rng.randint(46, 58),
+        }
+
+    def _make_heart_rate(self, day: date) -> dict[str, Any]:
+        midnight_gmt = datetime.combine(day, datetime.min.time()) - TZ_OFFSET
+        record: dict[str, Any] = {
+            "userProfilePK": USER_PK,
+            "calendarDate": day.isoformat(),
+            "startTimestampGMT": _gmt(midnight_gmt),
+            "endTimestampGMT": _gmt(midnight_gmt + timedelta(days=1)),
+            "startTimestampLocal": _gmt(midnight_gmt + TZ_OFFSET),
+            "endTimestampLocal": _gmt(midnight_gmt + TZ_OFFSET + timedelta(days=1)),
+            "maxHeartRate": None,
+            "minHeartRate": None,
+            "restingHeartRate": None,
+            "lastSevenDaysAvgRestingHeartRate": None,
+            "heartRateValueDescriptors": None,
+            "heartRateValues": None,
+        }
+        if not self._has_data(day):
+            return record
+        rng = self._day_random("heart_rate", day)
+        resting = rng.randint(46, 58)
+        bpm = resting + 8
+        values = []
+        for n in range(24 * 3600 * 1000 // HR_SAMPLE_MS):
+            hour = n * HR_SAMPLE_MS / 3_600_000
+            target = resting + (4 if hour < 7 else 22)
+            bpm = max(40, min(185, bpm + rng.randint(-4, 4) + (target - bpm) // 6))
+            stamp = _ms(midnight_gmt) + n * HR_SAMPLE_MS
+            values.append([stamp, bpm if rng.random() > 0.02 else None])
+        seen = [v for _, v in values if v is not None]
+        record.update(
+            maxHeartRate=max(seen),
+            minHeartRate=min(seen),
+            restingHeartRate=resting,
+            lastSevenDaysAvgRestingHeartRate=resting + rng.randint(-2, 2),
+            heartRateValueDescriptors=[
+                {"key": "timestamp", "index": 0},
+                {"key": "heartrate", "index": 1},
+            ],
+            heartRateValues=values,
+        )
+        return record
+
+    # -- SSO ------------------------------------------------------------------------------
+    def _new_ticket(self, service: str) -> str:
+        ticket = f"ST-{next(self._serial):07d}-{self.random.getrandbits(64):016x}-cas"
+        with self.lock:
+            self.tickets[ticket] = service
+        return ticket
+
+    def _login(self, request: Request, _: re.Match[str]) -> Response:
+        body = request.json() or {}
+        if (body.get("username"), body.get("password")) != (self.username, self.password):
+            return Response(
+                401,
+                {"responseStatus": {"type": "INVALID_USERNAME_PASSWORD", "message": ""}},
+            )
+        service = request.query.get("service", "")
+        if self.mfa:
+            session = f"{self.random.getrandbits(128):032x}"
+            with self.lock:
+                self.mfa_sessions.add(session)
+            return Response(
+                200,
+                {
+                    "responseStatus": {"type": "MFA_REQUIRED", "message": ""},
+                    "customerMfaInfo": {"mfaLastMethodUsed": "email", "email": "r***@example.com"},
+                },
+                {"Set-Cookie": f"SESSION={session}; Path=/; HttpOnly"},
+            )
+        return Response(
+            200,
+            {
+                "responseStatus": {"type": "SUCCESSFUL", "message": ""},
+                "serviceTicketId": self._new_ticket(service),
+                "serviceURL": service,
+            },
+        )
+
+    def _verify_mfa(self, request: Request, _: re.Match[str]) -> Response:
+        cookie: SimpleCookie = SimpleCookie(request.headers.get("cookie", ""))
+        session = cookie["SESSION"].value if "SESSION" in cookie else None
+        with self.lock:
+            known = session in self.mfa_sessions
+        if not known:
+            return Response(401, {"responseStatus": {"type": "SESSION_EXPIRED", "message": ""}})
+        if (request.json() or {}).get("mfaVerificationCode") != self.mfa_code:
+            return Response(400, {"responseStatus": {"type": "INVALID_MFA_CODE", "message": ""}})
+        with self.lock:
+            self.mfa_sessions.discard(session or "")
+        service = request.query.get("service", "")
+        return Response(
+            200,
+            {
+                "responseStatus": {"type": "SUCCESSFUL", "message": ""},
+                "serviceTicketId": self._new_ticket(service),
+                "serviceURL": service,
+            },
+        )
+
+    def _blocked(self, request: Request, _: re.Match[str]) -> Response:
+        return Response(429, {"error": {"status-code": "429", "message": "Too Many Requests"}})
+
+    def _token(self, request: Request, _: re.Match[str]) -> Response:
+        form = request.form()
+        client_id = form.get("client_id", "")
+        basic = "Basic " + base64.b64encode(f"{client_id}:".encode()).decode()
+        if not client_id.startswith("GARMIN_CONNECT_MOBILE_") or (
+            request.headers.get("authorization") != basic
+        ):
+            return Response(401, {"error": "invalid_client"})
+        grant = form.get("grant_type")
+        with self.lock:
+            if grant == DI_GRANT_TYPE:
+                if self.tickets.pop(form.get("service_ticket", ""), None) is None:
+                    return Response(400, {"error": "invalid_grant", "error_description": "ticket"})
+            elif grant == "refresh_token":
+                if self.refresh_tokens.pop(form.get("refresh_token", ""), None) is None:
+                    return Response(
+                        400, {"error": "invalid_grant", "error_description": "refresh token"}
+                    )
+            else:
+                return Response(400, {"error": "unsupported_grant_type"})
+        return Response(200, self.issue_tokens(client_id))
+
+    # -- Connect API ----------------------------------------------------------------------
+    def _api(self, handler: Any) -> Any:
+        def checked(request: Request, match: re.Match[str]) -> Response:
+            token = bearer(request)
+            with self.lock:
+                expiry = self.access_tokens.get(token or "")
+            if expiry is None or expiry <= time.time():
+                return unauthorized("expired" if expiry else "invalid token")
+            result: Response = handler(request, match)
+            return result
+
+        return checked
+
+    def _profile(self, request: Request, _: re.Match[str]) -> Response:
+        return Response(
+            200,
+            {
+                "id": 41_234_567,
+                "profileId": USER_PK,
+                "garminGUID": "5d7e4a9c-1b2f-4c3d-9e8f-a1b2c3d4e5f6",
+                "displayName": DISPLAY_NAME,
+                "fullName": "Ela Runner",
+                "userName": self.username,
+                "profileImageUrlLarge": None,
+                "location": "Brussels",
+                "userLevel": 4,
+                "userPoint": 612,
+            },
+        )
+
+    def _settings(self, request: Request, _: re.Match[str]) -> Response:
+        return Response(
+            200,
+            {
+                "id": USER_PK,
+                "userData": {
+                    "gender": "FEMALE",
+                    "weight": 61000.0,
+                    "height": 168.0,
+                    "timeFormat": "time_twenty_four_hr",
+                    "birthDate": "1990-04-12",
+                    "measurementSystem": "metric",
+                    "activityLevel": 7,
+                },
+                "userSleep": {"sleepTime": 81000, "wakeTime": 25200},
+            },
+        )
+
+    def _search_activities(self, request: Request, _: re.Match[str]) -> Response:
+        try:
+            first = date.fromisoformat(request.query["startDate"])
+            last = date.fromisoformat(request.query.get("endDate", self.last_day.isoformat()))
+            start = int(request.query.get("start", 0))
+            limit = int(request.query.get("limit", 20))
+        except (KeyError, ValueError) as exc:
+            return Response(400, {"message": f"bad search parameters: {exc}"})
+        if not 1 <= limit <= 1000:
+            return Response(400, {"message": "limit must be between 1 and 1000"})
+        found = self.activities_between(first, last)
+        if request.query.get("sortOrder") == "asc":
+            found.reverse()
+        return Response(200, found[start : start + limit])
+
+    def _daily(self, record_for: Any) -> Any:
+        def handler(request: Request, match: re.Match[str]) -> Response:
+            if match["name"] != DISPLAY_NAME:
+                return Response(403, {"message": "Forbidden"})
+            try:
+                day = date.fromisoformat(request.query["date"])
+            except (KeyError, ValueError):
+                return Response(400, {"message": "date must be YYYY-MM-DD"})
+            return Response(200, record_for(day))
+
+        return handler
