@@ -1,11 +1,557 @@
-"""Strava via stravalib."""
+"""Strava via stravalib: activities since a cursor, and the athlete profile.
+
+stravalib is driven through its own ``Client`` methods, but four of its habits would hurt a
+worker, so the client is built around them:
+
+* it hard-codes ``https://www.strava.com`` (``ApiV3.server``, the token URL built from it): one
+  transport adapter on the injected requests session rewrites URLs to ``STRAVA_API_URL``, adds
+  timeouts, counts every request into ``ctx.api_calls`` and keeps the raw JSON it received;
+* its ``DefaultRateLimiter`` sleeps up to 15 minutes inside a call: it is disabled, and an
+  exhausted rate-limit window becomes a :class:`RetriableError` whose ``retry_after`` is the time
+  until the window resets (:func:`rate_limit_reset`);
+* it refreshes expired tokens by itself, without a lock, and keeps the rotated refresh token
+  only on the client object: we refresh under ``TokenStore.locked("strava")`` instead and
+  persist the new tokens at once (:func:`_tokens`);
+* it parses records into pydantic models: we land the provider's JSON unchanged, so records are
+  the raw dicts the adapter captured, matched one-to-one with what stravalib parsed.
+
+stravalib (pint, pydantic, arrow) and requests are imported only when a client is opened.
+"""
 
 from __future__ import annotations
 
-from ela.connectors._pending import not_implemented, pending_service
+import calendar
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qs, urlsplit
 
-strava = pending_service(
-    "strava", ("STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET", "STRAVA_REFRESH_TOKEN")
+from ela import endpoints
+from ela.connectors.base import FetchContext, Record, Service, parse_retry_after, require
+from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
+from ela.tokens import TokenStore
+
+if TYPE_CHECKING:
+    import requests
+    from stravalib.client import Client
+
+PAGE_SIZE = 200  # Strava's maximum per_page for list endpoints.
+LIBRARY_BASE = "https://www.strava.com"  # what stravalib hard-codes (https + ApiV3.server)
+API_PREFIX = "/api/v3/"  # rate-limited, JSON records; /oauth/ is neither
+# Strava hands out a new access token only when the current one has an hour or less left, and
+# the longest run (the prd soft limit, 45 min) fits in that hour: refresh inside it, not sooner.
+REFRESH_MARGIN_S = 3600
+QUARTER_HOUR_S = 15 * 60  # Strava's short rate-limit window: resets at :00/:15/:30/:45 UTC.
+DAY_S = 24 * 3600  # Strava's daily rate-limit window: resets at midnight UTC.
+PROVIDER = "strava"  # the TokenStore key
+# Read everything including "only me" activities and the full profile: this is the person's own
+# data lake, so private activities belong in it.
+SCOPES = ["read", "profile:read_all", "activity:read_all"]
+DEFAULT_REDIRECT_URI = "http://localhost/exchange_token"  # Strava allows localhost callbacks
+REAUTH_FIX = "run `ela auth strava` (or put a new STRAVA_REFRESH_TOKEN in the environment)"
+
+log = logging.getLogger("ela.connectors.strava")
+
+
+# -- rate limits (pure) ---------------------------------------------------------------------
+
+
+def rate_limit_reset(headers: Mapping[str, str], now: datetime) -> float | None:
+    """Seconds until an exhausted Strava rate-limit window resets; None if none is exhausted.
+
+    Strava reports two limits, each as a ``"15-minute,daily"`` pair: ``X-RateLimit-Limit`` /
+    ``X-RateLimit-Usage`` for all requests and ``X-ReadRateLimit-Limit`` /
+    ``X-ReadRateLimit-Usage`` for reads. A window is exhausted when its usage has reached its
+    limit (the next request would be refused, and refused requests still count). The 15-minute
+    windows reset at :00/:15/:30/:45 UTC, the daily ones at midnight UTC; when several are
+    exhausted the latest reset wins.
+
+    Args:
+        headers: the response headers (any case).
+        now: the current time, timezone-aware.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    seconds = now.timestamp()
+    wait: float | None = None
+    for prefix in ("x-ratelimit", "x-readratelimit"):
+        limits = _pair(lower.get(f"{prefix}-limit"))
+        usage = _pair(lower.get(f"{prefix}-usage"))
+        if limits is None or usage is None:
+            continue
+        if usage[1] >= limits[1]:
+            window = DAY_S - seconds % DAY_S
+        elif usage[0] >= limits[0]:
+            window = QUARTER_HOUR_S - seconds % QUARTER_HOUR_S
+        else:
+            continue
+        wait = window if wait is None else max(wait, window)
+    return wait
+
+
+def _pair(value: str | None) -> tuple[int, int] | None:
+    """``"100,1000"`` → (100, 1000); None for a missing or malformed header."""
+    try:
+        short, daily = (value or "").split(",")
+        return int(short), int(daily)
+    except ValueError:
+        return None
+
+
+# -- the session adapter ---------------------------------------------------------------------
+
+
+class _Transport:
+    """The one transport adapter of the injected requests session.
+
+    It is a duck-typed ``requests.adapters.BaseAdapter`` (``send`` and ``close``) wrapping a
+    plain ``HTTPAdapter``, so this module need not import requests until a client is opened.
+
+    Attributes:
+        pending: raw records of list pages, in the order stravalib parses them; the data type
+            pops one per parsed entity.
+        last_body: the raw JSON of the last object-valued API response (the athlete).
+    """
+
+    def __init__(self, base: str, ctx: FetchContext) -> None:
+        from requests.adapters import HTTPAdapter
+
+        self.inner = HTTPAdapter()
+        self.base = base
+        self.ctx = ctx
+        self.timeout = endpoints.http_timeout(ctx.environ)
+        self.pending: deque[Record] = deque()
+        self.last_body: Any = None
+        self.blocked_until: float | None = None  # wall clock: an exhausted window resets then
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        url = request.url or ""
+        if self.base != LIBRARY_BASE and url.startswith(LIBRARY_BASE + "/"):
+            url = request.url = self.base + url[len(LIBRARY_BASE) :]
+        api = urlsplit(url).path.startswith(API_PREFIX)
+        if api and self.blocked_until is not None:
+            # The last answer said the window is spent: another call would be refused and would
+            # still count against the quota, so stop here and let the run be retried.
+            wait = self.blocked_until - time.time()
+            if wait > 0:
+                raise RetriableError(
+                    "strava: rate limit window exhausted; resets in "
+                    f"{wait:.0f} s (X-RateLimit/X-ReadRateLimit usage)",
+                    retry_after=wait,
+                )
+        if kwargs.get("timeout") is None:  # stravalib sets none: never hang a worker
+            kwargs["timeout"] = self.timeout
+        self.ctx.api_calls += 1
+        response: requests.Response = self.inner.send(request, **kwargs)
+        if api:
+            self._observe(response)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _observe(self, response: requests.Response) -> None:
+        now = datetime.now(UTC)
+        wait = rate_limit_reset(response.headers, now)
+        self.blocked_until = now.timestamp() + wait if wait is not None else None
+        if not response.ok:
+            return  # stravalib raises its Fault; the error map reads it
+        split = urlsplit(response.url)
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        where = split.path
+        first = 1
+        if "page" in query:
+            page, per_page = int(query["page"]), int(query.get("per_page", PAGE_SIZE))
+            first = (page - 1) * per_page + 1
+            where = f"{split.path} page {page} (records from #{first})"
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise PayloadError(f"strava: malformed JSON in {where}") from exc
+        if isinstance(body, list):
+            for i, item in enumerate(body):
+                if not isinstance(item, dict):
+                    raise PayloadError(f"strava: record #{first + i} of {where} is not an object")
+            self.pending.extend(body)
+        else:
+            self.last_body = body
+
+
+@dataclasses.dataclass
+class _Client:
+    api: Client
+    transport: _Transport
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+
+def _fingerprint(token: str | None) -> str | None:
+    """A short digest naming which bootstrap token the store descends from (never the token)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
+
+
+def _usable(stored: Mapping[str, Any] | None, environ: Mapping[str, str]) -> bool:
+    """Stored tokens can be used as they are: present, not superseded, not about to expire."""
+    if not stored or _superseded(stored, environ):
+        return False
+    try:
+        return float(stored["expires_at"]) - time.time() > REFRESH_MARGIN_S
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _superseded(stored: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
+    """True when STRAVA_REFRESH_TOKEN was changed since the store was bootstrapped from it: the
+    person re-authorized and put the new token in the environment, which must win."""
+    env_token = environ.get("STRAVA_REFRESH_TOKEN")
+    return bool(env_token) and _fingerprint(env_token) != stored.get("bootstrap")
+
+
+def _tokens(
+    api: Client, store: TokenStore, environ: Mapping[str, str], client_id: int, secret: str
+) -> Mapping[str, Any]:
+    """Access and refresh tokens to use now, refreshing (and persisting) them if they expire.
+
+    Strava rotates the refresh token on every refresh and the old one stops working, so the
+    refresh happens under the store's lock, the store is re-read inside it (another worker may
+    have refreshed while we waited), and the new tokens are written before anything else.
+    """
+    stored = store.read(PROVIDER)
+    if _usable(stored, environ):
+        return cast(Mapping[str, Any], stored)
+    with store.locked(PROVIDER):
+        stored = store.read(PROVIDER)
+        if _usable(stored, environ):
+            return cast(Mapping[str, Any], stored)
+        if stored and stored.get("refresh_token") and not _superseded(stored, environ):
+            refresh_token = str(stored["refresh_token"])
+        else:
+            (refresh_token,) = require(environ, "STRAVA_REFRESH_TOKEN", fix=REAUTH_FIX)
+        info = api.refresh_access_token(
+            client_id=client_id, client_secret=secret, refresh_token=refresh_token
+        )
+        tokens = _stored_form(info, environ)
+        store.write(PROVIDER, tokens)
+        log.info("strava: access token refreshed; rotated refresh token stored")
+        return tokens
+
+
+def _stored_form(info: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "access_token": info["access_token"],
+        "refresh_token": info["refresh_token"],
+        "expires_at": int(info["expires_at"]),
+        "bootstrap": _fingerprint(environ.get("STRAVA_REFRESH_TOKEN")),
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _app_credentials(environ: Mapping[str, str]) -> tuple[int, str]:
+    client_id, secret = require(
+        environ,
+        "STRAVA_CLIENT_ID",
+        "STRAVA_CLIENT_SECRET",
+        fix="copy them from https://www.strava.com/settings/api",
+    )
+    try:
+        return int(client_id), secret
+    except ValueError:
+        raise ReauthError(
+            "STRAVA_CLIENT_ID must be the numeric client id from "
+            "https://www.strava.com/settings/api"
+        ) from None
+
+
+# -- opening a client ----------------------------------------------------------------------
+
+
+def _quiet_stravalib(record: logging.LogRecord) -> bool:
+    """Drop stravalib's root-logger advice to put credentials in os.environ: it wants them to
+    refresh on its own, which we deliberately leave to :func:`_tokens`."""
+    return not record.pathname.endswith(os.path.join("stravalib", "protocol.py"))
+
+
+@contextmanager
+def _stravalib_client(ctx: FetchContext) -> Iterator[_Client]:
+    """A stravalib Client on our session, its own rate limiter and auto-refresh disabled."""
+    import requests
+    from stravalib.client import Client
+
+    transport = _Transport(endpoints.url("STRAVA_API_URL", ctx.environ), ctx)
+    session = requests.Session()
+    for prefix in ("https://", "http://"):  # every request, whatever stravalib builds
+        session.mount(prefix, cast(requests.adapters.BaseAdapter, transport))
+    root = logging.getLogger()
+    root.addFilter(_quiet_stravalib)
+    try:
+        api = Client(rate_limit_requests=False, requests_session=session)
+    finally:
+        root.removeFilter(_quiet_stravalib)
+    # stravalib picks these up from os.environ to refresh expired tokens by itself, outside our
+    # lock, and would lose the rotated refresh token: without them it never tries.
+    api.protocol.client_id = None
+    api.protocol.client_secret = None
+    with session:
+        yield _Client(api, transport)
+
+
+@contextmanager
+def _open(ctx: FetchContext) -> Iterator[_Client]:
+    client_id, secret = _app_credentials(ctx.environ)
+    store = TokenStore.from_env(ctx.environ)
+    with _stravalib_client(ctx) as client:
+        tokens = _tokens(client.api, store, ctx.environ, client_id, secret)
+        client.api.access_token = str(tokens["access_token"])
+        client.api.refresh_token = str(tokens["refresh_token"])
+        client.api.token_expires = int(tokens["expires_at"])
+        yield client
+
+
+# -- the error map ---------------------------------------------------------------------------
+
+
+def _classify(exc: BaseException) -> IngestError | None:
+    import requests
+    from pydantic import ValidationError
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return _classify_status(exc, exc.response)
+    if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
+        return RetriableError(f"strava: {type(exc).__name__}: {exc}")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return RetriableError(f"strava: connection dropped mid-response: {exc}")
+    if isinstance(exc, ValidationError):
+        return PayloadError(f"strava: a record failed stravalib's validation: {exc}")
+    if isinstance(exc, (ValueError, KeyError, TypeError)):
+        return PayloadError(f"strava: unexpected payload: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _classify_status(exc: requests.HTTPError, response: requests.Response) -> IngestError:
+    from stravalib.exc import ApplicationInactive
+
+    status = response.status_code
+    path = urlsplit(response.url).path
+    said = str(exc)  # stravalib's message: status, reason, Strava's errors; never a token
+    if path.endswith("/oauth/token") and status in (400, 401, 403):
+        return ReauthError(
+            f"strava: the refresh token was refused ({said}): it is invalid or was revoked; "
+            + REAUTH_FIX
+        )
+    if isinstance(exc, ApplicationInactive):
+        return FatalError(f"strava: {said}")
+    if status in (401, 403):
+        return ReauthError(
+            f"strava: {status} from {path}: access was revoked or lacks the "
+            f"{','.join(SCOPES)} scopes; " + REAUTH_FIX
+        )
+    if status == 429:
+        waits = [
+            w
+            for w in (
+                rate_limit_reset(response.headers, datetime.now(UTC)),
+                parse_retry_after(response.headers.get("Retry-After")),
+            )
+            if w is not None
+        ]
+        # A 429 without usable headers is most likely the 15-minute window.
+        wait = max(waits) if waits else _seconds_to_quarter_hour()
+        return RetriableError(f"strava: rate limited (429) on {path}", retry_after=wait)
+    if status >= 500:
+        return RetriableError(
+            f"strava: HTTP {status} on {path}",
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    return FatalError(f"strava: HTTP {status} on {path}: {said}")
+
+
+def _seconds_to_quarter_hour() -> float:
+    return QUARTER_HOUR_S - time.time() % QUARTER_HOUR_S
+
+
+strava: Service[_Client] = Service(
+    "strava",
+    credentials=("STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET", "STRAVA_REFRESH_TOKEN"),
+    open_client=_open,
+    classify=_classify,
 )
-strava.data_type("activities", params=("limit",), incremental=True)(not_implemented)
-strava.data_type("athlete")(not_implemented)
+
+
+# -- data types ----------------------------------------------------------------------------
+
+
+@strava.data_type("activities", params=("limit",), incremental=True)
+def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """Activities since the cursor, oldest first, up to ``limit``.
+
+    The request always carries ``after`` (epoch 0 on a first run): Strava then answers oldest
+    first, so a ``limit`` lands the oldest unlanded activities and the next run continues from
+    the newest of them, instead of landing the newest and skipping what lies in between.
+    ``ctx.since`` replaces the cursor as the lower bound (inclusive) and ``ctx.until`` sets
+    ``before`` (exclusive). The cursor (``start_date`` epoch seconds of the newest activity
+    landed) moves only when the landed range joins the committed one, so an explicit window
+    that starts after the cursor never makes the next run skip the gap before it.
+    """
+    from pydantic import ValidationError
+
+    cursor = _cursor_epoch(ctx.cursor)
+    if ctx.since is not None:
+        # Strava's `after` is exclusive; one second earlier makes `since` inclusive.
+        after = ctx.since - timedelta(seconds=1)
+        joins = cursor is not None and ctx.since.timestamp() <= cursor
+    else:
+        after = datetime.fromtimestamp(cursor or 0, UTC)
+        joins = True
+    batches = client.api.get_activities(after=after, before=ctx.until, limit=ctx.limit)
+    batches.per_page = min(PAGE_SIZE, ctx.limit or PAGE_SIZE)  # no larger page than needed
+    newest: int | None = None
+    landed = 0
+    parsed = iter(batches)
+    while True:
+        try:
+            activity = next(parsed)
+        except StopIteration:
+            break
+        except ValidationError as exc:
+            position = landed + _first_invalid(client.transport.pending)
+            raise PayloadError(
+                f"strava: activity #{position} of this run failed validation: "
+                f"{exc.errors()[0].get('loc')} {exc.errors()[0].get('msg')}"
+            ) from exc
+        raw = client.transport.pending.popleft()
+        landed += 1
+        if raw.get("id") != activity.id:
+            raise PayloadError(f"strava: activity #{landed}: raw and parsed records disagree")
+        started = _start_epoch(raw, landed)
+        newest = started if newest is None else max(newest, started)
+        yield raw
+    if joins and newest is not None and (cursor is None or newest > cursor):
+        ctx.new_cursor = newest
+
+
+@strava.data_type("athlete")
+def athlete(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """The authenticated athlete's profile (one record)."""
+    from pydantic import ValidationError
+
+    try:
+        parsed = client.api.get_athlete()
+    except ValidationError as exc:
+        raise PayloadError(
+            f"strava: the athlete profile (record #1) failed validation: {exc}"
+        ) from exc
+    raw = client.transport.last_body
+    if not isinstance(raw, dict) or raw.get("id") != parsed.id:
+        raise PayloadError("strava: the athlete profile (record #1) is not an athlete object")
+    yield raw
+
+
+def _cursor_epoch(cursor: Any) -> int | None:
+    """The committed cursor as epoch seconds (it is stored as a JSON number)."""
+    if cursor is None:
+        return None
+    try:
+        return int(cursor)
+    except (TypeError, ValueError):
+        raise FatalError(f"strava: unreadable activities cursor {cursor!r}") from None
+
+
+def _start_epoch(raw: Record, position: int) -> int:
+    try:
+        started = datetime.fromisoformat(str(raw["start_date"]))
+    except (KeyError, ValueError):
+        raise PayloadError(f"strava: activity #{position} has no valid start_date") from None
+    return calendar.timegm(started.astimezone(UTC).timetuple())
+
+
+def _first_invalid(page: deque[Record]) -> int:
+    """1-based index of the first record of ``page`` stravalib's model refuses (1 if none)."""
+    from pydantic import ValidationError
+    from stravalib.model import SummaryActivity
+
+    for i, raw in enumerate(page, start=1):
+        try:
+            SummaryActivity.model_validate(raw)
+        except ValidationError:
+            return i
+    return 1
+
+
+# -- `ela auth strava` ------------------------------------------------------------------------
+
+
+def authorize(
+    environ: Mapping[str, str],
+    store: TokenStore,
+    ask: Callable[[str, bool], str],
+    say: Callable[[str], None],
+) -> None:
+    """Authorize this app for the person's Strava account and store the tokens.
+
+    Prints the authorize URL, asks for the code Strava put in the redirect (the bare code or
+    the whole URL), exchanges it through stravalib and writes the tokens to ``store``, where
+    every worker picks them up on its next run.
+
+    Args:
+        environ: STRAVA_CLIENT_ID / STRAVA_CLIENT_SECRET, optionally STRAVA_API_URL and
+            STRAVA_REDIRECT_URI (default ``http://localhost/exchange_token``).
+        store: where the tokens go.
+        ask: ``ask(prompt, secret)`` returns what the person typed.
+        say: prints a line for the person.
+
+    Raises:
+        ReauthError: missing credentials or a refused code.
+        RetriableError: Strava could not be reached.
+    """
+    import requests
+
+    client_id, secret = _app_credentials(environ)
+    redirect_uri = environ.get("STRAVA_REDIRECT_URI") or DEFAULT_REDIRECT_URI
+    ctx = FetchContext(job="auth strava", now=datetime.now(UTC), environ=environ)
+    with _stravalib_client(ctx) as client:
+        url = client.api.authorization_url(
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            approval_prompt="force",
+            scope=SCOPES,  # type: ignore[arg-type]  # Literal list, checked by stravalib
+        )
+        base = client.transport.base
+        if base != LIBRARY_BASE and url.startswith(LIBRARY_BASE + "/"):
+            url = base + url[len(LIBRARY_BASE) :]
+        say("Open this URL, approve access, then paste the code from the page you land on")
+        say(f"(or that page's whole URL): {url}")
+        code = _code_from(ask("Strava code: ", False))
+        if not code:
+            raise ReauthError("strava: no code given; " + REAUTH_FIX)
+        try:
+            info = client.api.exchange_code_for_token(
+                client_id=client_id, client_secret=secret, code=code
+            )
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in (400, 401):
+                raise ReauthError(
+                    f"strava: the code was refused ({exc}): codes are single-use and expire "
+                    "quickly; run `ela auth strava` again"
+                ) from exc
+            raise strava.classify(exc) from exc
+        except Exception as exc:
+            raise strava.classify(exc) from exc
+    with store.locked(PROVIDER):
+        store.write(PROVIDER, _stored_form(cast(Mapping[str, Any], info), environ))
+    say(f"Strava authorized; tokens stored in {store.directory} for the workers to use.")
+
+
+def _code_from(answer: str) -> str:
+    """The authorization code from a pasted code or a pasted redirect URL."""
+    answer = answer.strip()
+    if "code=" in answer:
+        return parse_qs(urlsplit(answer).query).get("code", [""])[-1]
+    return answer
