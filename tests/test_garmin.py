@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from ela import config as config_module
-from ela import endpoints
 from ela.config import IngestionConfig
 from ela.connectors.garmin import authorize
 from ela.emulators.garmin import GarminEmulator
@@ -61,9 +60,14 @@ Run = Callable[..., dict[str, Any]]
 def run(
     config: IngestionConfig, emulator: GarminEmulator, token_dir: Path, bucket: LocalBucket
 ) -> Run:
-    """``run(job, **overrides)``: one run_job against the emulator; ``config=`` swaps config."""
+    """``run(job, cfg=None, environ=None, **overrides)``: one run_job against the emulator."""
 
-    def go(job: str, cfg: IngestionConfig | None = None, **overrides: Any) -> dict[str, Any]:
+    def go(
+        job: str,
+        cfg: IngestionConfig | None = None,
+        environ: dict[str, str] | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
         return run_job(
             cfg or config,
             job,
@@ -71,7 +75,7 @@ def run(
             scheduled_at=SCHEDULED,
             overrides=Overrides.from_kwargs(**overrides),
             bucket=bucket,
-            environ=emulator.environ() | {"ELA_TOKEN_DIR": str(token_dir)},
+            environ=emulator.environ() | {"ELA_TOKEN_DIR": str(token_dir)} | (environ or {}),
         )
 
     return go
@@ -324,18 +328,16 @@ def test_faults_map_to_the_error_kind_and_commit_nothing(
     emulator: GarminEmulator,
     store: TokenStore,
     bucket: LocalBucket,
-    monkeypatch: pytest.MonkeyPatch,
     job: str,
     fault: Fault,
     error: type[IngestError],
     message: str,
 ) -> None:
-    monkeypatch.setattr(endpoints, "HTTP_TIMEOUT", (2.0, 0.5))  # the timeout fault waits 1.5 s
     emulator.prepare_tokens(store)
     emulator.inject(fault)
 
     with pytest.raises(error, match=message) as raised:
-        run(job)
+        run(job, environ={"ELA_HTTP_TIMEOUT": "0.5"})  # the timeout fault waits 1.5 s
 
     if fault.status == 429:
         assert isinstance(raised.value, RetriableError) and raised.value.retry_after == 30

@@ -70,8 +70,8 @@ def adapt(
 
     Every request a worker makes goes through one of two places, both hooked here: data calls
     through a fresh requests session per call (``Client._fresh_api_session``), DI token exchange
-    and refresh through ``Client._http_post`` (curl_cffi). Each gets ``endpoints.HTTP_TIMEOUT``
-    (read at call time) instead of the library's own, and is counted by ``on_request``;
+    and refresh through ``Client._http_post`` (curl_cffi). Each gets the project's timeout
+    (``endpoints.http_timeout``) instead of the library's own, and is counted by ``on_request``;
     ``on_response`` sees each response (for Retry-After, which the library's errors drop). The
     password login flows of :func:`authorize` use sessions the library builds inside its
     methods: they are redirected through ``_sso`` and time out after the library's 30 s.
@@ -94,9 +94,11 @@ def adapt(
     redirected = sso != endpoints.url("GARMIN_SSO_URL", {})
     library.DI_TOKEN_URL = f"{sso}{DI_TOKEN_PATH}" if redirected else LIBRARY_DI_TOKEN_URL
 
+    timeout = endpoints.http_timeout(environ)
+
     def hooked(send: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            kwargs["timeout"] = endpoints.HTTP_TIMEOUT
+            kwargs["timeout"] = timeout
             if on_request:
                 on_request()
             response = send(*args, **kwargs)
