@@ -265,8 +265,6 @@ def test_every_response_carries_rate_limit_headers(emu: StravaEmulator) -> None:
 
 def test_activities_order_follows_strava(emu: StravaEmulator, tmp_path: Path) -> None:
     """Oldest first with `after`, newest first without it; per_page capped at 200."""
-    store = TokenStore(tmp_path)
-    emu.prepare_tokens(store)
     token = requests.post(
         f"{emu.url}/oauth/token",
         data={
@@ -550,12 +548,15 @@ def test_revoked_refresh_token_is_reauth(
     assert "STRAVA_REFRESH_TOKEN" in str(error) and "ela auth strava" in str(error)
 
 
-def test_expired_access_token_on_the_server_is_reauth(
+def test_access_token_refused_by_the_server_is_reauth_then_refreshed(
     emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
 ) -> None:
     run(emu, bucket, tmp_path, "strava_athlete")
-    emu.expire_access_tokens()
+    emu.expire_access_tokens()  # Strava no longer honours it although our store says 6 h left
     fail(emu, bucket, tmp_path, ReauthError, job="strava_athlete")
+    # The refused access token was marked expired: the next run refreshes and recovers.
+    assert run(emu, bucket, tmp_path, "strava_athlete")["records"] == 1
+    assert emu.refreshes == 2
 
 
 def test_missing_credentials_are_reauth(

@@ -311,7 +311,23 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         client.api.access_token = str(tokens["access_token"])
         client.api.refresh_token = str(tokens["refresh_token"])
         client.api.token_expires = int(tokens["expires_at"])
-        yield client
+        try:
+            yield client
+        except Exception as exc:
+            response = getattr(exc, "response", None)
+            if getattr(response, "status_code", None) == 401:
+                _forget_access_token(store, str(tokens["access_token"]))
+            raise
+
+
+def _forget_access_token(store: TokenStore, access_token: str) -> None:
+    """Strava refused an access token we thought valid (revoked, or its clock disagrees with
+    ours): mark it expired so the next run refreshes instead of failing the same way for hours.
+    If the refresh token was revoked too, that refresh fails with the same re-auth message."""
+    with store.locked(PROVIDER):
+        stored = store.read(PROVIDER)
+        if stored and stored.get("access_token") == access_token:  # not already replaced
+            store.write(PROVIDER, {**stored, "expires_at": 0})
 
 
 # -- the error map ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ Modelled on what Strava does, not on what a client hopes:
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 import re
@@ -85,7 +86,7 @@ def encode_polyline(points: list[tuple[float, float]]) -> str:
     return "".join(out)
 
 
-# sport: (share, name stem, speed m/s range, distance m range, has GPS, workout_type)
+# sport type: (share of activities, speed range m/s, distance range m, GPS, workout_type)
 _SPORTS: dict[str, tuple[float, tuple[float, float], tuple[float, float], bool, int | None]] = {
     "Run": (0.42, (2.6, 3.6), (4000, 21500), True, 0),
     "Ride": (0.22, (6.0, 8.8), (18000, 110000), True, 10),
@@ -239,9 +240,15 @@ class StravaEmulator(Emulator):
     def window(self, after: int | None = None, before: int | None = None) -> list[dict[str, Any]]:
         """The activities Strava would list for ``after``/``before`` (exclusive), oldest first."""
         with self.lock:
-            return copy.deepcopy(
-                [a for a in self.activities if _in_window(_epoch(a["start_date"]), after, before)]
-            )
+            return copy.deepcopy(self._window_of(after, before))
+
+    def _window_of(self, after: int | None, before: int | None) -> list[dict[str, Any]]:
+        """The same, without copying (callers hold the lock): activities are kept in start
+        order, so two bisections find the window even among thousands."""
+        starts = [_epoch(a["start_date"]) for a in self.activities]
+        low = 0 if after is None else bisect.bisect_right(starts, after)
+        high = len(starts) if before is None else bisect.bisect_left(starts, before)
+        return self.activities[low:high]
 
     def _make_activity(self, day: date) -> dict[str, Any]:
         """One SummaryActivity as Strava lists it (resource_state 2)."""
@@ -521,11 +528,12 @@ class StravaEmulator(Emulator):
         except ValueError as exc:
             return Response(400, {"message": "Bad Request", "errors": [{"code": str(exc)}]})
         per_page = min(max(per_page, 1), MAX_PAGE)  # Strava silently caps per_page
-        rows = self.window(after, before)
-        if after is None:
-            rows.reverse()  # newest first unless `after` is given
-        start = (page - 1) * per_page
-        return Response(200, rows[start : start + per_page])
+        with self.lock:
+            rows = self._window_of(after, before)
+            if after is None:
+                rows = rows[::-1]  # newest first unless `after` is given
+            start = (page - 1) * per_page
+            return Response(200, copy.deepcopy(rows[start : start + per_page]))
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -539,7 +547,3 @@ def _int_or_none(value: str | None) -> int | None:
 
 def _epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp())
-
-
-def _in_window(started: int, after: int | None, before: int | None) -> bool:
-    return (after is None or started > after) and (before is None or started < before)
