@@ -12,7 +12,8 @@ import pytest
 
 from ela import config as config_module
 from ela.config import IngestionConfig
-from ela.connectors.garmin import authorize
+from ela.connectors.base import FetchContext
+from ela.connectors.garmin import authorize, garmin
 from ela.emulators.garmin import GarminEmulator
 from ela.emulators.server import Fault
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
@@ -225,6 +226,36 @@ def test_tokens_rejected_mid_life_are_refreshed_after_the_401(
     after = store.read("garmin")
     assert before and after and after["di_token"] != before["di_token"]
     assert emulator.calls_to("/oauth/token") == 1
+
+
+def test_a_refresh_by_another_worker_is_adopted_not_repeated(
+    emulator: GarminEmulator, store: TokenStore
+) -> None:
+    emulator.prepare_tokens(store)
+    environ = emulator.environ() | {"ELA_TOKEN_DIR": str(store.directory)}
+    ctx = FetchContext(job="garmin_sleep", now=SCHEDULED, environ=environ, days=2)
+    with garmin.open_client(ctx) as client:
+        # Meanwhile another worker refreshed: its tokens are stored, ours are spent and revoked.
+        ours = store.read("garmin")
+        assert ours
+        emulator.prepare_tokens(store)
+        emulator.refresh_tokens.pop(ours["di_refresh_token"])
+        emulator.access_tokens.pop(ours["di_token"])
+
+        records = list(garmin.data_types["sleep"].fetch(client, ctx))
+
+    assert [r["dailySleepDTO"]["calendarDate"] for r in records] == ["2025-06-29", "2025-06-30"]
+    assert emulator.calls_to("/oauth/token") == 0  # the 401 re-read the store instead
+
+
+def test_a_damaged_token_file_asks_for_ela_auth(
+    run: Run, emulator: GarminEmulator, token_dir: Path
+) -> None:
+    token_dir.mkdir()
+    (token_dir / "garmin.json").write_text('{"di_token": "trunc')
+    with pytest.raises(ReauthError, match="ela auth garmin"):
+        run("garmin_sleep")
+    assert emulator.calls == []
 
 
 def test_no_stored_tokens_asks_for_ela_auth_and_never_logs_in(

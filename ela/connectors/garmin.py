@@ -150,6 +150,7 @@ def _classify(
         GarminConnectAuthenticationError,
         GarminConnectTooManyRequestsError,
     )
+    from requests.exceptions import InvalidJSONError
 
     chain = _chain(exc)
     prefix = f"garmin: {where}: " if where else "garmin: "
@@ -173,8 +174,9 @@ def _classify(
     if any(isinstance(e, GarminConnectTooManyRequestsError) for e in chain):
         return RetriableError(f"{prefix}rate limited: {detail}", retry_after=retry_after)
     for error in chain:
-        # Before OSError: requests' JSONDecodeError is both a ValueError and an IOError.
-        if isinstance(error, ValueError):
+        # Before OSError: requests' JSONDecodeError is also an IOError. Only a decoding error
+        # is the payload's fault; any other ValueError is ours and stays fatal.
+        if isinstance(error, (json.JSONDecodeError, InvalidJSONError)):
             return PayloadError(f"{prefix}malformed JSON from Garmin: {error}")
     for error in chain:
         # Timeouts and dropped connections, from requests and curl_cffi alike (both OSError).
@@ -270,7 +272,10 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
     from garminconnect import Garmin
 
     store = TokenStore.from_env(ctx.environ)
-    tokens = stored_tokens(store)
+    try:
+        tokens = stored_tokens(store)
+    except ValueError as exc:  # a damaged token file: only a new login replaces it
+        raise ReauthError(f"garmin: the stored tokens are unreadable ({exc}); {AUTH_FIX}") from exc
     if tokens is None:
         raise ReauthError(f"garmin: no stored tokens in {store.directory}: {AUTH_FIX}")
     garmin = Garmin()  # no credentials: the library cannot fall back to a password login
