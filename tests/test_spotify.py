@@ -231,9 +231,19 @@ def test_exactly_the_window_since_the_cursor_when_plays_fill_50(
         (Fault(status=502, path="/api/token", times=None), RetriableError, "502", None),
         (Fault(status=429, retry_after=30, path="/api/token"), RetriableError, "429", 30.0),
         (Fault(malformed=True, path="/me/tracks", after=1), PayloadError, "page 2", None),
+        (Fault(malformed=True, path="/api/token"), PayloadError, "malformed", None),
         (Fault(status=401, path="/me/tracks", after=1), ReauthError, "ela auth spotify", None),
     ],
-    ids=["429", "503", "500-page2", "502-token", "429-token", "malformed", "401"],
+    ids=[
+        "429",
+        "503",
+        "500-page2",
+        "502-token",
+        "429-token",
+        "malformed",
+        "malformed-token",
+        "401",
+    ],
 )
 def test_fault_classes_commit_nothing(
     spotify_emu: SpotifyEmulator,
@@ -425,6 +435,13 @@ def test_authorize_stores_a_refresh_token_the_jobs_use(
     # The job runs on the stored token alone (no SPOTIFY_REFRESH_TOKEN in the environment).
     manifest = run(spotify_emu, bucket, tmp_path, "spotify_top_tracks", SPOTIFY_REFRESH_TOKEN="")
     assert manifest["records"] == 25
+
+
+def test_connector_modules_do_not_import_their_client_library() -> None:
+    # A worker serving one provider must not pay for another's import.
+    probe = "import sys, ela.connectors; print(sorted({'spotipy', 'requests'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 def test_authorize_refuses_a_pasted_url_from_another_authorization(

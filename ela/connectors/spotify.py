@@ -446,13 +446,7 @@ def authorize(
         "SPOTIFY_REDIRECT_URI",
         fix="from the app at developer.spotify.com/dashboard",
     )
-    calls = 0
-
-    def count() -> None:
-        nonlocal calls
-        calls += 1
-
-    session = _session(count)
+    session = _session(lambda: None)  # no run to report calls to
     cache = MemoryCacheHandler()
     auth = _oauth_class()(
         client_id=client_id,
@@ -466,27 +460,36 @@ def authorize(
         accounts_url=endpoints.url("SPOTIFY_ACCOUNTS_URL", environ),
     )
     state = secrets.token_urlsafe(16)
-    say("Open this URL in a browser, approve access, then paste the URL you land on:")
-    say(auth.get_authorize_url(state=state))
-    answer = ask("Redirected URL (or just the code): ", False).strip()
-    try:
-        returned_state, code = auth.parse_auth_response_url(answer)
-    except SpotifyOauthError as exc:
-        raise ReauthError(f"spotify: authorization refused: {exc.error}") from exc
-    if code is None and "://" not in answer and answer:
-        code = answer  # the user pasted the bare code
-    elif returned_state != state:
-        raise ReauthError("spotify: the redirected URL is not from this authorization (state)")
-    if not code:
-        raise ReauthError("spotify: no authorization code in what was pasted")
-    try:
-        with session:
+    with session:
+        say("Open this URL in a browser, approve access, then paste the URL you land on:")
+        say(auth.get_authorize_url(state=state))
+        code = _code_from(ask("Redirected URL (or just the code): ", False).strip(), state)
+        try:
             auth.get_access_token(code=code, as_dict=False, check_cache=False)
-    except SpotifyOauthError as exc:
-        raise ReauthError(f"spotify: the code was not accepted: {exc.error}") from exc
+        except SpotifyOauthError as exc:
+            raise ReauthError(f"spotify: the code was not accepted: {exc.error}") from exc
+        except Exception as exc:  # network trouble: the one error map words it
+            raise spotify.classify(exc) from exc
     info = cache.get_cached_token() or {}
     if not info.get("refresh_token"):
         raise ReauthError("spotify: the token endpoint returned no refresh token")
     with store.locked(PROVIDER):
         store.write(PROVIDER, _stored(info))
-    say(f"Spotify authorized; refresh token stored in {store.directory}.")
+
+
+def _code_from(answer: str, state: str) -> str:
+    """The authorization code in what the user pasted: the redirected URL, or the bare code."""
+    from spotipy.exceptions import SpotifyOauthError
+    from spotipy.oauth2 import SpotifyOAuth
+
+    if "://" not in answer and "=" not in answer and answer:
+        return answer
+    try:
+        returned_state, code = SpotifyOAuth.parse_auth_response_url(answer)
+    except SpotifyOauthError as exc:  # the user refused, or Spotify did
+        raise ReauthError(f"spotify: authorization refused: {exc.error}") from exc
+    if returned_state != state:
+        raise ReauthError("spotify: the redirected URL is not from this authorization (state)")
+    if not code:
+        raise ReauthError("spotify: no authorization code in what was pasted")
+    return str(code)
