@@ -21,13 +21,13 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ela import naming
+from ela import faults, naming
 from ela.config import IngestionConfig
-from ela.connectors import SERVICES, FetchContext
+from ela.connectors import SERVICES, FetchContext, Record
 from ela.errors import IngestError, RetriableError
 from ela.sinks import Bucket, JsonlSpool, bucket_url, get_json, open_bucket, put_json
 from ela.state import advance_cursor, read_cursor
@@ -111,11 +111,13 @@ def run_job(
     spool = JsonlSpool()
     try:
         with service.open_client(ctx) as client:
-            spool.write_all(data_type.fetch(client, ctx))
+            spool.write_all(_crash_midway(data_type.fetch(client, ctx), environ, job_name))
         objects = []
         if spool.records and not overrides.dry_run:
             name = naming.landing(job.service, job.data_type, scheduled_at, run_id)
+            faults.point("before_upload", environ, job_name)
             objects.append(dataclasses.asdict(spool.upload(bucket, name)))
+            faults.point("after_landing", environ, job_name)
     except Exception as exc:  # every failure is classified, recorded once final, re-raised
         error = service.classify(exc)
         if error is not exc:
@@ -164,11 +166,22 @@ def run_job(
     if overrides.dry_run:
         return {**manifest, "outcome": "dry_run"}
     put_json(bucket, manifest_name, manifest)
+    faults.point("after_manifest", environ, job_name)
     if ctx.new_cursor is not None:
         advance_cursor(bucket, job.service, job_name, ctx.new_cursor, run_id)
     for warning in ctx.warnings:
         log.warning("%s run %s: %s", job_name, run_id, warning)
     return {**manifest, "outcome": "succeeded"}
+
+
+def _crash_midway(
+    records: Iterator[Record], environ: Mapping[str, str], job: str
+) -> Iterator[Record]:
+    """Pass records through; the ``mid_fetch`` crash point fires after the first one."""
+    for i, record in enumerate(records):
+        yield record
+        if i == 0:
+            faults.point("mid_fetch", environ, job)
 
 
 def record_failure(

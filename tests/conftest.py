@@ -20,9 +20,17 @@ from tests.helpers import (
     start_worker,
 )
 
-# Tests own this Redis database (override with ELA_TEST_REDIS_URL); it is flushed around the
-# session and before every worker starts, so nothing leaks between tests.
+# Tests use this Redis database (override with ELA_TEST_REDIS_URL), and within it a key prefix
+# of their own per session and per test, so concurrent runs never take each other's tasks.
+# Only our own keys are deleted afterwards.
 TEST_REDIS_URL = os.environ.get("ELA_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+SESSION_PREFIX = f"ela-test-{os.getpid()}-{uuid.uuid4().hex[:6]}:"
+
+
+def delete_prefixed(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +40,18 @@ def redis_url() -> Iterator[str]:
         client.ping()
     except redis.ConnectionError:
         pytest.fail(f"no Redis at {TEST_REDIS_URL}: start one (the test command does)")
-    client.flushdb()
     yield TEST_REDIS_URL
-    client.flushdb()
+    delete_prefixed(client, SESSION_PREFIX)
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix (``ELA_REDIS_PREFIX``) no other test or session uses."""
+    prefix = f"{SESSION_PREFIX}{uuid.uuid4().hex[:6]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    delete_prefixed(client, prefix)
     client.close()
 
 
@@ -79,7 +96,7 @@ WorkerFactory = Callable[..., WorkerHandle]
 
 
 @pytest.fixture
-def worker_factory(redis_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
+def worker_factory(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerFactory]:
     """Start real ``celery -A worker worker`` processes against our Redis database.
 
     ``worker_factory(extra_env={...}, env="dev", config=None, concurrency=2)``: ``extra_env``
@@ -87,7 +104,6 @@ def worker_factory(redis_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
     tmp_path), ``ELA_TOKEN_DIR`` (default: under tmp_path), ``STORAGE_EMULATOR_HOST``.
     """
     handles: list[WorkerHandle] = []
-    redis.Redis.from_url(redis_url).flushdb()
 
     def factory(
         extra_env: dict[str, str] | None = None,
@@ -101,6 +117,7 @@ def worker_factory(redis_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
             "ELA_BUCKET_URL": (tmp_path / "bucket").as_uri(),
             "ELA_TOKEN_DIR": str(tmp_path / "tokens"),
             "ELA_STATE_DIR": str(tmp_path / "state"),
+            "ELA_REDIS_PREFIX": redis_prefix,
         }
         if config is not None:
             defaults["ELA_CONFIG"] = str(config)
