@@ -126,3 +126,53 @@ def test_killed_runs_land_exactly_once(
             assert bucket.get_bytes(naming.state(service, job)) is None
     # Every job was killed once at this point and redelivered.
     assert worker.log().count("WorkerLostError") + worker.log().count("signal 9") >= len(CRASH_JOBS)
+
+
+# -- one beat per environment ------------------------------------------------------------------
+
+
+def test_leader_lock_is_exclusive_and_expires(redis_client: Any, redis_prefix: str) -> None:
+    from beat_schedules.scheduler import LeaderLock
+
+    key = f"{redis_prefix}ela:dev:beat"
+    first = LeaderLock(redis_client, key, ttl=0.5)
+    second = LeaderLock(redis_client, key, ttl=0.5)
+    assert first.hold() and first.hold()  # takes, then renews
+    assert not second.hold()
+    wait_for(second.hold, 3, "the lock to expire and pass to the standby")
+    assert not first.hold()  # the old leader cannot renew what it lost
+    second.release()
+    assert first.hold()
+
+
+def test_two_beats_send_each_tick_once(worker_factory: WorkerFactory, tmp_path: Path) -> None:
+    from ela.emulators.todoist import TodoistEmulator
+    from tests.helpers import CeleryProcess
+    from tests.test_integration import todoist_only
+
+    with TodoistEmulator(projects=5, tasks=5) as todoist:
+        config = todoist_only(tmp_path / "c.yaml", schedules={"todoist_projects": "* * * * *"})
+        worker = worker_factory(extra_env=todoist.environ(), config=config)
+        beats = [
+            CeleryProcess(
+                ["beat", "-l", "info", "-s", str(tmp_path / f"beat-{i}")],
+                worker.environ,
+                tmp_path / f"beat-{i}.log",
+            )
+            for i in range(2)
+        ]
+        bucket = LocalBucket(tmp_path / "bucket")
+        try:
+            wait_for(lambda: list(bucket.list("todoist/_runs/")), 95, "the first tick", 1)
+            # Give a second sender every chance to show up before counting.
+            import time
+
+            time.sleep(5)
+        finally:
+            for beat in beats:
+                beat.stop()
+    logs = [beat.log() for beat in beats]
+    sends = sum(log.count("Sending due task todoist_projects") for log in logs)
+    assert sends == 1, logs
+    assert sum("standing by" in log for log in logs) == 1
+    assert len(list(bucket.list("todoist/landing/"))) == 1

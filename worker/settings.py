@@ -97,6 +97,8 @@ def celery_settings(
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_track_started": True,
+        # #beat-scheduler — one sending beat per env, however many are started.
+        "beat_scheduler": "beat_schedules.scheduler:SingleBeatScheduler",
         # #beat-schedule-filename
         "beat_schedule_filename": os.path.join(state_dir, f"celerybeat-schedule-{config.env}"),
         "imports": ("tasks",),
