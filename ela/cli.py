@@ -358,11 +358,17 @@ def beat(ctx: click.Context, env: str | None, loglevel: str) -> None:
 @click.option("--port", default=5555, show_default=True)
 @click.pass_context
 def flower(ctx: click.Context, env: str | None, address: str, port: int) -> None:
-    """Flower for the env, bound to loopback, behind FLOWER_BASIC_AUTH (user:password)."""
-    if not os.environ.get("FLOWER_BASIC_AUTH"):
+    """Flower for the env, bound to loopback, behind FLOWER_BASIC_AUTH (user:password).
+
+    Every page, API call and /metrics needs the credentials (worker/flower_app.py); only
+    /healthcheck answers without them. Extra arguments go to Flower.
+    """
+    if not os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")[2]:
         fail("FLOWER_BASIC_AUTH is not set: Flower can send tasks, so it needs user:password")
-    args = ["flower", f"--address={address}", f"--port={port}", *ctx.args]
-    _exec_celery(env, args)
+    with user_errors():
+        load(env)
+    argv = [sys.executable, "-m", "worker.flower_app", f"--address={address}", f"--port={port}"]
+    os.execvpe(argv[0], [*argv, *ctx.args], {**os.environ, "PYTHONPATH": _pythonpath()})
 
 
 # -- credentials --------------------------------------------------------------------------------
