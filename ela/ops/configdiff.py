@@ -1,0 +1,141 @@
+"""Two configs side by side: globals, schedules, parameters, groups and services.
+
+Both sides are validated configs, so the comparison is of meaning (``limit: 20`` is the same
+whether quoted or commented), not of text. Each row says whether the two sides differ; a job or
+group that exists on one side only shows ``None`` on the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ela.config import IngestionConfig, Job
+
+SECTIONS = ("global", "schedules", "parameters", "groups", "services")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    section: str
+    key: str
+    left: Any
+    right: Any
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.left != self.right)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"key": self.key, "left": self.left, "right": self.right, "differs": self.differs}
+
+
+def _job_parameters(job: Job) -> dict[str, Any]:
+    """Everything about a job except its schedule (which has its own section)."""
+    return {
+        "service": job.service,
+        "data_type": job.data_type,
+        **job.params(),
+        "enabled": job.enabled,
+    }
+
+
+def _union(left: dict[str, Any], right: dict[str, Any]) -> list[str]:
+    """Keys in the left's order, then the right's extras in its order."""
+    return list(dict.fromkeys([*left, *right]))
+
+
+def compare(left: IngestionConfig, right: IngestionConfig) -> list[Row]:
+    """Every compared value as a row, in file order, grouped by section."""
+    rows: list[Row] = []
+    lg = left.global_.model_dump()
+    rg = right.global_.model_dump()
+    rows += [Row("global", key, lg.get(key), rg.get(key)) for key in _union(lg, rg)]
+
+    for name in _union(left.jobs, right.jobs):
+        lj, rj = left.jobs.get(name), right.jobs.get(name)
+        rows.append(
+            Row("schedules", name, lj.schedule if lj else None, rj.schedule if rj else None)
+        )
+    for name in _union(left.jobs, right.jobs):
+        lj, rj = left.jobs.get(name), right.jobs.get(name)
+        rows.append(
+            Row(
+                "parameters",
+                name,
+                _job_parameters(lj) if lj else None,
+                _job_parameters(rj) if rj else None,
+            )
+        )
+    for name in _union(left.job_groups, right.job_groups):
+        lgp, rgp = left.job_groups.get(name), right.job_groups.get(name)
+        rows.append(Row("groups", name, lgp.jobs if lgp else None, rgp.jobs if rgp else None))
+    for name in _union(left.services, right.services):
+        ls, rs = left.services.get(name), right.services.get(name)
+        rows.append(
+            Row(
+                "services",
+                name,
+                ls.model_dump(exclude_defaults=True) if ls else None,
+                rs.model_dump(exclude_defaults=True) if rs else None,
+            )
+        )
+    return rows
+
+
+def as_json(left: IngestionConfig, right: IngestionConfig, rows: list[Row]) -> dict[str, Any]:
+    return {
+        "left": {"env": left.env, "path": left.path},
+        "right": {"env": right.env, "path": right.path},
+        "differences": sum(row.differs for row in rows),
+        "sections": {
+            section: [row.as_json() for row in rows if row.section == section]
+            for section in SECTIONS
+        },
+    }
+
+
+def render_cells(row: Row) -> tuple[str, str]:
+    """The row's two cells for the side-by-side table.
+
+    Parameters leave out what would only repeat itself (the task when both sides run the same
+    one, ``enabled`` unless false), so the table stays narrow enough to read.
+    """
+    if row.section != "parameters":
+        return render_value(row.left), render_value(row.right)
+    left, right = dict(row.left or {}), dict(row.right or {})
+    for side, other in ((left, right), (right, left)):
+        if (
+            side
+            and other
+            and (side["service"], side["data_type"])
+            == (
+                other["service"],
+                other["data_type"],
+            )
+        ):
+            continue
+        if side:
+            side["task"] = f"{side['service']}.{side['data_type']}"
+    for side in (left, right):
+        side.pop("service", None)
+        side.pop("data_type", None)
+        if side.get("enabled") is True:
+            del side["enabled"]
+    cells = []
+    for raw, shown in ((row.left, left), (row.right, right)):
+        cells.append("-" if raw is None else render_value(shown) if shown else "(defaults)")
+    return cells[0], cells[1]
+
+
+def render_value(value: Any) -> str:
+    """A cell of the side-by-side table: ``-`` for absent, ``k=v`` pairs, comma lists."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={render_value(v)}" for k, v in value.items()) or "{}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
