@@ -1,0 +1,115 @@
+"""Flower for the env's app, with every page, API call and ``/metrics`` behind basic auth.
+
+``python -m worker.flower_app [flower options]`` is ``celery -A worker flower [options]`` with
+one change. Flower 2.2 checks credentials per handler (``@tornado.web.authenticated`` on the
+UI and API methods, which calls ``BaseHandler.get_current_user``: a 401 for a missing or wrong
+``Authorization: Basic`` header), and its ``/metrics`` and ``/healthcheck`` handlers carry no
+such check: with ``--basic-auth`` set, anyone who reaches the port reads the Prometheus metrics
+(worker names, task names, counts, runtimes). Instead of relying on each handler remembering
+the decorator, this module makes authentication the default: every Flower handler's
+``prepare()`` (run by Tornado before any method, for every HTTP verb) first asks
+``get_current_user`` — Flower's own check, same constant-time comparison, same 401 — and refuses
+outright if no credentials are configured at all.
+
+One path stays open: ``/healthcheck``. It answers the constant ``OK`` and nothing else, so it
+reveals only that the process is up, and a container or load-balancer probe can use it
+without the password in its own configuration (where ``docker inspect`` would show it).
+Flower's static files (its own JS/CSS, served by Tornado's ``StaticFileHandler``) stay open too.
+
+``ela flower`` runs this module; ``FLOWER_BASIC_AUTH`` (``user:password``) must be set, and the
+listening address defaults to 127.0.0.1. The password is read from the environment, never from
+the command line (where ``ps`` shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import tornado.web
+
+# Importing the URL table imports every handler module, so all subclasses exist below.
+from flower import urls as _urls  # noqa: F401
+from flower.views import BaseHandler
+
+OPEN_PATHS = ("/healthcheck",)
+DEFAULT_ADDRESS = "127.0.0.1"
+_GUARD = "_ela_requires_auth"
+
+
+def open_paths(url_prefix: str | None) -> set[str]:
+    prefix = f"/{url_prefix.strip('/')}" if url_prefix and url_prefix.strip("/") else ""
+    return {f"{prefix}{path}" for path in OPEN_PATHS}
+
+
+def require_auth(handler: BaseHandler) -> None:
+    """Raise a 401 unless the request carries the configured credentials (or is open)."""
+    options = handler.application.options
+    if handler.request.path in open_paths(options.url_prefix):
+        return
+    if not (options.basic_auth or options.auth):
+        raise tornado.web.HTTPError(401, "Flower runs only with FLOWER_BASIC_AUTH")
+    # Flower's check: raises HTTPError(401) on a missing or wrong Basic header; for OAuth
+    # (`--auth`) it returns None without a session, which is a 401 here too.
+    if not handler.current_user:
+        raise tornado.web.HTTPError(401)
+
+
+def _guarded(prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def guarded_prepare(self: BaseHandler) -> Any:
+        require_auth(self)
+        return prepare(self)
+
+    setattr(guarded_prepare, _GUARD, True)
+    return guarded_prepare
+
+
+def _handler_classes() -> Iterator[type[BaseHandler]]:
+    seen: set[type[BaseHandler]] = set()
+    todo: list[type[BaseHandler]] = [BaseHandler]
+    while todo:
+        cls = todo.pop()
+        if cls not in seen:
+            seen.add(cls)
+            yield cls
+            todo.extend(cls.__subclasses__())
+
+
+def install() -> None:
+    """Guard ``prepare`` on Flower's base handler and on every subclass that overrides it
+    (``BaseApiHandler`` does, without calling ``super()``). Idempotent."""
+    for cls in _handler_classes():
+        prepare = cls.__dict__.get("prepare")
+        if cls is BaseHandler and prepare is None:
+            prepare = tornado.web.RequestHandler.prepare
+        if prepare is not None and not getattr(prepare, _GUARD, False):
+            cls.prepare = _guarded(prepare)
+
+
+def flower_argv(args: list[str]) -> list[str]:
+    """``celery -A worker flower`` with ``args``, bound to loopback unless told otherwise."""
+    has_address = any(a == "--address" or a.startswith("--address=") for a in args)
+    if not has_address and not os.environ.get("FLOWER_ADDRESS"):
+        args = [f"--address={DEFAULT_ADDRESS}", *args]
+    return ["celery", "-A", "worker", "flower", *args]
+
+
+def main(args: list[str] | None = None) -> int:
+    if not os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")[2]:
+        print(
+            "flower: FLOWER_BASIC_AUTH (user:password) is not set: Flower can send tasks, "
+            "so it never runs without it",
+            file=sys.stderr,
+        )
+        return 1
+    from celery.bin.celery import main as celery_main
+
+    install()
+    sys.argv = flower_argv(sys.argv[1:] if args is None else args)
+    return celery_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
