@@ -1,0 +1,350 @@
+"""The operations commands: ``status``, ``diff``, ``promote`` and ``config migrate``.
+
+Kept apart from ``ela/cli.py``; ``register(main)`` adds them to the ``ela`` group. The work is
+done in ``ela/ops/``; these functions parse options, call it, and print. Every expected failure
+is one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ela import config as config_module
+from ela.cli import ENV_OPTION, emit_json, fail, load, print_table, user_errors
+from ela.ops import configdiff, migrate, promote, status
+from ela.sinks import bucket_url, open_bucket
+
+
+def register(main: click.Group) -> None:
+    """Add the operations commands to ``main`` (the ``ela`` group)."""
+    main.add_command(status_command)
+    main.add_command(diff_command)
+    main.add_command(promote_command)
+    existing = main.commands.get("config")
+    if isinstance(existing, click.Group):
+        existing.add_command(migrate_command)
+    else:
+        main.add_command(config_group)
+
+
+@contextmanager
+def _bucket_errors(url: str) -> Iterator[None]:
+    """A bucket that cannot be read (missing, no credentials, unreachable) is one line."""
+    try:
+        yield
+    except OSError as exc:
+        fail(f"{url}: cannot read the bucket: {exc}")
+    except Exception as exc:
+        module = type(exc).__module__
+        if module.startswith(("google.", "requests.", "urllib3.")):
+            fail(f"{url}: cannot read the bucket: {type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+@click.command("status")
+@ENV_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (shape below).")
+@click.option("--stats", is_flag=True, help="Add per-job totals over --window.")
+@click.option(
+    "--window",
+    default="7d",
+    show_default=True,
+    help="The --stats window: a number and m, h, d or w (30m, 12h, 7d, 2w).",
+)
+@click.option("--now", "at", type=click.DateTime(), hidden=True, help="Report as of (UTC).")
+def status_command(
+    env: str | None, as_json: bool, stats: bool, window: str, at: datetime | None
+) -> None:
+    """Each job's last success and failure, and how late it is against its schedule.
+
+    Reads only the env's bucket (ELA_BUCKET_URL, else gs://{global.gcs_bucket}): the run
+    manifests under {service}/_runs/{job}/ and the error objects under {service}/errors/, so it
+    works without Redis. A job is late when the latest tick of its cron is newer than its last
+    success's scheduled time, and stale (flagged "!") when two ticks or more were missed.
+    Exit status 0 whatever the jobs' state; 1 if the config or bucket cannot be read.
+
+    \b
+    --json prints one object:
+      {"env": "dev", "bucket": "gs://ela-dp-dev", "now": ISO,
+       "window_start": ISO | null,              # set with --stats
+       "jobs": [{
+         "job": str, "service": str, "schedule": str, "enabled": bool,
+         "last_success": null | {"run_id", "scheduled_at", "finished_at",
+                                 "records", "duration_s"},
+         "last_failure": null | {"run_id", "failed_at", "scheduled_at",
+                                 "kind", "message", "object"},
+         "failing": bool,                       # newest failure is after newest success
+         "freshness": {"state": "fresh|late|stale|never|disabled",
+                       "stale": bool, "due_at": ISO | null,
+                       "missed_ticks": int | null, "behind_s": int | null},
+         "stats": {"runs", "failures", "records", "api_calls", "bytes",
+                   "duration_s", "cpu_s": float | null}   # with --stats only
+       }]}
+    Times are UTC ISO 8601. Stats count runs scheduled inside the window; cpu_s is null
+    until the pipeline records it in its manifests.
+    """
+    with user_errors():
+        config = load(env)
+        span = status.parse_window(window) if stats else None
+        url = bucket_url(config.global_.gcs_bucket)
+    with user_errors(), _bucket_errors(url):
+        bucket = open_bucket(url)
+        now = at.replace(tzinfo=UTC) if at else None
+        report = status.collect(config, bucket, now=now, window=span)
+    if as_json:
+        emit_json(report.as_json())
+        return
+    click.echo(f"{report.env}: {report.bucket} at {_short(status.iso(report.now))} UTC")
+    header = ["", "JOB", "LAST SUCCESS", "RUN", "RECORDS", "DURATION", "FRESHNESS", "LAST FAILURE"]
+    if stats:
+        header += ["RUNS", "FAILS", "RECORDS Σ", "API CALLS", "BYTES", "CPU S"]
+    rows = []
+    for job in report.jobs:
+        success = job.last_success or {}
+        failure = job.last_failure
+        row = [
+            "!" if job.freshness.stale else "",
+            job.job,
+            _short(success.get("scheduled_at")),
+            status_run8(success.get("run_id")),
+            _text(success.get("records")),
+            f"{success['duration_s']:.1f}s" if success.get("duration_s") is not None else "-",
+            _freshness_text(job.freshness),
+            (
+                f"{_short(failure.get('failed_at'))} {failure.get('kind') or ''}".strip()
+                + (" (since last success)" if status.failing_since_success(job) else "")
+                if failure
+                else "-"
+            ),
+        ]
+        if stats and job.totals is not None:
+            t = job.totals
+            row += [
+                str(t.runs),
+                str(t.failures),
+                str(t.records),
+                str(t.api_calls),
+                _bytes(t.bytes),
+                f"{t.cpu_s:.1f}" if t.cpu_s is not None else "-",
+            ]
+        rows.append(row)
+    print_table(rows, header)
+    stale = [job.job for job in report.jobs if job.freshness.stale]
+    if stale:
+        click.echo(f"\n! missed two ticks or more: {', '.join(stale)}")
+
+
+def status_run8(run_id: Any) -> str:
+    return str(run_id)[:8] if run_id else "-"
+
+
+def _short(iso: Any) -> str:
+    """``2025-11-01T14:00:00+00:00`` → ``2025-11-01 14:00``."""
+    if not iso:
+        return "-"
+    return str(iso).replace("T", " ")[:16]
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _freshness_text(fresh: status.Freshness) -> str:
+    if fresh.state in ("fresh", "disabled"):
+        return fresh.state
+    if fresh.state == "never":
+        return "never succeeded"
+    behind = _duration(fresh.behind_s or 0)
+    ticks = f"{fresh.missed_ticks} tick{'s' if fresh.missed_ticks != 1 else ''}"
+    return f"{fresh.state}: {ticks} missed, {behind} behind"
+
+
+def _duration(seconds: int) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f}d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds // 60}m"
+
+
+def _bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{size}B"
+
+
+# -- diff ---------------------------------------------------------------------------------------
+
+
+def _config_file(which: str) -> Path:
+    """An environment name (``dev``/``prd``: its shipped file) or a path."""
+    if which in config_module.ENVS:
+        return config_module.config_path(which, {})  # ELA_CONFIG would make both sides one file
+    path = Path(which)
+    if not path.exists():
+        raise ValueError(f"{which}: neither dev, prd nor an existing config file")
+    return path
+
+
+@click.command("diff")
+@click.argument("left", default="dev")
+@click.argument("right", default="prd")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--color/--no-color",
+    default=None,
+    help="Colour the differences (default: when writing to a terminal).",
+)
+def diff_command(left: str, right: str, as_json: bool, color: bool | None) -> None:
+    """Two configs side by side: globals, schedules, parameters, groups, services.
+
+    LEFT and RIGHT are environments (dev, prd: their files) or config file paths. Rows that
+    differ are marked "*" (and coloured on a terminal); "-" is a job or group one side lacks.
+
+    \b
+    --json: {"left": {"env", "path"}, "right": {"env", "path"}, "differences": int,
+             "sections": {"global"|"schedules"|"parameters"|"groups"|"services":
+                          [{"key", "left", "right", "differs"}]}}
+    """
+    with user_errors():
+        lconf = config_module.load(_config_file(left))
+        rconf = config_module.load(_config_file(right))
+    rows = configdiff.compare(lconf, rconf)
+    if as_json:
+        emit_json(configdiff.as_json(lconf, rconf, rows))
+        return
+    use_color = color if color is not None else sys.stdout.isatty()
+    lname, rname = lconf.env.upper(), rconf.env.upper()
+    if lname == rname:
+        lname, rname = lconf.path, rconf.path
+    for section in configdiff.SECTIONS:
+        section_rows = [row for row in rows if row.section == section]
+        if not section_rows:
+            continue
+        cells = [[row.key, *configdiff.render_cells(row)] for row in section_rows]
+        header = [section.upper(), lname, rname]
+        widths = [max(len(r[i]) for r in [header, *cells]) for i in range(3)]
+        click.echo(_line("  ", header, widths))
+        for row, cell in zip(section_rows, cells, strict=True):
+            text = _line("* " if row.differs else "  ", cell, widths)
+            if use_color and row.differs:
+                missing = row.left is None or row.right is None
+                text = click.style(text, fg="red" if missing else "yellow", bold=missing)
+            click.echo(text, color=use_color)
+        click.echo("")
+    count = sum(row.differs for row in rows)
+    click.echo(f"{count} difference{'s' if count != 1 else ''} ({lconf.path} vs {rconf.path})")
+
+
+def _line(marker: str, cells: list[str], widths: list[int]) -> str:
+    return (marker + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))).rstrip()
+
+
+# -- promote ------------------------------------------------------------------------------------
+
+
+@click.command("promote")
+@click.argument("job")
+@click.option(
+    "--from", "source", default="dev", show_default=True, help="Env or file to copy from."
+)
+@click.option("--to", "target", default="prd", show_default=True, help="Env or file to change.")
+@click.option("--schedule", "schedule", metavar="CRON", help="Give the job this schedule instead.")
+@click.option(
+    "--keep-schedule",
+    is_flag=True,
+    help="Keep the target's schedule for the job (the default without --schedule).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the diff; write nothing.")
+def promote_command(
+    job: str, source: str, target: str, schedule: str | None, keep_schedule: bool, dry_run: bool
+) -> None:
+    """Copy JOB's definition from one config into the other, keeping the target's schedule.
+
+    Everything but the schedule is copied (service, data type, parameters, enabled,
+    description, dependencies); a job the target lacks is appended to its jobs. The target's
+    comments, order and quoting are kept, the result is validated before it is written, and
+    the change is printed as a unified diff.
+    """
+    with user_errors():
+        source_path, target_path = _config_file(source), _config_file(target)
+        if keep_schedule and schedule is not None:
+            raise ValueError("--schedule and --keep-schedule contradict each other; pick one")
+        if source_path.resolve() == target_path.resolve():
+            raise ValueError(f"--from and --to are the same file ({source_path})")
+        result = promote.promote(job, source_path, target_path, schedule=schedule)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    if not result.changed:
+        click.echo(f"{target_path}: {job} already matches {source_path}; nothing to do")
+        return
+    click.echo(result.unified_diff(), nl=False)
+    if dry_run:
+        click.echo(f"dry run: {target_path} not written")
+        return
+    with user_errors():
+        try:
+            promote.write(result)
+        except OSError as exc:
+            raise ValueError(f"{target_path}: cannot write: {exc.strerror}") from None
+    verb = "added to" if result.added else "updated in"
+    click.echo(f"{job} {verb} {target_path} (schedule {result.schedule!r})")
+
+
+# -- config migrate -----------------------------------------------------------------------------
+
+
+@click.group("config")
+def config_group() -> None:
+    """Config file tools."""
+
+
+@click.command("migrate")
+@click.argument("legacy", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where ingestion-config-dev.yaml and ingestion-config-prd.yaml are written.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing env files.")
+@click.option("--dry-run", is_flag=True, help="Print the notes; write nothing.")
+def migrate_command(legacy: Path, out_dir: Path, force: bool, dry_run: bool) -> None:
+    """Turn the origin's single legacy config into the two env files.
+
+    Reads LEGACY (global with gcs_bucket_dev/gcs_bucket_prd; jobs with an environment and a
+    shell command), turns command flags (--limit, --days, --time-range) into fields, and writes
+    both files once they validate. What could not be carried over, or had to be guessed, is
+    printed as one FILE:LINE line each.
+    """
+    with user_errors():
+        result = migrate.migrate(legacy)
+        paths = result.paths(out_dir)
+        if not dry_run:
+            try:
+                paths = migrate.write(result, out_dir, force=force)
+            except OSError as exc:
+                raise ValueError(f"{out_dir}: cannot write: {exc.strerror}") from None
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    for env, path in paths.items():
+        jobs = config_module.loads(result.texts[env], str(path)).jobs
+        state = "would write" if dry_run else "wrote"
+        click.echo(f"{state} {path}: {len(jobs)} jobs")
+
+
+config_group.add_command(migrate_command)
