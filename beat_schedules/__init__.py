@@ -32,8 +32,12 @@ def expires_seconds(config: IngestionConfig, job: Job, now: datetime | None = No
     return int(gap.total_seconds())
 
 
+# Housekeeping, not a job: daily at 03:17 (off the hour, when no job of the shipped configs runs).
+PURGE_ERRORS = "ela_purge_errors"
+
+
 def build_schedule(config: IngestionConfig) -> dict[str, dict[str, Any]]:
-    return {
+    schedule = {
         name: {
             "task": job.task,
             "schedule": job_crontab(job),
@@ -45,3 +49,9 @@ def build_schedule(config: IngestionConfig) -> dict[str, dict[str, Any]]:
         }
         for name, job in config.enabled_jobs().items()
     }
+    schedule[PURGE_ERRORS] = {
+        "task": "tasks.purge_errors",
+        "schedule": crontab(minute="17", hour="3"),
+        "options": {"queue": f"{config.env}.ops", "expires": 24 * 3600},
+    }
+    return schedule

@@ -7,12 +7,10 @@ tracebacks are for bugs. Commands that need Celery import it lazily, so ``ela va
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,41 +18,15 @@ from typing import Any, NoReturn
 import click
 
 from ela import config as config_module
-from ela.errors import ConfigError, IngestError
-
-ENV_OPTION = click.option(
-    "--env",
-    type=click.Choice(config_module.ENVS),
-    default=None,
-    help="Environment (default: $ELA_ENV, then dev).",
+from ela.cli_common import (
+    ENV_OPTION,
+    emit_json,
+    fail,
+    load,
+    print_table,
+    user_errors,
 )
-
-
-def fail(message: str) -> NoReturn:
-    click.echo(f"ela: {message}", err=True)
-    sys.exit(1)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn expected failures into one-line messages and exit 1."""
-    try:
-        yield
-    except ConfigError as exc:
-        click.echo("\n".join(exc.problems), err=True)
-        sys.exit(1)
-    except (IngestError, KeyError, ValueError) as exc:
-        fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
-
-
-def load(env: str | None) -> config_module.IngestionConfig:
-    if env:
-        os.environ["ELA_ENV"] = env  # so worker/app.py, imported later, agrees
-    return config_module.load_env(env)
-
-
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+from ela.errors import IngestError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,12 +78,6 @@ def schedule_rows(config: config_module.IngestionConfig, count: int) -> list[dic
             }
         )
     return rows
-
-
-def print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -371,6 +337,56 @@ def flower(ctx: click.Context, env: str | None, address: str, port: int) -> None
     os.execvpe(argv[0], [*argv, *ctx.args], {**os.environ, "PYTHONPATH": _pythonpath()})
 
 
+# -- bucket -------------------------------------------------------------------------------------
+
+
+@main.group()
+def bucket() -> None:
+    """The env's bucket: set-up and housekeeping."""
+
+
+@bucket.command("setup")
+@ENV_OPTION
+def bucket_setup(env: str | None) -> None:
+    """Create the bucket if missing and apply the error-retention lifecycle rule (GCS)."""
+    from ela.retention import apply_lifecycle
+    from ela.sinks import GCSBucket, LocalBucket, bucket_url, open_bucket
+
+    with user_errors():
+        config = load(env)
+        target = open_bucket(bucket_url(config.global_.gcs_bucket))
+    days = config.global_.error_retention_days
+    if isinstance(target, LocalBucket):
+        target.root.mkdir(parents=True, exist_ok=True)
+        click.echo(
+            f"{target.url}: local folder ready; tasks.purge_errors (daily, beat) deletes "
+            f"error objects after {days} days"
+        )
+        return
+    assert isinstance(target, GCSBucket)
+    if not target.bucket.exists():
+        target.client.create_bucket(target.bucket.name)
+        click.echo(f"{target.url}: created")
+    apply_lifecycle(target, config)
+    click.echo(f"{target.url}: lifecycle rule deletes */errors/ objects after {days} days")
+
+
+@bucket.command("purge-errors")
+@ENV_OPTION
+def bucket_purge_errors(env: str | None) -> None:
+    """Delete error objects older than the env's error_retention_days now."""
+    from ela.retention import purge_errors
+    from ela.sinks import bucket_url, open_bucket
+
+    with user_errors():
+        config = load(env)
+        deleted = purge_errors(open_bucket(bucket_url(config.global_.gcs_bucket)), config)
+    click.echo(
+        f"deleted {len(deleted)} error objects older than "
+        f"{config.global_.error_retention_days} days"
+    )
+
+
 # -- credentials --------------------------------------------------------------------------------
 
 
@@ -410,6 +426,11 @@ def demo(keep: bool, folder: str | None) -> None:
         code = run_demo(folder=Path(folder) if folder else None, keep=keep)
     sys.exit(code)
 
+
+# Operations commands (status, diff, promote, config migrate) live in their own module.
+from ela.cli_ops import register as _register_ops  # noqa: E402
+
+_register_ops(main)
 
 if __name__ == "__main__":
     main()

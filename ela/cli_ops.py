@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from ela import config as config_module
-from ela.cli import ENV_OPTION, emit_json, fail, load, print_table, user_errors
+from ela.cli_common import ENV_OPTION, emit_json, fail, load, print_table, user_errors
 from ela.ops import configdiff, migrate, promote, status
 from ela.sinks import bucket_url, open_bucket
 

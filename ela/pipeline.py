@@ -93,7 +93,7 @@ def run_job(
         return {**committed, "outcome": "already_committed"}
 
     started = datetime.now(UTC)
-    clock = time.monotonic()
+    clock, cpu = time.monotonic(), time.process_time()
     cursor_before = read_cursor(bucket, job.service, job_name) if data_type.incremental else None
     params = job.params()
     limit = overrides.limit or config.effective_limit(job_name)
@@ -149,6 +149,7 @@ def run_job(
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "duration_s": round(time.monotonic() - clock, 3),
+        "cpu_s": round(time.process_time() - cpu, 3),
         "records": spool.records,
         "objects": objects,
         "cursor_before": cursor_before,

@@ -104,12 +104,14 @@ class GCSBucket:
         from google.cloud import storage
 
         self.url = f"gs://{name}"
-        if environ.get("STORAGE_EMULATOR_HOST"):
+        if emulator := environ.get("STORAGE_EMULATOR_HOST"):
             from google.auth.credentials import AnonymousCredentials
 
+            # Passed explicitly: the client itself only looks at os.environ.
             client = storage.Client(
                 credentials=AnonymousCredentials(),
                 project=environ.get("GOOGLE_CLOUD_PROJECT", "ela-local"),
+                client_options={"api_endpoint": emulator},
             )
         else:
             client = storage.Client()

@@ -5,7 +5,7 @@ is adding its connector function. Tasks are thin: Celery concerns (retries, run 
 routing) live in :mod:`tasks.base`; the work is :func:`ela.pipeline.run_job`.
 """
 
-from tasks import base, groups
+from tasks import base, groups, housekeeping
 from tasks.base import INGEST_TASKS
 
-__all__ = ["INGEST_TASKS", "base", "groups"]
+__all__ = ["INGEST_TASKS", "base", "groups", "housekeeping"]

@@ -1,0 +1,55 @@
+"""What every ``ela`` command module shares: the env option, one-line errors, output helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+
+from ela import config as config_module
+from ela.errors import ConfigError, IngestError
+
+ENV_OPTION = click.option(
+    "--env",
+    type=click.Choice(config_module.ENVS),
+    default=None,
+    help="Environment (default: $ELA_ENV, then dev).",
+)
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"ela: {message}", err=True)
+    sys.exit(1)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures into one-line messages and exit 1."""
+    try:
+        yield
+    except ConfigError as exc:
+        click.echo("\n".join(exc.problems), err=True)
+        sys.exit(1)
+    except (IngestError, KeyError, ValueError) as exc:
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+
+
+def load(env: str | None) -> config_module.IngestionConfig:
+    if env:
+        os.environ["ELA_ENV"] = env  # so worker/app.py, imported later, agrees
+    return config_module.load_env(env)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
