@@ -14,6 +14,7 @@ from celery.signals import before_task_publish
 from beat_schedules import build_schedule
 from ela import config as config_module
 from ela.errors import ConfigError
+from worker import observability
 from worker.settings import celery_settings
 
 SCHEDULED_AT_HEADER = "ela_scheduled_at"
@@ -39,6 +40,7 @@ def _load() -> config_module.IngestionConfig:
 
 config = _load()
 app = create_app(config)
+observability.setup(config)  # JSON/text logs and Sentry, both scrubbed of secrets
 
 
 @before_task_publish.connect
