@@ -41,6 +41,12 @@ class FatalError(IngestError):
     kind = "fatal"
 
 
+class TimeLimitError(IngestError):
+    """The run exceeded the environment's ``timeout_minutes`` (Celery's soft time limit)."""
+
+    kind = "time_limit"
+
+
 class ConfigError(Exception):
     """A configuration problem; ``problems`` holds one ``FILE:LINE: message`` line each."""
 

@@ -16,9 +16,12 @@ once it is final (not retriable, or the last attempt).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping
@@ -166,13 +169,34 @@ def run_job(
     }
     if overrides.dry_run:
         return {**manifest, "outcome": "dry_run"}
-    put_json(bucket, manifest_name, manifest)
-    faults.point("after_manifest", environ, job_name)
-    if ctx.new_cursor is not None:
-        advance_cursor(bucket, job.service, job_name, ctx.new_cursor, run_id)
+    with _uninterrupted():
+        put_json(bucket, manifest_name, manifest)
+        faults.point("after_manifest", environ, job_name)
+        if ctx.new_cursor is not None:
+            advance_cursor(bucket, job.service, job_name, ctx.new_cursor, run_id)
     for warning in ctx.warnings:
         log.warning("%s run %s: %s", job_name, run_id, warning)
     return {**manifest, "outcome": "succeeded"}
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Hold back the soft time limit while the run commits (manifest, then cursor).
+
+    Celery's prefork pool delivers the soft limit as SIGUSR1, raising wherever the code is. A
+    limit landing between the manifest and the cursor would leave a committed run whose cursor
+    never moved, and the next run would land the same window again. The two small writes finish
+    first; the limit is raised right after, and the committed run stays committed.
+    """
+    usr1 = getattr(signal, "SIGUSR1", None)
+    if usr1 is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {usr1})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {usr1})
 
 
 def _crash_midway(

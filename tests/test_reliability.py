@@ -176,3 +176,42 @@ def test_two_beats_send_each_tick_once(worker_factory: WorkerFactory, tmp_path: 
     assert sends == 1, logs
     assert sum("standing by" in log for log in logs) == 1
     assert len(list(bucket.list("todoist/landing/"))) == 1
+
+
+# -- time limits -------------------------------------------------------------------------------
+
+
+def test_a_run_over_its_time_limit_commits_nothing_and_the_next_resumes(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    from ela.emulators.server import Fault
+    from ela.emulators.strava import StravaEmulator
+    from ela.errors import TimeLimitError
+
+    bucket = LocalBucket(tmp_path / "bucket")
+    with StravaEmulator(activities=450) as strava:
+        worker = worker_factory(extra_env=strava.environ())
+        first = worker.call("tasks.strava.activities", timeout=60)
+        cursor = read_cursor(bucket, "strava", "strava_activities")
+        assert cursor == first["cursor_after"] and first["records"] == 450
+        new = strava.add_activities(250)  # two pages' worth
+
+        # Every page now takes 1.5 s; the soft limit (Celery's, per call) is 2 s.
+        strava.inject(Fault(status=0, delay=1.5, path="/athlete/activities", times=None))
+        slow = worker.client.send_task(
+            "tasks.strava.activities", kwargs={"job": "strava_activities"}, soft_time_limit=2
+        )
+        with pytest.raises(TimeLimitError, match="exceeded the environment's time limit"):
+            slow.get(timeout=60)
+        strava.clear_faults()
+        errors = list(bucket.list("strava/errors/"))
+        assert len(errors) == 1 and slow.id in errors[0].name
+        assert json.loads(bucket.get_bytes(errors[0].name) or b"")["kind"] == "time_limit"
+        assert bucket.get_bytes(naming.manifest("strava", "strava_activities", slow.id)) is None
+        assert not [o for o in bucket.list("strava/landing/") if naming.run8(slow.id) in o.name]
+        assert read_cursor(bucket, "strava", "strava_activities") == cursor
+
+        resumed = worker.call("tasks.strava.activities", timeout=60)
+    assert resumed["cursor_before"] == cursor
+    landed = read_jsonl(bucket.get_bytes(resumed["objects"][0]["name"]))
+    assert [a["id"] for a in landed] == [a["id"] for a in new]

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from ela.errors import FatalError, IngestError, ReauthError, RetriableError
+from ela.errors import FatalError, IngestError, ReauthError, RetriableError, TimeLimitError
 
 Param = Literal["limit", "time_range", "days"]
 Record = dict[str, Any]
@@ -130,6 +130,13 @@ class Service(Generic[C]):
         """Map any exception raised while fetching to retry / re-auth / payload / fatal."""
         if isinstance(exc, IngestError):
             return exc
+        # Celery's soft time limit (billiard's SoftTimeLimitExceeded), named not imported:
+        # the domain package does not depend on Celery.
+        if type(exc).__name__ == "SoftTimeLimitExceeded":
+            return TimeLimitError(
+                f"{self.name}: the run exceeded the environment's time limit "
+                "(global.timeout_minutes); nothing was committed"
+            )
         mapped = self._classify(exc)
         if mapped is not None:
             return mapped
