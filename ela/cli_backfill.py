@@ -99,6 +99,10 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{m:02d}m"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class Progress:
     """A redrawn ``\\r`` line with a bar on a terminal; one plain line per event otherwise."""
 
@@ -129,7 +133,9 @@ class Progress:
             return f"{chunk.label} failed: {result.error}"
         if result.outcome == "already_committed":
             return f"{chunk.label} already committed"
-        return f"{chunk.label} {result.records} records, {result.api_calls} calls"
+        return (
+            f"{chunk.label} {_count(result.records, 'record')}, {_count(result.api_calls, 'call')}"
+        )
 
     def _draw(self, event: bf.Event) -> None:
         total = len(self.plan.chunks)
