@@ -26,7 +26,7 @@ from ela.sinks import LocalBucket, get_json
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO
+from tests.helpers import REPO, write_config
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 GARMIN_LAST_DAY = date(2025, 6, 30)
@@ -587,3 +587,34 @@ def test_strava_backfill_through_a_worker_lands_exactly_the_window(
         assert _json(again)["totals"]["already_committed"] == 6
         assert list_calls(em) == []
         assert len(list(bucket.list("strava/landing/"))) == 1 + 6  # the scheduled run's + 6
+
+
+def test_a_chunk_the_worker_gave_up_on_is_waited_for_and_sent_again(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    # No worker-side retries: the retriable failure reaches the backfill, which must wait and
+    # send the same chunk again under the same task id (a stale FAILURE must not answer it).
+    path = write_config(tmp_path / "config.yaml", retry_attempts=0)
+    config = config_module.load(path)
+    with StravaEmulator(activities=300) as em:
+        assert isinstance(em, StravaEmulator)
+        handle = worker_factory(
+            extra_env=em.environ() | {"ELA_TOKEN_DIR": str(tmp_path / "t")}, config=path
+        )
+        em.inject(Fault(status=503, path="/athlete/activities", after=1))  # chunk 2, once
+        plan = bf.plan(config, "strava_activities", date(2025, 3, 1), STRAVA_UNTIL)
+        clock = FakeClock(datetime(2025, 6, 1, 10, 7, 30, tzinfo=UTC).timestamp())
+        pacer = bf.Pacer(plan.profile.quotas, clock=clock.time, sleep=clock.sleep)
+        runner = cli_backfill.worker_runner(handle.client, plan, timeout=60)
+        state = bf.run_backfill(bf.Backfill(plan), runner, pacer=pacer)
+
+        assert state.complete, state.results
+        assert [r.attempts for r in state.results] == [1, 2, 1, 1]
+        # No Retry-After reached us through Celery: wait for Strava's next quarter hour.
+        assert clock.sleeps == [450 + bf.SLACK_S]
+        bucket = LocalBucket(tmp_path / "bucket")
+        assert landed(bucket, [r.as_dict() for r in state.results]) == in_window(
+            em, date(2025, 3, 1), STRAVA_UNTIL
+        )
+        errors = [o.name for o in bucket.list("strava/errors/")]
+        assert len(errors) == 1 and plan.chunks[1].run_id in errors[0]  # the final failure
