@@ -7,6 +7,7 @@ progress display, and the one way a chunk reaches the workers (Celery is importe
 
 from __future__ import annotations
 
+import shutil
 import sys
 from datetime import datetime
 from typing import IO, Any
@@ -47,17 +48,13 @@ def worker_runner(app: Any, plan: bf.Plan, timeout: float) -> bf.RunChunk:
     from celery.exceptions import TimeoutError as ResultTimeout
     from celery.result import AsyncResult
 
-    def run(chunk: bf.Chunk, attempt: int) -> dict[str, Any]:
+    def attempt_once(chunk: bf.Chunk) -> dict[str, Any]:
         result = AsyncResult(chunk.run_id, app=app)
         if result.state in ("STARTED", "RETRY"):
             try:
                 return _manifest(result.get(timeout=timeout, propagate=True))
             except ResultTimeout:
                 pass  # its worker is gone: run it again below
-            except IngestError:
-                raise
-            except Exception as exc:
-                raise FatalError(f"{type(exc).__name__}: {exc}") from exc
         result.forget()
         sent = app.send_task(
             plan.task,
@@ -71,10 +68,16 @@ def worker_runner(app: Any, plan: bf.Plan, timeout: float) -> bf.RunChunk:
                 f"no result for chunk {chunk.label} within {timeout:.0f} s: is a worker "
                 f"consuming {plan.queue}?"
             ) from None
+
+    def run(chunk: bf.Chunk, attempt: int) -> dict[str, Any]:
+        try:
+            return attempt_once(chunk)
         except IngestError:
             raise  # Celery rebuilds our own error classes: RetriableError stays retriable
         except Exception as exc:  # the broker, or an error class Celery could not rebuild
-            raise FatalError(f"{type(exc).__name__}: {exc}") from exc
+            raise FatalError(
+                f"{plan.task}, chunk {chunk.label}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     return run
 
@@ -144,6 +147,8 @@ class Progress:
             f"{self.plan.job} [{'#' * filled}{'-' * (self.BAR - filled)}] "
             f"{event.done}/{total}  {self._status(event)}"
         )
+        # A line wider than the terminal wraps, and \r would then redraw only its last row.
+        text = text[: shutil.get_terminal_size().columns - 1]
         pad = max(0, self.width - len(text))
         self.stream.write("\r" + text + " " * pad)
         self.width = len(text)
@@ -257,11 +262,11 @@ def execute(
         _report(state, pacer.waited)
     failed = state.failed
     if failed is not None:
-        committed = len(state.results) - 1
+        before = len(state.results) - 1
+        kept = f"the {_count(before, 'chunk')} before it stay committed; " if before else ""
         fail(
             f"chunk {failed.chunk.index}/{failed.chunk.count} ({failed.chunk.label}) failed: "
-            f"{failed.error}; the {committed} chunks before it are committed: run the same "
-            "command again to resume"
+            f"{failed.error}; {kept}run the same command again to resume"
         )
 
 
