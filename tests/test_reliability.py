@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,96 @@ def test_a_run_over_its_time_limit_commits_nothing_and_the_next_resumes(
     assert resumed["cursor_before"] == cursor
     landed = read_jsonl(bucket.get_bytes(resumed["objects"][0]["name"]))
     assert [a["id"] for a in landed] == [a["id"] for a in new]
+
+
+# -- Redis faults ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    from tests.helpers import PrivateRedis
+
+    server = PrivateRedis(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def test_redis_restart_mid_run_worker_and_beat_reconnect(
+    private_redis: Any, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    from ela.emulators.server import Fault
+    from ela.emulators.todoist import TodoistEmulator
+    from tests.helpers import CeleryProcess
+    from tests.test_integration import todoist_only
+
+    bucket = LocalBucket(tmp_path / "bucket")
+    with TodoistEmulator(projects=5, tasks=700) as todoist:
+        config = todoist_only(tmp_path / "c.yaml", schedules={"todoist_projects": "* * * * *"})
+        env = {**todoist.environ(), "REDIS_URL": private_redis.url}
+        worker = worker_factory(extra_env=env, config=config)
+        beat = CeleryProcess(
+            ["beat", "-l", "info", "-s", str(tmp_path / "beat")],
+            worker.environ,
+            tmp_path / "beat.log",
+        )
+        try:
+            # A 4-page run at 1 s a page; Redis goes away for 2 s in the middle of it.
+            todoist.inject(Fault(status=0, delay=1.0, path="/tasks", times=None))
+            running = worker.send("tasks.todoist.tasks")
+            wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the run to start")
+            private_redis.restart(down_for=2.0)
+            manifest = naming.manifest("todoist", "todoist_tasks", running.id)
+            wait_for(lambda: bucket.get_bytes(manifest), 60, "the interrupted run to commit")
+            todoist.clear_faults()
+            committed = json.loads(bucket.get_bytes(manifest) or b"")
+            assert committed["records"] == 700
+            # The worker reconnected: new work, sent by a fresh producer, runs and lands.
+            from tests.helpers import client_app
+
+            fresh = client_app(worker.environ)
+            after = fresh.send_task("tasks.todoist.projects", kwargs={"job": "todoist_projects"})
+            fresh.close()
+            projects = naming.manifest("todoist", "todoist_projects", after.id)
+            wait_for(lambda: bucket.get_bytes(projects), 60, "a run sent after the restart")
+            # Beat reconnected: a tick after the restart lands.
+            restarted_at = time.time()
+
+            def ticked_after_restart() -> bool:
+                return any(
+                    json.loads(bucket.get_bytes(o.name) or b"")["scheduled_at"]
+                    > datetime.fromtimestamp(restarted_at, UTC).isoformat()[:16]
+                    for o in bucket.list("todoist/_runs/todoist_projects/")
+                )
+
+            wait_for(ticked_after_restart, 95, "a beat tick after the restart", 1)
+        finally:
+            beat.stop()
+    log = worker.log()
+    assert "Connection to broker lost" in log and "Unrecoverable error" not in log
+
+
+def test_flushall_loses_no_cursor_token_or_manifest(
+    private_redis: Any, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    import redis as redis_lib
+
+    from ela.emulators.strava import StravaEmulator
+
+    bucket = LocalBucket(tmp_path / "bucket")
+    with StravaEmulator(activities=120) as strava:
+        worker = worker_factory(extra_env={**strava.environ(), "REDIS_URL": private_redis.url})
+        first = worker.call("tasks.strava.activities", timeout=60)
+        tokens = (tmp_path / "tokens" / "strava.json").read_text()
+        manifests = {o.name for o in bucket.list("strava/_runs/")}
+
+        redis_lib.Redis.from_url(private_redis.url).flushall()
+
+        new = strava.add_activities(3)
+        second = worker.call("tasks.strava.activities", timeout=60)
+    assert second["cursor_before"] == first["cursor_after"]  # the cursor survived
+    assert [a["id"] for a in read_jsonl(bucket.get_bytes(second["objects"][0]["name"]))] == [
+        a["id"] for a in new
+    ]
+    assert manifests <= {o.name for o in bucket.list("strava/_runs/")}
+    assert strava.refreshes == 1  # the stored token was reused, not re-bootstrapped
+    assert (tmp_path / "tokens" / "strava.json").read_text() == tokens

@@ -61,6 +61,9 @@ def celery_settings(
             **({"global_keyprefix": prefix} if prefix else {}),
         },
         "broker_connection_retry_on_startup": True,
+        # #broker-transport — kombu's Redis transport, made to survive a Redis restart with
+        # acks_late tasks in flight (see worker/redis_transport.py).
+        "broker_transport": "worker.redis_transport:Transport",
         # #result-backend — results are summaries for `ela run --wait` and Flower; the durable
         # record is the manifest in the bucket.
         "result_backend": broker,
