@@ -24,13 +24,23 @@ from ela.emulators.todoist import TodoistEmulator
 from ela.sinks import LocalBucket
 from tests.conftest import WorkerFactory, read_jsonl
 from tests.helpers import REPO, free_port, wait_for
-from worker.flower_app import flower_argv
+from worker.flower_app import broker_uri_for_flower, flower_argv
 
 pytestmark = pytest.mark.timeout(180)
 
 USER = "ela-admin"
 PASSWORD = "flower-test-password-4f9c"
-PROTECTED = ("/", "/workers", "/tasks", "/broker", "/api/workers", "/api/tasks", "/metrics")
+# /broker and /api/queues/length read Redis through Flower's broker inspector.
+PROTECTED = (
+    "/",
+    "/workers",
+    "/tasks",
+    "/broker",
+    "/api/workers",
+    "/api/tasks",
+    "/api/queues/length",
+    "/metrics",
+)
 
 
 class FlowerProcess:
@@ -187,3 +197,10 @@ def test_flower_binds_loopback_unless_told_otherwise(monkeypatch: pytest.MonkeyP
         "--port=1",
     ]
     assert "--address=127.0.0.1" not in flower_argv(["--address=0.0.0.0"])
+
+
+def test_flowers_broker_inspector_gets_a_redis_uri_for_our_transport() -> None:
+    ours = "worker.redis_transport:Transport://default:pw@127.0.0.1:6379/11"
+    assert broker_uri_for_flower(ours, "redis") == "redis://default:pw@127.0.0.1:6379/11"
+    plain = "redis://127.0.0.1:6379/0"
+    assert broker_uri_for_flower(plain, "redis") == plain

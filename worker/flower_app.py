@@ -16,6 +16,9 @@ reveals only that the process is up, and a container or load-balancer probe can 
 without the password in its own configuration (where ``docker inspect`` would show it).
 Flower's static files (its own JS/CSS, served by Tornado's ``StaticFileHandler``) stay open too.
 
+It also hands Flower's broker inspector a ``redis://`` URI for our Redis transport subclass
+(see :func:`broker_uri_for_flower`), so queue lengths and the Broker page keep working.
+
 ``ela flower`` runs this module; ``FLOWER_BASIC_AUTH`` (``user:password``) must be set, and the
 listening address defaults to 127.0.0.1. The password is read from the environment, never from
 the command line (where ``ps`` shows it).
@@ -26,12 +29,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from typing import Any
 
 import tornado.web
 
 # Importing the URL table imports every handler module, so all subclasses exist below.
 from flower import urls as _urls  # noqa: F401
+from flower.app import Flower
 from flower.views import BaseHandler
 
 OPEN_PATHS = ("/healthcheck",)
@@ -88,6 +93,26 @@ def install() -> None:
             cls.prepare = _guarded(prepare)
 
 
+def broker_uri_for_flower(uri: str, driver_type: str | None) -> str:
+    """The broker URI with the transport's driver as its scheme.
+
+    Our broker transport is a class path (``worker.redis_transport:Transport``, a subclass of
+    kombu's Redis transport), so the connection's URI starts with that; Flower's broker
+    inspector (queue lengths, the Broker page) knows brokers only by scheme (``redis://``) and
+    answers 404 to anything else.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if sep and driver_type and ":" in scheme:
+        return f"{driver_type}://{rest}"
+    return uri
+
+
+def _broker_uri_with_password(self: Flower) -> str:
+    with self.capp.connection() as conn:
+        uri = conn.as_uri(include_password=True)
+        return broker_uri_for_flower(uri, getattr(conn.transport, "driver_type", None))
+
+
 def flower_argv(args: list[str]) -> list[str]:
     """``celery -A worker flower`` with ``args``, bound to loopback unless told otherwise."""
     has_address = any(a == "--address" or a.startswith("--address=") for a in args)
@@ -107,6 +132,9 @@ def main(args: list[str] | None = None) -> int:
     from celery.bin.celery import main as celery_main
 
     install()
+    prop = cached_property(_broker_uri_with_password)
+    prop.__set_name__(Flower, "broker_uri_with_password")
+    Flower.broker_uri_with_password = prop
     sys.argv = flower_argv(sys.argv[1:] if args is None else args)
     return celery_main()
 
