@@ -309,3 +309,134 @@ def test_flushall_loses_no_cursor_token_or_manifest(
     assert manifests <= {o.name for o in bucket.list("strava/_runs/")}
     assert strava.refreshes == 1  # the stored token was reused, not re-bootstrapped
     assert (tmp_path / "tokens" / "strava.json").read_text() == tokens
+
+
+# -- provider faults ---------------------------------------------------------------------------
+
+DATA_PATHS = {
+    "spotify": "/v1/me/",
+    "strava": "/api/v3/",
+    "garmin": "-service/",
+    "todoist": "/api/v1/",
+}
+
+
+def every_fifth_call_fails(emulator: Emulator, path: str, served: list[tuple[str, str]]) -> None:
+    """Fail one data call in five, cycling 429 (Retry-After 3 s), 503 and a timeout."""
+    from ela.emulators.server import Fault
+
+    cycle = [
+        Fault(status=429, retry_after=3),
+        Fault(status=503),
+        Fault(status=0, delay=1.5),  # longer than ELA_HTTP_TIMEOUT=1
+    ]
+    count = {"calls": 0}
+    lock = emulator.lock
+
+    def take_fault(request_path: str) -> Fault | None:
+        if path not in request_path:
+            return None
+        with lock:
+            count["calls"] += 1
+            if count["calls"] % 5:
+                return None
+            fault = cycle[(count["calls"] // 5 - 1) % 3]
+            served.append((emulator.name, str(fault.status or "timeout")))
+            return fault
+
+    emulator._take_fault = take_fault  # type: ignore[method-assign]
+
+
+def test_every_job_under_20_percent_provider_faults(
+    emulators: dict[str, Any], worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """429 (Retry-After 3 s), 503 and timeouts on a fifth of all data calls: every job ends
+    either committed within the env's retry budget or failed with its error object, and no
+    retry of a 429 comes sooner than its Retry-After."""
+    from tests.helpers import write_config
+
+    served: list[tuple[str, str]] = []
+    for service, emulator in emulators["emulators"].items():
+        every_fifth_call_fails(emulator, DATA_PATHS[service], served)
+    bucket = LocalBucket(tmp_path / "bucket")
+    config = write_config(tmp_path / "c.yaml", "dev", retry_backoff_seconds=1)
+    worker = worker_factory(
+        extra_env={**emulators["environ"], "ELA_HTTP_TIMEOUT": "1", "ELA_BUCKET_URL": bucket.url},
+        config=config,
+        concurrency=3,
+    )
+    try:
+        results = {name: worker.send(job.task, job=name) for name, job in CONFIG.jobs.items()}
+        outcomes: dict[str, str] = {}
+        for name, result in results.items():
+            try:
+                outcomes[name] = result.get(timeout=120)["outcome"]
+            except Exception as exc:  # the run's own classified failure
+                outcomes[name] = type(exc).__name__
+    finally:
+        for emulator in emulators["emulators"].values():
+            del emulator._take_fault  # back to the class's own
+
+    # Exactly a fifth of each provider's data calls failed, all three classes among them.
+    expected = sum(e.calls_to(DATA_PATHS[s]) // 5 for s, e in emulators["emulators"].items())
+    assert len(served) == expected >= 5
+    assert {kind for _, kind in served} == {"429", "503", "timeout"}
+    for name, result in results.items():
+        service = CONFIG.jobs[name].service
+        manifest = bucket.get_bytes(naming.manifest(service, name, result.id))
+        errors = [o for o in bucket.list(f"{service}/errors/") if result.id in o.name]
+        if outcomes[name] == "succeeded":
+            assert manifest is not None and not errors, name
+        else:
+            # Only retriable faults were injected, so a failure is a spent retry budget.
+            assert outcomes[name] == "RetriableError", (name, outcomes[name])
+            assert manifest is None and len(errors) == 1, name
+            body = json.loads(bucket.get_bytes(errors[0].name) or b"")
+            assert body["kind"] == "retriable" and body["attempt"] == 2, body
+    log = worker.log()
+    retries = [line for line in log.splitlines() if " retry: Retry in " in line]
+    assert retries, "no fault was retried"
+    for line in retries:
+        countdown, _, error = line.split(" retry: Retry in ")[1].partition("s: ")
+        if "429" in error:
+            assert float(countdown) >= 3, line
+    assert sum(o == "succeeded" for o in outcomes.values()) >= 10, outcomes
+
+
+# -- malformed provider payloads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("job", list(CONFIG.jobs))
+def test_a_malformed_payload_fails_the_run_and_commits_nothing(
+    job: str, emulators: dict[str, Any], tmp_path: Path
+) -> None:
+    from ela.emulators.server import Fault
+    from ela.errors import PayloadError
+
+    service = CONFIG.jobs[job].service
+    emulator = emulators["emulators"][service]
+    bucket = LocalBucket(tmp_path / "bucket")
+    before = read_cursor(bucket, service, job)
+    run_id = str(uuid.uuid4())
+    emulator.inject(Fault(malformed=True, path=DATA_PATHS[service], times=1))
+    try:
+        with pytest.raises(PayloadError) as caught:
+            run_job(
+                CONFIG,
+                job,
+                run_id=run_id,
+                scheduled_at=datetime.now(UTC),
+                bucket=bucket,
+                environ=emulators["environ"],
+            )
+    finally:
+        emulator.clear_faults()
+    message = str(caught.value)
+    assert message.startswith(f"{service}:") and "\n" not in message
+    [error] = [o for o in bucket.list(f"{service}/errors/")]
+    body = json.loads(bucket.get_bytes(error.name) or b"")
+    assert (body["job"], body["run_id"], body["kind"]) == (job, run_id, "payload")
+    assert body["message"] == message
+    assert list(bucket.list(f"{service}/landing/")) == []
+    assert list(bucket.list(f"{service}/_runs/")) == []
+    assert read_cursor(bucket, service, job) == before
