@@ -357,6 +357,7 @@ def test_every_job_under_20_percent_provider_faults(
 
     served: list[tuple[str, str]] = []
     for service, emulator in emulators["emulators"].items():
+        emulator.reset_calls()  # the emulators are shared with the tests before this one
         every_fifth_call_fails(emulator, DATA_PATHS[service], served)
     bucket = LocalBucket(tmp_path / "bucket")
     config = write_config(tmp_path / "c.yaml", "dev", retry_backoff_seconds=1)
