@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from ela import endpoints
+from ela import endpoints, ratelimit
 from ela.connectors.base import FetchContext, Record, Service, parse_retry_after, require
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.tokens import TokenStore
@@ -50,6 +50,7 @@ API_PREFIX = "/api/v3/"  # rate-limited, JSON records; /oauth/ is neither
 REFRESH_MARGIN_S = 3600
 QUARTER_HOUR_S = 15 * 60  # Strava's short rate-limit window: resets at :00/:15/:30/:45 UTC.
 DAY_S = 24 * 3600  # Strava's daily rate-limit window: resets at midnight UTC.
+READ_BUDGET = (100, 1000)  # Strava's default read limits per app: per 15 minutes, per day.
 PROVIDER = "strava"  # the TokenStore key
 # Read everything including "only me" activities and the full profile: this is the person's own
 # data lake, so private activities belong in it.
@@ -129,6 +130,19 @@ class _Transport:
         self.pending: deque[Record] = deque()
         self.last_body: Any = None
         self.blocked_until: float | None = None  # wall clock: an exhausted window resets then
+        # Every worker of every env spends the same application's quota: count it in Redis.
+        self.shared = ratelimit.shared_windows(
+            ctx.environ,
+            "strava-reads",
+            ctx.environ.get("STRAVA_CLIENT_ID", ""),
+            list(
+                zip(
+                    (QUARTER_HOUR_S, DAY_S),
+                    ratelimit.budget(ctx.environ, "ELA_STRAVA_READ_BUDGET", READ_BUDGET),
+                    strict=True,
+                )
+            ),
+        )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         url = request.url or ""
@@ -145,6 +159,14 @@ class _Transport:
                     f"{wait:.0f} s (X-RateLimit/X-ReadRateLimit usage)",
                     retry_after=wait,
                 )
+        if api and self.shared is not None:
+            spent = self.shared.acquire()
+            if spent is not None:
+                raise RetriableError(
+                    f"strava: the app's read budget is spent; resets in {spent:.0f} s "
+                    "(shared by every worker, ELA_STRAVA_READ_BUDGET)",
+                    retry_after=spent,
+                )
         if kwargs.get("timeout") is None:  # stravalib sets none: never hang a worker
             kwargs["timeout"] = self.timeout
         self.ctx.api_calls += 1
@@ -160,6 +182,9 @@ class _Transport:
         now = datetime.now(UTC)
         wait = rate_limit_reset(response.headers, now)
         self.blocked_until = now.timestamp() + wait if wait is not None else None
+        usage = _pair(response.headers.get("X-ReadRateLimit-Usage"))
+        if self.shared is not None and usage is not None:
+            self.shared.observe(usage, now)
         if not response.ok:
             return  # stravalib raises its Fault; the error map reads it
         split = urlsplit(response.url)
