@@ -188,6 +188,7 @@ def test_credential_shaped_text_is_filtered(text: str, kept: str) -> None:
         "basic authentication failed",
         "Task tasks.todoist.projects[0b1c] succeeded in 0.2s: {'records': 12}",
         "redis://127.0.0.1:6379/11",
+        "Connected to redis://:**@127.0.0.1:6379/0",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:

@@ -39,6 +39,7 @@ from ela.tokens import token_dir
 
 FILTERED = "[Filtered]"
 LOG_FORMAT_VAR = "ELA_LOG_FORMAT"
+MONITOR_START_HEADER = "sentry-monitor-start-timestamp-s"  # read by sentry's beat integration
 
 # -- what counts as a secret -------------------------------------------------------------------
 
@@ -75,8 +76,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"(?i)\b(basic)\s+(?=[A-Za-z+/]*[\d+/=])[A-Za-z\d+/]{8,}={0,2}"),
         rf"\1 {FILTERED}",
     ),
-    # user:password@ in a URL (Redis, the Sentry DSN's key, proxies).
-    (re.compile(r"(?i)\b([a-z][a-z\d+.\-]*://)[^/\s@\"']+@"), rf"\1{FILTERED}@"),
+    # user:password@ in a URL (Redis, the Sentry DSN's key, proxies); Celery's own ":**@"
+    # mask is left as it is.
+    (re.compile(r"(?i)\b([a-z][a-z\d+.\-]*://)(?!:?\*+@)[^/\s@\"']+@"), rf"\1{FILTERED}@"),
 )
 
 
@@ -350,7 +352,9 @@ def init_sentry(config: IngestionConfig, environ: Mapping[str, str] = os.environ
         environment=config.env,
         # Beat entries become cron monitors named after the entry (the job), with its crontab
         # and the config's timezone; the worker reports each run's ok/error check-in.
-        integrations=[CeleryIntegration(monitor_beat_tasks=True)],
+        # No trace propagation: its baggage header would put the DSN key into every task
+        # message in Redis (and Flower). Nothing is traced, so nothing is lost but this.
+        integrations=[CeleryIntegration(monitor_beat_tasks=True, propagate_traces=False)],
         send_default_pii=False,
         # Frame locals can hold a client, a token, a response: never send them.
         include_local_variables=False,
@@ -375,6 +379,15 @@ def init_sentry(config: IngestionConfig, environ: Mapping[str, str] = os.environ
             sentry_sdk.set_tag("error_kind", getattr(exception, "kind", "error"))
             sentry_sdk.capture_exception(exception)
 
+    def stamp_monitor_start(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        # What the integration's trace propagation would add: the worker's ok/error check-in
+        # reports its duration from it.
+        if headers is not None and "sentry-monitor-slug" in headers:
+            headers.setdefault(MONITOR_START_HEADER, f"{time.time():.9f}")
+
+    signals.before_task_publish.connect(
+        stamp_monitor_start, weak=False, dispatch_uid="ela-sentry-monitor-start"
+    )
     # Runs inside the integration's per-task scope, so the tags belong to that run only.
     signals.task_prerun.connect(tag_run, weak=False, dispatch_uid="ela-sentry-tags")
     signals.task_failure.connect(
