@@ -305,12 +305,17 @@ def _pydantic_message(error: Mapping[str, Any]) -> str:
     return f"{error['msg']} (got {value!r})" if value is not None else str(error["msg"])
 
 
+def _mapping(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """A section for the semantic checks; a section of the wrong type is already reported."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _check_semantics(
     data: dict[str, Any], filename: str, problems: _Problems, expect_env: str | None
 ) -> None:
     """Checks beyond types: crons, the connector catalogue, groups and the environment."""
-    glob = data.get("global") if isinstance(data.get("global"), dict) else {}
-    assert isinstance(glob, dict)
+    glob = _mapping(data, "global")
     env = glob.get("environment")
     file_env = re.search(r"ingestion-config-(dev|prd)\.ya?ml$", filename)
     if expect_env and env in ENVS and env != expect_env:
@@ -337,9 +342,7 @@ def _check_semantics(
                 ("global", "timezone"), f"{timezone!r} is not an IANA time zone (e.g. UTC)"
             )
 
-    services = data.get("services") if isinstance(data.get("services"), dict) else {}
-    assert isinstance(services, dict)
-    for name, settings in services.items():
+    for name, settings in _mapping(data, "services").items():
         if name not in SERVICES:
             problems.add(("services", name), f"unknown service; known: {', '.join(SERVICES)}")
         elif isinstance(settings, dict) and isinstance(settings.get("data_types"), list):
@@ -351,14 +354,11 @@ def _check_semantics(
                         f"{dt!r} is not a {name} data type; known: {known}",
                     )
 
-    jobs = data.get("jobs") if isinstance(data.get("jobs"), dict) else {}
-    assert isinstance(jobs, dict)
+    jobs = _mapping(data, "jobs")
     for name, job in jobs.items():
         _check_job(name, job, problems)
 
-    groups = data.get("job_groups") if isinstance(data.get("job_groups"), dict) else {}
-    assert isinstance(groups, dict)
-    for group, spec in groups.items():
+    for group, spec in _mapping(data, "job_groups").items():
         if group in jobs:
             problems.add(("job_groups", group), "a group may not share its name with a job")
         members = spec.get("jobs") if isinstance(spec, dict) else None

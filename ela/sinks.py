@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -72,8 +73,6 @@ class LocalBucket:
         os.replace(out.name, path)
 
     def put_bytes(self, name: str, data: bytes, content_type: str) -> None:
-        import io
-
         self.upload(name, io.BytesIO(data), len(data), content_type)
 
     def get_bytes(self, name: str) -> bytes | None:
