@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from ela.config import load
+from ela.emulators.server import Fault
 from ela.emulators.todoist import TodoistEmulator
 from ela.errors import ReauthError
 from ela.tokens import TokenStore
@@ -354,6 +355,30 @@ def test_a_failed_run_reaches_sentry_tagged_and_no_secret_leaves(
             assert record["job"] == "todoist_projects" and record["env"] == "dev"
             assert record["task_id"] == run_id and record["task"] == "tasks.todoist.projects"
     assert {"time", "level", "logger", "message", "process", "env"} <= set(records[0])
+
+
+def test_a_retried_scheduled_run_closes_its_check_in_once_with_the_final_outcome(
+    worker_factory: WorkerFactory, sentry: SentryEndpoint, tmp_path: Path
+) -> None:
+    # The headers beat's Sentry integration puts on a scheduled task (see the beat test).
+    monitor = {
+        "sentry-monitor-slug": "todoist_projects",
+        "sentry-monitor-check-in-id": uuid.uuid4().hex,
+        "sentry-monitor-config": {"schedule": {"type": "crontab", "value": "* * * * *"}},
+    }
+    with TodoistEmulator(projects=3, tasks=5) as todoist:
+        worker = worker_factory(
+            extra_env={**todoist.environ(), "SENTRY_DSN": sentry.dsn},
+            config=todoist_only(tmp_path / "c.yaml", retry_backoff_seconds=1),
+        )
+        todoist.inject(Fault(status=429, retry_after=1, path="/projects"))
+        result = worker.client.send_task("tasks.todoist.projects", headers=monitor)
+        assert result.get(timeout=30)["attempt"] == 1
+        wait_for(lambda: sentry.items("check_in"), 10, "the check-in")
+    assert "Retry in" in worker.log()
+    [checkin] = [c for _, c in sentry.items("check_in")]
+    assert checkin["check_in_id"] == monitor["sentry-monitor-check-in-id"]
+    assert checkin["status"] == "ok" and checkin["duration"] >= 1  # the retry's wait included
 
 
 @pytest.mark.slow

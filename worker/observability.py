@@ -364,7 +364,7 @@ def init_sentry(config: IngestionConfig, environ: Mapping[str, str] = os.environ
         before_breadcrumb=scrub_breadcrumb,
     )
     sentry_sdk.get_global_scope().set_tag("env", config.env)
-    _monitor_max_runtime(config)
+    _tune_monitors(config)
 
     def tag_run(task_id: str | None = None, task: Task | None = None, **kw: Any) -> None:
         if task is not None:
@@ -396,13 +396,17 @@ def init_sentry(config: IngestionConfig, environ: Mapping[str, str] = os.environ
     return True
 
 
-def _monitor_max_runtime(config: IngestionConfig) -> None:
-    """Tell Sentry how long a run may take, or it flags runs past its 30-minute default.
+def _tune_monitors(config: IngestionConfig) -> None:
+    """Make Sentry's cron check-ins match how a run really ends.
 
-    The integration builds each monitor's config (crontab + timezone) in a private function;
-    wrap it to add ``max_runtime`` = the hard time limit. Beat sends this config with the
-    in-progress check-in and the worker echoes it from the task headers, so both agree. If a
-    future sentry-sdk moves the function, monitors simply keep Sentry's default.
+    - A retry is not the end of a run: the integration closes the check-in as ``error`` on
+      ``task_retry``, and Sentry ignores the ``ok`` that a recovered run sends afterwards
+      (measured: ``error`` then ``ok`` for one check-in id). Only the final outcome reports.
+    - Sentry flags runs past its 30-minute default ``max_runtime``; prd allows 45 minutes.
+      The integration builds each monitor's config (crontab + timezone) in a private
+      function: wrap it to add the hard time limit. Beat sends the config with the in-progress
+      check-in and the worker echoes it from the task headers, so both agree. If a future
+      sentry-sdk moves either name, monitors keep Sentry's defaults.
     """
     import math
 
@@ -410,6 +414,9 @@ def _monitor_max_runtime(config: IngestionConfig) -> None:
 
     from worker.settings import hard_time_limit
 
+    on_retry = getattr(sentry_beat, "crons_task_retry", None)
+    if on_retry is not None:
+        signals.task_retry.disconnect(on_retry)
     original = getattr(sentry_beat, "_get_monitor_config", None)
     if original is None or getattr(original, "_ela_wrapped", False):
         return
