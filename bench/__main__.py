@@ -1,0 +1,587 @@
+"""``python -m bench`` (``scripts/bench``): measure, side by side, and print one table.
+
+1. Orchestration: N empty-connector runs through Redis and a worker vs N bare Celery no-ops.
+2. Ingest: records/s from the emulators to a local folder and to the GCS emulator, the worker
+   vs a plain sequential script (``bench/baseline/``) with the same library and the same JSONL.
+3. Memory: peak RSS of the worker's pool process ingesting 1,000 vs 100,000 records.
+4. API calls per run against the minimum, full runs and steady-state runs.
+5. Start-up: worker ready time, and the import time of the task modules.
+
+Progress goes to stderr; the table to stdout. Redis: ``ELA_BENCH_REDIS_URL`` (default db 12),
+under a key prefix of this run's own, deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from bench import harness, plugin
+
+plugin.register()  # before anything loads a config that names the bench service
+
+from celery import Celery  # noqa: E402
+
+from ela import config as config_module  # noqa: E402
+from ela.emulators.garmin import GarminEmulator  # noqa: E402
+from ela.emulators.server import Emulator  # noqa: E402
+from ela.emulators.spotify import SpotifyEmulator  # noqa: E402
+from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator  # noqa: E402
+from ela.emulators.todoist import TodoistEmulator  # noqa: E402
+from ela.tokens import TokenStore  # noqa: E402
+from tests.helpers import REPO, client_app, gcs_emulator  # noqa: E402
+
+MB = 1024 * 1024
+X = "\u00d7"  # the multiplication sign of ratios
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the table. ``ratio`` is ours ÷ baseline unless given."""
+
+    metric: str
+    ours: float
+    baseline: float | None
+    unit: str
+    goal: str
+    met: bool | None
+    ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.baseline:
+            self.ratio = self.ours / self.baseline
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit in ("s", "ms"):
+        return f"{value:.3f} {unit}" if value < 10 else f"{value:.1f} {unit}"
+    if unit == "MB":
+        return f"{value:.1f} MB"
+    return f"{value:,.0f} {unit}".strip()
+
+
+def table(rows: list[Row]) -> str:
+    head = ("metric", "ours", "baseline", "ratio", "goal", "met?")
+    body = [
+        (
+            r.metric,
+            fmt(r.ours, r.unit),
+            fmt(r.baseline, r.unit),
+            "—" if r.ratio is None else f"{r.ratio:.2f}{X}",
+            r.goal,
+            "—" if r.met is None else ("yes" if r.met else "NO"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in (head, *body)) for i in range(len(head))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(head), rule, *(line(b) for b in body)])
+
+
+# -- 1. orchestration overhead -----------------------------------------------------------------
+
+
+def orchestration(ns: harness.Namespace, tmp: Path, n: int) -> list[Row]:
+    """ABBA: bare no-ops and empty-connector runs in alternating halves, each drained from a
+    full queue (the consumer is paused while the messages are sent)."""
+    config = harness.write_config(tmp / "orchestration.yaml", bench_job=True)
+    environ = harness.worker_environ(
+        ns,
+        config,
+        {"ELA_BUCKET_URL": (tmp / "bucket-orchestration").as_uri(), "ELA_TOKEN_DIR": str(tmp)},
+    )
+    app = client_app(environ)
+    worker, _ = harness.start_worker(
+        environ, tmp / "orchestration.log", app="bench.worker", concurrency=2
+    )
+    kinds = {"bare": ("bench.noop", "dev.ops"), "ours": (plugin.TASK, "dev.bench")}
+    seconds = dict.fromkeys(kinds, 0.0)
+    try:
+        node = _node(app)
+        for kind in kinds:  # warm both pool processes and both code paths
+            _drain(app, ns, node, *kinds[kind], count=300)
+        half = math.ceil(n / 2)
+        for kind in ("bare", "ours", "ours", "bare"):
+            seconds[kind] += _drain(app, ns, node, *kinds[kind], count=half)
+    finally:
+        worker.stop()
+    runs = 2 * half
+    manifests = len(list((tmp / "bucket-orchestration" / plugin.NAME / "_runs").rglob("*.json")))
+    if manifests != runs + 300:
+        say(f"!! expected {runs + 300} manifests of empty runs, found {manifests}")
+    ours, bare = runs / seconds["ours"], runs / seconds["bare"]
+    say(f"1. orchestration: ours {ours:.0f}/s, bare {bare:.0f}/s over {runs} each")
+    return [
+        Row(
+            f"1. empty-connector runs via Redis+worker, N={runs:,} (-c 2)",
+            ours,
+            bare,
+            "tasks/s",
+            f"≥ 0.80{X}",
+            ours / bare >= 0.8,
+        )
+    ]
+
+
+def _node(app: Celery) -> str:
+    replies = app.control.ping(timeout=2)
+    return next(iter(replies[0]))
+
+
+def _drain(
+    app: Celery, ns: harness.Namespace, node: str, task: str, queue: str, count: int
+) -> float:
+    """Send ``count`` messages with the consumer paused, resume, time until all are acked."""
+    app.control.cancel_consumer(queue, destination=[node], reply=True)
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            app.send_task(task, producer=producer)
+    harness.wait_for(lambda: ns.pending(queue) == count, 30, f"{count} messages in {queue}")
+    app.control.add_consumer(queue, destination=[node], reply=True)
+    start = time.perf_counter()
+    while ns.pending(queue):
+        time.sleep(0.005)
+    return time.perf_counter() - start
+
+
+# -- 2 and 4. ingest throughput, API calls -------------------------------------------------------
+
+
+JOBS = (  # job, emulator attribute, baseline script, label, the minimum calls and why
+    ("spotify_saved_tracks", "spotify", "Spotify saved tracks 10,000", 200, "⌈10,000/50⌉"),
+    ("strava_activities", "strava", "Strava activities 5,000", 26, "⌈5,000/200⌉ + terminal"),
+    ("garmin_heart_rate", "garmin", "Garmin heart rate 365 days", 365, "365 days, 1 per call"),
+)
+
+
+class Round:
+    """One bucket kind: its emulators, token store, worker and the runs sent to it."""
+
+    def __init__(self, tmp: Path, kind: str, shared: dict[str, Emulator]) -> None:
+        self.tmp = tmp
+        self.kind = kind
+        self.tokens = tmp / f"tokens-{kind.split()[0]}"
+        # Strava allows 100 reads per 15 minutes and rotates refresh tokens per client: the
+        # worker and the scripts each get their own emulator, fresh for each round.
+        self.strava = StravaEmulator(activities=5_000)
+        self.strava_baseline = StravaEmulator(activities=5_000)
+        self.strava.start()
+        self.strava_baseline.start()
+        self.emulators: dict[str, Emulator] = {**shared, "strava": self.strava}
+        garmin = shared["garmin"]
+        assert isinstance(garmin, GarminEmulator)
+        garmin.prepare_tokens(TokenStore(self.tokens))
+
+    def environ(self, baseline: bool = False) -> dict[str, str]:
+        out: dict[str, str] = {"ELA_TOKEN_DIR": str(self.tokens)}
+        for name, em in self.emulators.items():
+            out.update((self.strava_baseline if baseline and name == "strava" else em).environ())
+        return out
+
+    def stop(self) -> None:
+        self.strava.stop()
+        self.strava_baseline.stop()
+
+
+def ingest(ns: harness.Namespace, tmp: Path, repeats: int) -> tuple[list[Row], list[Row]]:
+    config_path = harness.write_config(tmp / "ingest.yaml")
+    config = config_module.load(config_path)
+    throughput: list[Row] = []
+    calls: list[Row] = []
+    say("starting emulators: 10,000 saved tracks, 5,000 activities, a year of Garmin days")
+    shared: dict[str, Emulator] = {
+        "spotify": SpotifyEmulator(saved_tracks=10_000),
+        "garmin": _garmin_year(),
+        "todoist": TodoistEmulator(),
+    }
+    with ExitStack() as stack:
+        for em in shared.values():
+            stack.enter_context(em.start())
+        gcs_host = stack.enter_context(gcs_emulator())
+        _create_bucket(gcs_host, "ela-bench")
+        for kind, bucket in (
+            ("local folder", (tmp / "bucket-ingest").as_uri()),
+            ("GCS emulator", "gs://ela-bench"),
+        ):
+            round_ = Round(tmp, kind, shared)
+            environ = harness.worker_environ(
+                ns,
+                config_path,
+                {**round_.environ(), "ELA_BUCKET_URL": bucket, "STORAGE_EMULATOR_HOST": gcs_host},
+            )
+            script_environ = {
+                **os.environ,
+                **round_.environ(baseline=True),
+                "STORAGE_EMULATOR_HOST": gcs_host,
+                "PYTHONPATH": str(REPO),
+            }
+            log = tmp / f"ingest-{kind[:3]}.log"
+            runner = Runner(client_app(environ), config, log)
+            worker, _ = harness.start_worker(environ, log)
+            try:
+                for job in ("spotify_top_tracks", "strava_athlete", "garmin_sleep"):
+                    runner.run(job)  # warm-up: the pool process imports each provider library
+                for job, attr, label, minimum, why in JOBS:
+                    emulator = round_.emulators[attr]
+                    base = _best(
+                        repeats,
+                        functools.partial(
+                            _script, job, bucket, script_environ, round_.strava_baseline
+                        ),
+                    )
+                    emulator.reset_calls()
+                    ours = _best(repeats, functools.partial(runner.timed, job))
+                    if ours["sha256"] != base["sha256"]:
+                        say(f"!! {job}: the landed JSONL differs from the baseline's")
+                    rate, base_rate = ours["records"] / ours["s"], base["records"] / base["s"]
+                    say(
+                        f"2. {job} → {kind}: ours {rate:,.0f} rec/s ({ours['s']:.2f} s, "
+                        f"{ours['api_calls']} calls), baseline {base_rate:,.0f} rec/s "
+                        f"({base['s']:.2f} s)"
+                    )
+                    throughput.append(
+                        Row(
+                            f"2. {label} → {kind}",
+                            rate,
+                            base_rate,
+                            "rec/s",
+                            f"≥ 1.00{X}",
+                            rate / base_rate >= 1.0,
+                        )
+                    )
+                    if kind == "local folder":
+                        calls.append(
+                            Row(
+                                f"4. calls/run: {label} (min {why})",
+                                ours["api_calls"],
+                                minimum,
+                                "calls",
+                                "= min",
+                                ours["api_calls"] <= minimum,
+                            )
+                        )
+                if kind == "local folder":
+                    calls.extend(_steady_state(runner))
+            finally:
+                worker.stop()
+                round_.stop()
+    return throughput, calls
+
+
+def _garmin_year() -> GarminEmulator:
+    """A year of days, every one generated now rather than inside a timed run."""
+    garmin = GarminEmulator()
+    day = garmin.first_day
+    while day <= garmin.last_day:
+        garmin.heart_rate_for(day)
+        day = date.fromordinal(day.toordinal() + 1)
+    return garmin
+
+
+class Runner:
+    """Sends a job's task to the worker and waits for its manifest."""
+
+    def __init__(
+        self, app: Celery, config: config_module.IngestionConfig, log: Path | None = None
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.log = log
+        self.full_runs: dict[str, int] = {}
+
+    def run(self, job: str, **kwargs: Any) -> dict[str, Any]:
+        task = self.config.jobs[job].task
+        sent = self.app.send_task(task, kwargs={"job": job, **kwargs})
+        try:
+            # Polled (every 5 ms) rather than get()'s pub/sub wait, which under redis-py 8 has
+            # been seen to raise TimeoutError a second into a long run.
+            harness.wait_for(sent.ready, 120, f"{job} to finish", interval=0.005)
+            result: dict[str, Any] = sent.get(timeout=10)
+        except Exception:
+            if self.log:
+                say(f"!! {job} failed; the worker's log ends:\n" + self.log.read_text()[-4000:])
+            raise
+        return result
+
+    def timed(self, job: str) -> dict[str, Any]:
+        """A full run. Strava's first sets the cursor; later ones ask again from the epoch."""
+        again = self.full_runs.get(job, 0) > 0 and job == "strava_activities"
+        kwargs = {"since": "1970-01-01T00:00:01+00:00"} if again else {}
+        start = time.perf_counter()
+        manifest = self.run(job, **kwargs)
+        seconds = time.perf_counter() - start
+        self.full_runs[job] = self.full_runs.get(job, 0) + 1
+        (obj,) = manifest["objects"]
+        return {**manifest, "s": seconds, "sha256": obj["sha256"]}
+
+
+def _steady_state(runner: Runner) -> list[Row]:
+    rows = []
+    for job, label, first in (
+        ("spotify_recently_played", "Spotify recently played", True),
+        ("strava_activities", "Strava activities", False),  # the full run set the cursor
+        ("garmin_activities", "Garmin activities (days 1)", False),
+        ("todoist_projects", "Todoist projects", False),
+    ):
+        if first:
+            runner.run(job)  # lands the last plays and sets the cursor
+        manifest = runner.run(job)
+        say(f"4. steady state {job}: {manifest['api_calls']} calls, {manifest['records']} records")
+        rows.append(
+            Row(
+                f"4. calls/run, nothing new: {label}",
+                manifest["api_calls"],
+                1,
+                "calls",
+                "= 1",
+                manifest["api_calls"] <= 1,
+            )
+        )
+    return rows
+
+
+def _best(repeats: int, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    results = [measure() for _ in range(repeats)]
+    return min(results, key=lambda r: float(r["s"]))
+
+
+def _script(
+    script: str, bucket: str, environ: dict[str, str], strava: StravaEmulator | None = None
+) -> dict[str, Any]:
+    if strava is not None:  # each script run starts from the bootstrap token, as the origin did
+        strava.refresh_tokens.add(BOOTSTRAP_REFRESH_TOKEN)
+    out = subprocess.run(
+        [sys.executable, "-m", f"bench.baseline.{script}", bucket],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode:
+        raise RuntimeError(f"baseline {script} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**result, "s": result["seconds"]}
+
+
+def _create_bucket(host: str, name: str) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = host
+    try:
+        storage.Client(credentials=AnonymousCredentials(), project="bench").create_bucket(name)
+    finally:
+        if old is None:
+            del os.environ["STORAGE_EMULATOR_HOST"]
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = old
+
+
+# -- 3. memory ---------------------------------------------------------------------------------
+
+
+def memory(ns: harness.Namespace, tmp: Path) -> list[Row]:
+    config_path = harness.write_config(tmp / "memory.yaml")
+    config = config_module.load(config_path)
+    peaks: dict[int, float] = {}
+    base: dict[int, float] = {}
+    for count in (1_000, 100_000):
+        with TodoistEmulator(projects=25, tasks=count) as em:
+            extra = {
+                **em.environ(),
+                "ELA_TOKEN_DIR": str(tmp / "tokens"),
+                "ELA_BUCKET_URL": (tmp / f"bucket-memory-{count}").as_uri(),
+            }
+            environ = harness.worker_environ(ns, config_path, extra)
+            worker, _ = harness.start_worker(environ, tmp / f"memory-{count}.log")
+            try:
+                (child,) = worker.pool_children()
+                manifest = Runner(client_app(environ), config).run("todoist_tasks")
+                assert manifest["records"] == count, manifest["records"]
+                peaks[count] = harness.vm_hwm_kib(child) / 1024
+            finally:
+                worker.stop()
+            script = _script(
+                "todoist_tasks",
+                (tmp / f"bucket-memory-base-{count}").as_uri(),
+                {**os.environ, **em.environ(), "PYTHONPATH": str(REPO)},
+            )
+            base[count] = script["peak_kib"] / 1024
+        say(
+            f"3. memory, {count:,} Todoist tasks: worker {peaks[count]:.1f} MB, "
+            f"script {base[count]:.1f} MB"
+        )
+    growth, base_growth = peaks[100_000] - peaks[1_000], base[100_000] - base[1_000]
+    return [
+        Row(
+            "3. peak RSS, worker pool process, 1,000 records",
+            peaks[1_000],
+            base[1_000],
+            "MB",
+            "—",
+            None,
+        ),
+        Row(
+            "3. peak RSS, worker pool process, 100,000 records",
+            peaks[100_000],
+            base[100_000],
+            "MB",
+            "—",
+            None,
+        ),
+        Row(
+            "3. peak RSS growth 1,000 → 100,000 records",
+            growth,
+            base_growth,
+            "MB",
+            "< 20 MB",
+            growth < 20,
+        ),
+    ]
+
+
+# -- 5. start-up -------------------------------------------------------------------------------
+
+
+def startup(ns: harness.Namespace, tmp: Path, repeats: int) -> list[Row]:
+    environ = harness.worker_environ(
+        ns, REPO / "ingestion-config-dev.yaml", {"ELA_TOKEN_DIR": str(tmp / "tokens")}
+    )
+    ready: dict[str, float] = {}
+    for app in ("worker", "bench.bare"):
+        times = []
+        for i in range(repeats):
+            worker, seconds = harness.start_worker(environ, tmp / f"ready-{app}-{i}.log", app=app)
+            worker.stop()
+            times.append(seconds)
+        ready[app] = min(times)
+    ours_import, loaded = _import_time("import tasks", environ, repeats)
+    eager, _ = _import_time(
+        "import tasks, " + ", ".join(harness.PROVIDER_MODULES), environ, repeats
+    )
+    say(
+        f"5. ready {ready}, import tasks {ours_import:.3f} s (eager {eager:.3f} s), loaded {loaded}"
+    )
+    return [
+        Row(
+            "5. worker ready (spawn → 'ready.'), vs bare Celery app",
+            ready["worker"],
+            ready["bench.bare"],
+            "s",
+            "—",
+            None,
+        ),
+        Row(
+            "5. import tasks, vs importing the 4 provider libraries too",
+            ours_import,
+            eager,
+            "s",
+            "no provider lib imported",
+            not loaded,
+        ),
+    ]
+
+
+def _import_time(statement: str, environ: dict[str, str], repeats: int) -> tuple[float, list[str]]:
+    code = (
+        "import sys, time; t = time.perf_counter(); "
+        f"{statement}; t = time.perf_counter() - t; "
+        f"print(t, [m for m in {harness.PROVIDER_MODULES!r} if m in sys.modules])"
+    )
+    best, loaded = math.inf, []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env=environ,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split(" ", 1)
+        best = min(best, float(out[0]))
+        loaded = json.loads(out[1].replace("'", '"'))
+    return best, loaded
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    import redis
+
+    info = redis.Redis.from_url(harness.BENCH_REDIS_URL).info("server")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"Redis {info.get('redis_version')}, {platform.system()} {platform.release()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("-n", type=int, default=5_000, help="empty runs (and no-ops), ≥ 5,000")
+    parser.add_argument("--repeats", type=int, default=1, help="ingest runs per side; best kept")
+    parser.add_argument(
+        "--only", default="1,2,3,5", help="sections to run, e.g. 2 (item 4 rides on 2)"
+    )
+    args = parser.parse_args(argv)
+    sections = set(args.only.split(","))
+    clock = time.perf_counter()
+    ns = harness.Namespace()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="ela-bench-") as root:
+        tmp = Path(root)
+        try:
+            if "1" in sections:
+                rows += orchestration(ns, tmp, args.n)
+            calls: list[Row] = []
+            if "2" in sections:
+                throughput, calls = ingest(ns, tmp, args.repeats)
+                rows += throughput
+            if "3" in sections:
+                rows += memory(ns, tmp)
+            rows += calls
+            if "5" in sections:
+                rows += startup(ns, tmp, 2)
+        finally:
+            ns.clean()
+    print(table(rows))
+    print(f"\nmachine: {machine()}; whole run {time.perf_counter() - clock:.0f} s")
+    return 0 if all(r.met is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

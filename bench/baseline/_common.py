@@ -1,0 +1,54 @@
+"""What every baseline script shares: timing, JSONL as the origin wrote it, the upload."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+def write_jsonl(records: list[Any], bucket: str, service: str, data_type: str) -> str:
+    """Write ``records`` to a local JSONL file, then store it in ``bucket``; its sha256."""
+    stamp = datetime.now(UTC).strftime("%Y_%m_%d_%H_%M")
+    name = f"{service}/landing/{stamp}_{service}_{data_type}.jsonl"
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as out:
+        for record in records:
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            out.write(line)
+            digest.update(line)
+    parsed = urlparse(bucket)
+    if parsed.scheme == "file":
+        target = Path(parsed.path) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out.name, target)
+    else:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        client = storage.Client(credentials=AnonymousCredentials(), project="bench")
+        client.bucket(parsed.netloc).blob(name).upload_from_filename(out.name)
+        os.unlink(out.name)
+    return digest.hexdigest()
+
+
+def main(run: Callable[[], tuple[list[Any], str, str]]) -> None:
+    """Time ``run`` (→ records, service, data type) plus the write, and report as JSON."""
+    bucket = sys.argv[1]
+    start = time.perf_counter()
+    records, service, data_type = run()
+    sha = write_jsonl(records, bucket, service, data_type)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(
+        json.dumps({"records": len(records), "seconds": seconds, "sha256": sha, "peak_kib": peak})
+    )

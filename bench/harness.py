@@ -1,0 +1,174 @@
+"""Plumbing shared by the benchmark sections: Redis namespace, config, processes, emulators."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+from bench import plugin
+from ela import config as config_module
+from tests.helpers import REPO, CeleryProcess, base_environ, shipped_config, wait_for
+
+BENCH_REDIS_URL = os.environ.get("ELA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+PROVIDER_MODULES = ("spotipy", "stravalib", "garminconnect", "todoist_api_python")
+
+
+class Namespace:
+    """Our own Redis key prefix; only keys under it are ever deleted."""
+
+    def __init__(self, url: str = BENCH_REDIS_URL) -> None:
+        self.url = url
+        self.prefix = f"ela-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}:"
+        self.client = redis.Redis.from_url(url)
+        self.client.ping()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def pending(self, queue: str) -> int:
+        """Messages waiting in ``queue`` plus messages delivered but not yet acked."""
+        with self.client.pipeline() as pipe:
+            pipe.llen(self.key(queue))
+            pipe.hlen(self.key("unacked"))
+            waiting, unacked = pipe.execute()
+        return int(waiting) + int(unacked)
+
+    def clean(self) -> None:
+        keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            self.client.delete(*keys[start : start + 1000])
+        # The result backend's keys carry the prefix too (ela-{env}- after it).
+        self.client.close()
+
+
+def write_config(path: Path, *, bench_job: bool = False) -> Path:
+    """The shipped dev config with the benchmark's sizes; ``bench_job`` adds the empty job
+    (only ``celery -A bench.worker`` knows its service)."""
+    plugin.register()
+    data: dict[str, Any] = shipped_config("dev")
+    jobs = data["jobs"]
+    jobs["spotify_saved_tracks"]["limit"] = 10_000  # the API's (and the config's) maximum
+    jobs["garmin_heart_rate"]["days"] = 365  # a year of daily heart rate
+    jobs["garmin_activities"]["days"] = 1
+    if not bench_job:
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        config_module.load(path)
+        return path
+    jobs[plugin.JOB] = {
+        "description": "Benchmark: a connector that yields nothing",
+        "service": plugin.NAME,
+        "data_type": "nothing",
+        "schedule": "0 0 1 1 *",
+        "enabled": True,
+    }
+    data["services"][plugin.NAME] = {"data_types": ["nothing"]}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    config_module.load(path)  # must itself be valid
+    return path
+
+
+class AppProcess(CeleryProcess):
+    """``celery -A APP worker ...`` (tests.helpers' CeleryProcess, with the app chosen)."""
+
+    def __init__(self, app: str, args: list[str], environ: Mapping[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", app, *args],
+            cwd=REPO,
+            env=dict(environ),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def pool_children(self) -> list[int]:
+        """Pids of the prefork pool's processes."""
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+def start_worker(
+    environ: Mapping[str, str],
+    log: Path,
+    *,
+    app: str = "worker",
+    concurrency: int = 1,
+    loglevel: str = "info",
+) -> tuple[AppProcess, float]:
+    """A worker process; returns it and the seconds from spawn to Celery's ``ready.`` line."""
+    args = [
+        "worker",
+        "-l",
+        loglevel,
+        "-c",
+        str(concurrency),
+        "-n",
+        f"bench-{uuid.uuid4().hex[:6]}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    process = AppProcess(app, args, environ, log)
+    try:
+        return process, wait_ready_tight(process)
+    except BaseException:
+        process.stop()
+        raise
+
+
+def wait_ready_tight(process: AppProcess, timeout: float = 90) -> float:
+    """Poll the log every 5 ms for Celery's ready line; the seconds since spawn."""
+
+    def seen() -> bool:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"worker exited {process.proc.returncode}:\n{process.log()}")
+        return " ready." in process.log()
+
+    wait_for(seen, timeout, "the worker to be ready", interval=0.005)
+    return time.perf_counter() - process.started
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Peak resident set size of ``pid`` (``VmHWM``), in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+    if not match:
+        raise RuntimeError(f"no VmHWM for {pid}")
+    return int(match.group(1))
+
+
+def worker_environ(ns: Namespace, config: Path, extra: Mapping[str, str]) -> dict[str, str]:
+    return base_environ(
+        ns.url,
+        {
+            "ELA_CONFIG": str(config),
+            "ELA_REDIS_PREFIX": ns.prefix,
+            "ELA_LOG_FORMAT": "text",
+            **extra,
+        },
+    )
+
+
+@contextlib.contextmanager
+def running(process: AppProcess) -> Iterator[AppProcess]:
+    try:
+        yield process
+    finally:
+        process.stop()
