@@ -8,12 +8,17 @@ without ever falling back to spotipy's interactive prompt.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ela import endpoints
 from ela.connectors.base import FetchContext, Record, Service, parse_retry_after, require
@@ -25,6 +30,9 @@ if TYPE_CHECKING:
     import spotipy
 
 PAGE_MAX = 50  # Spotify's maximum page size for every endpoint used here.
+# Offset pages in flight at once. Spotify's limit is a rolling 30 s window on the number of
+# calls, which concurrency does not change; four overlaps the round trips without bursting.
+PARALLEL_PAGES = 4
 # Recently played keeps only the last 50 plays; one call with `after` sees all of them.
 RECENTLY_PLAYED_MAX = 50
 PROVIDER = "spotify"  # the TokenStore entry
@@ -154,14 +162,66 @@ class _Client:
         return self.sp._get(url)
 
     def pages(self, what: str, first: Callable[[int], Any], limit: int | None) -> Iterator[Record]:
-        """Items of an offset-paged endpoint, at most ``limit`` (None: all), following ``next``.
+        """Items of an offset-paged endpoint, at most ``limit`` (None: all), in API order.
+
+        The first page says how many items there are (``total``); the rest are asked for by
+        offset, up to :data:`PARALLEL_PAGES` at a time, and yielded in order. Without a
+        ``total`` the ``next`` links are followed one by one.
 
         Raises:
             PayloadError: a page is not JSON or not a paging object, an item is not an object,
-                or the API repeats a ``next`` link (which would loop forever).
+                a page is not at the offset asked for, or the API repeats a ``next`` link
+                (which would loop forever).
         """
+        size = min(PAGE_MAX, limit) if limit else PAGE_MAX
+        page = first(size)
+        items = _items(page, what, 1)
+        total = page.get("total")
+        following = page.get("next")
+        wanted = total if limit is None else min(limit, total or 0)
+        if following and isinstance(total, int) and isinstance(page.get("offset"), int):
+            yield from _objects(items[:wanted], what, 1)
+            yield from self._by_offset(what, following, page["offset"] + len(items), wanted)
+        else:
+            yield from self._by_next(what, page, limit)
+
+    def _by_offset(self, what: str, link: str, start: int, wanted: int) -> Iterator[Record]:
+        """Pages from offset ``start`` until ``wanted`` items, several requests in flight."""
+        split = urlsplit(link)
+        query = dict(parse_qsl(split.query))
+        size = int(query.get("limit", PAGE_MAX))
+        offsets = iter(range(start, wanted, size))
+
+        def url(offset: int) -> str:
+            return urlunsplit(split._replace(query=urlencode({**query, "offset": offset})))
+
+        with ThreadPoolExecutor(PARALLEL_PAGES, thread_name_prefix="spotify-page") as pool:
+            window: deque[tuple[int, Future[Any]]] = deque()
+            try:
+                for offset in itertools.islice(offsets, PARALLEL_PAGES):
+                    window.append((offset, pool.submit(self.follow, url(offset))))
+                while window:
+                    offset, future = window.popleft()
+                    page = future.result()
+                    number = offset // size + 1
+                    if isinstance(page, dict) and page.get("offset") not in (None, offset):
+                        raise PayloadError(
+                            f"spotify: {what} page {number}: offset {page.get('offset')}, "
+                            f"asked for {offset}"
+                        )
+                    items = _items(page, what, number)
+                    for nxt in itertools.islice(offsets, 1):
+                        window.append((nxt, pool.submit(self.follow, url(nxt))))
+                    yield from _objects(items[: wanted - offset], what, number)
+                    if not items:  # the library shrank while we read it: nothing further
+                        return
+            finally:
+                for _, pending in window:
+                    pending.cancel()
+
+    def _by_next(self, what: str, page: Any, limit: int | None) -> Iterator[Record]:
+        """Follow ``next`` links one by one (an endpoint that does not say its ``total``)."""
         remaining = limit
-        page = first(min(PAGE_MAX, limit) if limit else PAGE_MAX)
         seen: set[str] = set()
         number = 1
         while True:
@@ -186,6 +246,16 @@ class _Client:
             seen.add(following)
             number += 1
             page = self.follow(following)
+
+
+def _objects(items: list[Any], what: str, number: int) -> Iterator[Record]:
+    """A page's items, nulls (items the API cannot show) skipped, anything else refused."""
+    for index, item in enumerate(items, 1):
+        if item is None:
+            continue
+        if not isinstance(item, dict):
+            raise PayloadError(f"spotify: {what} page {number}, item {index}: not an object")
+        yield item
 
 
 def _items(page: Any, what: str, number: int) -> list[Any]:
@@ -220,8 +290,11 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
     if not refresh_token:
         raise ReauthError(f"spotify: SPOTIFY_REFRESH_TOKEN not set and none stored; {REAUTH_HINT}")
 
+    counting = threading.Lock()  # offset pages are fetched from several threads
+
     def count() -> None:
-        ctx.api_calls += 1
+        with counting:
+            ctx.api_calls += 1
 
     timeout = endpoints.http_timeout(ctx.environ)
     session = _session(count)
