@@ -11,9 +11,13 @@ garminconnect is imported only when a client is opened: it imports curl_cffi (41
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,6 +34,10 @@ MAX_DAYS = 366  # one call per day for sleep/heart rate: a year is the most one 
 PROVIDER = "garmin"  # the TokenStore key
 AUTH_FIX = "run `ela auth garmin` to log in again (MFA included) and store new tokens"
 ACTIVITY_PAGE = 20  # what the library and Connect's web UI ask for per activity-search page
+# Daily calls in flight at once (sleep, heart rate: one day per call). Garmin publishes no API
+# limit (its 429s come from SSO logins); four overlaps the round trips of a backfill without
+# bursting, and records are still yielded in day order.
+PARALLEL_DAYS = 4
 
 # What garminconnect hard-codes for the DI OAuth2 token endpoint (ticket exchange and refresh).
 # It lives on its own host; with GARMIN_SSO_URL redirected it is served under that base instead.
@@ -200,9 +208,30 @@ class _Client:
         self.garmin = garmin
         self.store = store
         self.tokens = json.loads(tokens)
-        self.retry_after: float | None = None
-        self.refresh_failure: IngestError | None = None
+        # Per thread: daily calls run in several threads, each reading its own response's
+        # Retry-After and its own refresh failure.
+        self._local = threading.local()
+        self._refreshing = threading.Lock()
+        self._generation = 0  # tokens adopted or refreshed so far in this run
         self._library_refresh: Callable[[], None] = garmin.client._refresh_di_token
+
+    @property
+    def retry_after(self) -> float | None:
+        value: float | None = getattr(self._local, "retry_after", None)
+        return value
+
+    @retry_after.setter
+    def retry_after(self, value: float | None) -> None:
+        self._local.retry_after = value
+
+    @property
+    def refresh_failure(self) -> IngestError | None:
+        value: IngestError | None = getattr(self._local, "refresh_failure", None)
+        return value
+
+    @refresh_failure.setter
+    def refresh_failure(self, value: IngestError | None) -> None:
+        self._local.refresh_failure = value
 
     def saw(self, response: Any) -> None:
         """Keep the last response's Retry-After: the library's exception drops the response."""
@@ -234,7 +263,15 @@ class _Client:
     def refresh(self) -> None:
         """Refresh the DI token under the store's lock, adopting a newer stored one if any."""
         client = self.garmin.client
-        with self.store.locked(PROVIDER):
+        seen = getattr(self._local, "generation", self._generation)
+        with self._refreshing, self.store.locked(PROVIDER):
+            if self._generation != seen:
+                # Another thread of this run got new tokens after this thread's call began:
+                # its 401 was for the old ones, so the library's retry needs no refresh.
+                self._local.generation = self._generation
+                return
+            self._generation += 1
+            self._local.generation = self._generation
             current = self.store.read(PROVIDER)
             if current and current != self.tokens:
                 # Another worker refreshed while we ran: use its tokens instead of spending the
@@ -258,6 +295,7 @@ class _Client:
     def call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``method(*args, **kwargs)``, with any failure classified and named by ``what``."""
         self.refresh_failure = None
+        self._local.generation = self._generation
         try:
             return method(*args, **kwargs)
         except Exception as exc:
@@ -280,8 +318,11 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         raise ReauthError(f"garmin: no stored tokens in {store.directory}: {AUTH_FIX}")
     garmin = Garmin()  # no credentials: the library cannot fall back to a password login
 
+    counting = threading.Lock()  # daily calls are made from several threads
+
     def count() -> None:
-        ctx.api_calls += 1
+        with counting:
+            ctx.api_calls += 1
 
     client = _Client(garmin, store, tokens)
     adapt(garmin, ctx.environ, on_request=count, on_response=client.saw)
@@ -325,10 +366,10 @@ def _daily(
     fetch: Callable[[str], Any],
     calendar_date: Callable[[Record], Any],
 ) -> Iterator[Record]:
-    """One library call and one record per day; each record is checked to be that day's."""
+    """One library call and one record per day, several days in flight, yielded in day order;
+    each record is checked to be that day's."""
     undated: list[str] = []
-    for day in window(ctx):
-        record = client.call(f"{kind} {day}", fetch, day.isoformat())
+    for day, record in _in_order(client, kind, fetch, window(ctx)):
         if not isinstance(record, dict):
             raise PayloadError(f"garmin: {kind} {day}: a {type(record).__name__}, not an object")
         if not record:  # HTTP 204: Garmin has nothing for that day
@@ -342,6 +383,31 @@ def _daily(
         yield record
     if undated:
         ctx.warn(f"{kind}: records without a calendarDate for {', '.join(undated)}")
+
+
+def _in_order(
+    client: _Client, kind: str, fetch: Callable[[str], Any], days: list[date]
+) -> Iterator[tuple[date, Any]]:
+    """``(day, fetch(day))`` in day order, up to :data:`PARALLEL_DAYS` calls in flight."""
+    pending = iter(days)
+    with ThreadPoolExecutor(PARALLEL_DAYS, thread_name_prefix=f"garmin-{kind}") as pool:
+        window: deque[tuple[date, Future[Any]]] = deque()
+
+        def submit(day: date) -> None:
+            window.append((day, pool.submit(client.call, f"{kind} {day}", fetch, day.isoformat())))
+
+        try:
+            for day in itertools.islice(pending, PARALLEL_DAYS):
+                submit(day)
+            while window:
+                day, future = window.popleft()
+                record = future.result()
+                for following in itertools.islice(pending, 1):
+                    submit(following)
+                yield day, record
+        finally:
+            for _, waiting in window:  # a failure, or the consumer stopped: send nothing more
+                waiting.cancel()
 
 
 @garmin.data_type("sleep", params=("days",), max_days=MAX_DAYS)
