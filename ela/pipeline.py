@@ -93,7 +93,7 @@ def run_job(
         log.info("run %s of %s was already committed; re-applying its cursor", run_id, job_name)
         if committed.get("cursor_after") is not None:
             advance_cursor(bucket, job.service, job_name, committed["cursor_after"], run_id)
-        return {**committed, "outcome": "already_committed"}
+        return {"outcome": "already_committed", **committed}
 
     started = datetime.now(UTC)
     clock, cpu = time.monotonic(), time.process_time()
@@ -168,7 +168,7 @@ def run_job(
         "bucket": bucket.url,
     }
     if overrides.dry_run:
-        return {**manifest, "outcome": "dry_run"}
+        return {"outcome": "dry_run", **manifest}
     with _uninterrupted():
         put_json(bucket, manifest_name, manifest)
         faults.point("after_manifest", environ, job_name)
@@ -176,7 +176,7 @@ def run_job(
             advance_cursor(bucket, job.service, job_name, ctx.new_cursor, run_id)
     for warning in ctx.warnings:
         log.warning("%s run %s: %s", job_name, run_id, warning)
-    return {**manifest, "outcome": "succeeded"}
+    return {"outcome": "succeeded", **manifest}
 
 
 @contextlib.contextmanager

@@ -54,13 +54,14 @@ class LocalBucket:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.url = self.root.resolve().as_uri()
+        self._base = os.path.realpath(self.root)  # once: resolving on every write costs
+        self.url = Path(self._base).as_uri()
 
     def _path(self, name: str) -> Path:
-        path = (self.root / name).resolve()
-        if self.root.resolve() not in path.parents:
+        path = os.path.normpath(os.path.join(self._base, name))
+        if not path.startswith(self._base + os.sep):
             raise ValueError(f"object name escapes the bucket: {name!r}")
-        return path
+        return Path(path)
 
     def upload(self, name: str, file: IO[bytes], size: int, content_type: str) -> None:
         path = self._path(name)
@@ -82,7 +83,7 @@ class LocalBucket:
             return None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = self.root.resolve()
+        base = Path(self._base)
         start = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else base
         if not start.exists():
             return
@@ -148,8 +149,22 @@ def bucket_url(default_bucket: str, environ: Mapping[str, str] = os.environ) -> 
     return environ.get("ELA_BUCKET_URL") or f"gs://{default_bucket}"
 
 
+_OPEN: dict[tuple[str, str], Bucket] = {}
+
+
 def open_bucket(url: str, environ: Mapping[str, str] = os.environ) -> Bucket:
-    """``gs://name`` or ``file:///folder`` → a bucket."""
+    """``gs://name`` or ``file:///folder`` → a bucket, one per process and URL.
+
+    A worker runs thousands of jobs: building a GCS client (credentials, an HTTP session) for
+    each would cost more than an empty run itself.
+    """
+    key = (url, environ.get("STORAGE_EMULATOR_HOST", ""))
+    if key not in _OPEN:
+        _OPEN[key] = _open_bucket(url, environ)
+    return _OPEN[key]
+
+
+def _open_bucket(url: str, environ: Mapping[str, str]) -> Bucket:
     parsed = urlparse(url)
     if parsed.scheme == "gs" and parsed.netloc:
         return GCSBucket(parsed.netloc, environ)
@@ -173,10 +188,16 @@ class JsonlSpool:
     """
 
     def __init__(self) -> None:
-        self.file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self._file: IO[bytes] | None = None  # created on the first record: empty runs need none
         self.hash = hashlib.sha256()
         self.size = 0
         self.records = 0
+
+    @property
+    def file(self) -> IO[bytes]:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        return self._file
 
     def write_all(self, records: Iterable[Mapping[str, Any]]) -> None:
         for record in records:
@@ -192,4 +213,5 @@ class JsonlSpool:
         return WrittenObject(name, self.size, self.hash.hexdigest(), self.records)
 
     def close(self) -> None:
-        self.file.close()
+        if self._file is not None:
+            self._file.close()

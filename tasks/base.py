@@ -23,6 +23,9 @@ class IngestTask(Task):
     reject_on_worker_lost = True
     # Expected failures: logged as one line, without a traceback (the error object has context).
     throws = (IngestError,)
+    # The success line shows the start of the result (outcome, job, run id); the manifest in the
+    # bucket has the rest. Logging (and scrubbing) a whole manifest per run is not free.
+    resultrepr_maxsize = 300
 
     def scheduled_at(self, pinned: str | None) -> datetime:
         stamp = pinned or getattr(self.request, SCHEDULED_AT_HEADER, None)
