@@ -90,8 +90,8 @@ def status_command(
          "stats": {"runs", "failures", "records", "api_calls", "bytes",
                    "duration_s", "cpu_s": float | null}   # with --stats only
        }]}
-    Times are UTC ISO 8601. Stats count runs scheduled inside the window; cpu_s is null
-    until the pipeline records it in its manifests.
+    Times are UTC ISO 8601. Stats count runs scheduled inside the window; cpu_s sums the
+    manifests' CPU seconds (null only for runs older than that field).
     """
     with user_errors():
         config = load(env)
