@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -177,10 +178,10 @@ def test_recently_played_lands_each_play_once(
     assert first["cursor_before"] is None and first["cursor_after"] == newest
     assert read_cursor(local_bucket, "spotify", job) == newest
 
-    # Nothing new: one token refresh and one call, nothing landed, the cursor stays.
+    # Nothing new: one call (the stored access token is reused), nothing landed, cursor stays.
     again = run(spotify_emu, local_bucket, tmp_path, job)
     assert again["records"] == 0 and again["objects"] == []
-    assert again["api_calls"] == 2 == len(spotify_emu.calls)
+    assert again["api_calls"] == 1 == len(spotify_emu.calls)
     [(_, _, query)] = [c for c in spotify_emu.calls if "recently-played" in c[1]]
     assert query == {"limit": "50", "after": str(newest)}  # the API maximum, whatever `limit`
     assert again["cursor_after"] == newest and again["warnings"] == []
@@ -351,9 +352,80 @@ def test_rotated_refresh_token_is_stored_and_preferred(tmp_path: Path) -> None:
         first = (store.read("spotify") or {})["refresh_token"]
         assert first != emu.REFRESH_TOKEN  # the env one is spent; the new one is persisted
         assert rotating.refresh_tokens == {first}
+        expire_stored_access_token(store)  # else the next run reuses it and never refreshes
         run(rotating, bucket, tmp_path, "spotify_playlists")  # only works with the stored one
         second = (store.read("spotify") or {})["refresh_token"]
         assert second != first and rotating.refresh_tokens == {second}
+
+
+def expire_stored_access_token(store: TokenStore, seconds_left: float = -1) -> None:
+    stored = store.read("spotify") or {}
+    assert stored.get("access_token")
+    store.write("spotify", {**stored, "expires_at": int(time.time() + seconds_left)})
+
+
+def test_the_stored_access_token_is_reused_across_runs(
+    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    store = TokenStore(tmp_path / "tokens")
+    job = "spotify_recently_played"
+    token_calls, manifests = 0, []
+    for _ in range(3):
+        manifests.append(run(spotify_emu, local_bucket, tmp_path, job))
+        token_calls += spotify_emu.calls_to("/api/token")
+    assert token_calls == 1  # the first run's refresh; the other two reuse its access token
+    assert [m["api_calls"] for m in manifests] == [2, 1, 1]
+    stored = store.read("spotify") or {}
+    assert stored["access_token"] in spotify_emu.access_tokens
+    assert stored["expires_at"] > time.time() + 3000
+    # The tokens live in the store only: never in a result or in the bucket.
+    for secret in (stored["access_token"], stored["refresh_token"]):
+        assert all(secret not in json.dumps(m) for m in manifests)
+        for obj in local_bucket.list("spotify/"):
+            assert secret.encode() not in (local_bucket.get_bytes(obj.name) or b"")
+
+
+def test_an_access_token_close_to_expiry_is_refreshed_and_stored(
+    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    store = TokenStore(tmp_path / "tokens")
+    run(spotify_emu, local_bucket, tmp_path, "spotify_top_tracks")
+    old = (store.read("spotify") or {})["access_token"]
+    expire_stored_access_token(store, seconds_left=100)  # under the 120 s margin
+    manifest = run(spotify_emu, local_bucket, tmp_path, "spotify_top_tracks")
+    assert spotify_emu.calls_to("/api/token") == 1
+    assert manifest["api_calls"] == 2
+    stored = store.read("spotify") or {}
+    assert stored["access_token"] != old and stored["expires_at"] > time.time() + 3000
+
+
+def test_a_401_to_the_stored_access_token_refreshes_once_and_retries(
+    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    store = TokenStore(tmp_path / "tokens")
+    run(spotify_emu, local_bucket, tmp_path, "spotify_saved_tracks")
+    old = (store.read("spotify") or {})["access_token"]
+    spotify_emu.expire_access_tokens()  # revoked early: the stored expiry still says an hour
+    manifest = run(spotify_emu, local_bucket, tmp_path, "spotify_saved_tracks")
+    assert landed(local_bucket, manifest) == same(spotify_emu.saved_tracks[:100])
+    assert spotify_emu.calls_to("/api/token") == 1
+    assert manifest["api_calls"] == 4  # the 401, the refresh, page 1 again, page 2
+    stored = store.read("spotify") or {}
+    assert stored["access_token"] != old and stored["access_token"] in spotify_emu.access_tokens
+
+
+def test_a_second_401_after_the_refresh_asks_for_reauth(
+    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    run(spotify_emu, local_bucket, tmp_path, "spotify_saved_tracks")
+    spotify_emu.expire_access_tokens()
+    for obj in list(local_bucket.list("spotify/")):
+        local_bucket.delete(obj.name)
+    spotify_emu.inject(Fault(status=401, path="/me/tracks", after=1))  # the retry fails too
+    with pytest.raises(ReauthError, match="ela auth spotify"):
+        run(spotify_emu, local_bucket, tmp_path, "spotify_saved_tracks")
+    assert spotify_emu.calls_to("/api/token") == 1  # refreshed once, not again
+    assert_committed_nothing(local_bucket, "spotify_saved_tracks")
 
 
 def test_access_tokens_expire(spotify_emu: SpotifyEmulator) -> None:

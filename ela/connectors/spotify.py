@@ -3,7 +3,10 @@
 The adapter (:func:`_open`) is the one place that points spotipy at ``SPOTIFY_API_URL`` /
 ``SPOTIFY_ACCOUNTS_URL``, gives it a session with timeouts and a retry policy that lets a 429
 surface with its Retry-After, counts every HTTP request, and authenticates by refresh token
-without ever falling back to spotipy's interactive prompt.
+without ever falling back to spotipy's interactive prompt. The access token and its expiry are
+kept in the TokenStore next to the refresh token and reused by later runs while more than
+:data:`REUSE_MARGIN` seconds remain, so a run that has a token spends no call on the token
+endpoint; a 401 to a stored token (revoked early) refreshes once and retries.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import itertools
 import logging
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +40,9 @@ PARALLEL_PAGES = 4
 # Recently played keeps only the last 50 plays; one call with `after` sees all of them.
 RECENTLY_PLAYED_MAX = 50
 PROVIDER = "spotify"  # the TokenStore entry
+# A stored access token is reused while more than this many seconds of it remain (spotipy itself
+# refreshes under 60 s): a run that starts with it never needs the token endpoint.
+REUSE_MARGIN = 120
 SCOPES = (
     "user-read-recently-played",  # recently_played
     "user-library-read",  # saved_tracks, saved_albums
@@ -103,18 +110,28 @@ def _oauth_class() -> type[spotipy.SpotifyOAuth]:
     spotipy starts its interactive flow (``input()``) when the cache is empty or the scopes
     differ; a worker must fail with a ReauthError instead of blocking on stdin. Refreshes hold
     the TokenStore lock and re-read the store, so two workers never spend the same rotating
-    refresh token, and a rotated one is persisted before the lock is released.
+    refresh token (and one adopts the access token the other just stored); the new access token,
+    its expiry and the refresh token are persisted before the lock is released.
     """
     from spotipy.oauth2 import SpotifyOAuth
 
     class NoPromptOAuth(SpotifyOAuth):
         def __init__(
-            self, *args: Any, accounts_url: str, store: TokenStore | None = None, **kwargs: Any
+            self,
+            *args: Any,
+            accounts_url: str,
+            store: TokenStore | None = None,
+            from_store: str | None = None,
+            **kwargs: Any,
         ) -> None:
             super().__init__(*args, **kwargs)
             self.OAUTH_AUTHORIZE_URL = f"{accounts_url}/authorize"
             self.OAUTH_TOKEN_URL = f"{accounts_url}/api/token"
             self.store = store
+            self.from_store = from_store  # the stored access token this run started with
+            self.rejected: set[str] = set()  # access tokens the API answered 401 to
+            self.renewed = False
+            self._renewing = threading.Lock()  # offset pages may all get the 401 at once
 
         def get_auth_response(self, open_browser: bool | None = None) -> str:
             raise ReauthError(f"spotify: no usable refresh token; {REAUTH_HINT}")
@@ -128,22 +145,90 @@ def _oauth_class() -> type[spotipy.SpotifyOAuth]:
                 return dict(super().refresh_access_token(refresh_token))
             with self.store.locked(PROVIDER):
                 stored = self.store.read(PROVIDER) or {}
+                adopted = _reusable(stored, self.rejected)
+                if adopted is not None:  # another worker refreshed while we waited: use its
+                    info = {**adopted, "refresh_token": stored["refresh_token"]}
+                    info["scope"] = self.scope
+                    self.cache_handler.save_token_to_cache(info)
+                    return info
                 current = stored.get("refresh_token") or refresh_token  # another worker's wins
                 info = dict(super().refresh_access_token(current))
-                if info.get("refresh_token") and info["refresh_token"] != current:
-                    self.store.write(PROVIDER, _stored(info))
+                self.store.write(PROVIDER, _stored(info))
                 return info
+
+        def renew(self, rejected: str) -> bool:
+            """After a 401 to ``rejected``: refresh once if it is the stored access token (it
+            may have been revoked before its expiry). True: retry the call; False: the 401
+            stands (a token this run just obtained, or a second 401)."""
+            with self._renewing:
+                if not rejected or rejected != self.from_store:
+                    return False
+                if not self.renewed:
+                    self.renewed = True
+                    self.rejected.add(rejected)
+                    cached = self.cache_handler.get_cached_token() or {}
+                    self.refresh_access_token(cached.get("refresh_token") or "")
+                return True
 
     return NoPromptOAuth
 
 
 def _stored(token_info: Mapping[str, Any]) -> dict[str, Any]:
-    """What the TokenStore keeps: the refresh token only (access tokens live an hour)."""
-    return {
+    """What the TokenStore keeps: the refresh token, and the access token with its expiry
+    (epoch seconds) so the next runs reuse it instead of calling the token endpoint."""
+    stored: dict[str, Any] = {
         "refresh_token": token_info["refresh_token"],
         "scope": " ".join(SCOPES),
         "updated_at": datetime.now(UTC).isoformat(),
     }
+    if token_info.get("access_token") and isinstance(token_info.get("expires_at"), (int, float)):
+        stored["access_token"] = token_info["access_token"]
+        stored["expires_at"] = int(token_info["expires_at"])
+    return stored
+
+
+def _reusable(
+    stored: Mapping[str, Any], rejected: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any] | None:
+    """The stored access token as spotipy caches it, if more than :data:`REUSE_MARGIN` seconds
+    of it remain and the API has not rejected it; else None."""
+    token, expires_at = stored.get("access_token"), stored.get("expires_at")
+    if not stored.get("refresh_token") or not isinstance(token, str) or not token:
+        return None
+    if not isinstance(expires_at, (int, float)) or expires_at - time.time() <= REUSE_MARGIN:
+        return None
+    if token in rejected:
+        return None
+    return {"access_token": token, "token_type": "Bearer", "expires_at": int(expires_at)}
+
+
+def _spotify_class() -> type[spotipy.Spotify]:
+    """spotipy.Spotify that, after a 401, lets the auth manager refresh once and retries."""
+    import spotipy
+    from spotipy.exceptions import SpotifyException
+
+    class RenewingSpotify(spotipy.Spotify):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._local = threading.local()  # the token each thread's request carried
+
+        def _auth_headers(self) -> dict[str, str]:
+            headers: dict[str, str] = super()._auth_headers()
+            self._local.token = headers.get("Authorization", "").removeprefix("Bearer ")
+            return headers
+
+        def _internal_call(self, method: str, url: str, payload: Any, params: Any) -> Any:
+            try:
+                return super()._internal_call(method, url, payload, dict(params))
+            except SpotifyException as exc:
+                renew = getattr(self.auth_manager, "renew", None)
+                if exc.http_status != 401 or renew is None:
+                    raise
+                if not renew(getattr(self._local, "token", "")):
+                    raise
+            return super()._internal_call(method, url, payload, dict(params))
+
+    return RenewingSpotify
 
 
 class _Client:
@@ -270,7 +355,6 @@ def _items(page: Any, what: str, number: int) -> list[Any]:
 
 @contextmanager
 def _open(ctx: FetchContext) -> Iterator[_Client]:
-    import spotipy
     from spotipy.cache_handler import MemoryCacheHandler
 
     # spotipy logs request headers (the bearer token, the client secret) at DEBUG.
@@ -298,12 +382,13 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
 
     timeout = endpoints.http_timeout(ctx.environ)
     session = _session(count)
-    # An expired entry with the refresh token: spotipy's first call refreshes it, never prompts.
+    # The stored access token while it has more than REUSE_MARGIN left; otherwise an expired
+    # entry with the refresh token: spotipy's first call refreshes it, never prompts.
+    reusable = _reusable(stored) if stored.get("refresh_token") == refresh_token else None
+    empty = {"access_token": "", "token_type": "Bearer", "expires_at": 0}
     cache = MemoryCacheHandler(
         {
-            "access_token": "",
-            "token_type": "Bearer",
-            "expires_at": 0,
+            **(reusable or empty),
             "refresh_token": refresh_token,
             "scope": " ".join(sorted(SCOPES)),
         }
@@ -319,8 +404,9 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         open_browser=False,
         accounts_url=endpoints.url("SPOTIFY_ACCOUNTS_URL", ctx.environ),
         store=store,
+        from_store=reusable["access_token"] if reusable else None,
     )
-    sp = spotipy.Spotify(auth_manager=auth, requests_session=session, requests_timeout=timeout)
+    sp = _spotify_class()(auth_manager=auth, requests_session=session, requests_timeout=timeout)
     api_base = endpoints.url("SPOTIFY_API_URL", ctx.environ) + "/"
     sp.prefix = api_base
     try:
