@@ -14,7 +14,7 @@ from ela import config as config_module
 from ela.config import IngestionConfig
 from ela.connectors.base import FetchContext
 from ela.connectors.garmin import authorize, garmin
-from ela.emulators.garmin import GarminEmulator
+from ela.emulators.garmin import DISPLAY_NAME, GarminEmulator
 from ela.emulators.server import Fault
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.pipeline import Overrides, run_job
@@ -116,7 +116,8 @@ def test_activities_of_the_configured_days(
     assert len(expected) >= 2
     assert landed(bucket, manifest) == expected
     assert manifest["records"] == len(expected)
-    assert manifest["api_calls"] >= 2  # the profile, then the activity search
+    assert manifest["api_calls"] == 1  # the activity search only: no display name needed
+    assert emulator.calls_to("socialProfile") == 0
 
 
 @pytest.mark.parametrize(
@@ -282,6 +283,54 @@ def test_refresh_refused_asks_for_ela_auth_and_never_logs_in(
     assert objects(bucket, "garmin/_runs/") == []
 
 
+# -- the display name -----------------------------------------------------------------------
+def test_the_display_name_is_cached_so_runs_make_the_minimum_calls(
+    run: Run, emulator: GarminEmulator, store: TokenStore, tmp_path: Path
+) -> None:
+    emulator.prepare_tokens(store)
+    cfg = config_with_days(tmp_path, garmin_sleep=5, garmin_heart_rate=5)
+
+    first = run("garmin_sleep", cfg=cfg)
+    assert first["api_calls"] == 6  # the profile once, then one call per day
+    assert store.read("garmin-profile") == {"display_name": DISPLAY_NAME, "full_name": "Ela Runner"}
+    assert "displayName" not in json.dumps(store.read("garmin"))  # the tokens entry is untouched
+
+    emulator.reset_calls()
+    again = run("garmin_heart_rate", cfg=cfg)
+    assert again["api_calls"] == 5 == emulator.calls_to("dailyHeartRate")  # one per day only
+    activities = run("garmin_activities")
+    assert activities["api_calls"] == 1  # the pages only (3 days: one page)
+    assert emulator.calls_to("socialProfile") == 0
+
+
+def test_a_renamed_account_refetches_the_profile_once(
+    run: Run, emulator: GarminEmulator, store: TokenStore, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    emulator.prepare_tokens(store)
+    store.write("garmin-profile", {"display_name": "old-name", "full_name": "Ela Runner"})
+    cfg = config_with_days(tmp_path, garmin_sleep=3)
+
+    manifest = run("garmin_sleep", cfg=cfg)
+
+    assert landed(bucket, manifest) == [emulator.sleep_for(d) for d in days_ending(LAST_DAY, 3)]
+    assert emulator.calls_to("socialProfile") == 1  # once, however many days got the 403
+    assert (store.read("garmin-profile") or {})["display_name"] == DISPLAY_NAME
+    assert emulator.calls_to("dailySleepData/old-name") <= 3  # in flight before the refetch
+    assert emulator.calls_to(f"dailySleepData/{DISPLAY_NAME}") == 3
+
+
+def test_a_403_to_a_freshly_fetched_name_is_not_retried(
+    run: Run, emulator: GarminEmulator, store: TokenStore, bucket: LocalBucket
+) -> None:
+    emulator.prepare_tokens(store)
+    emulator.inject(Fault(403, path="dailySleepData"))
+    with pytest.raises(FatalError, match="403"):
+        run("garmin_sleep")
+    assert emulator.calls_to("socialProfile") == 1
+    assert emulator.calls_to("dailySleepData") == 1
+    assert objects(bucket, "garmin/_runs/") == []
+
+
 # -- ela auth garmin ------------------------------------------------------------------------
 def scripted(answers: dict[str, str], asked: list[tuple[str, bool]]) -> Callable[[str, bool], str]:
     """An ``ask`` answering the first key (in order) found in the prompt."""
@@ -311,6 +360,7 @@ def test_authorize_with_mfa_stores_working_tokens(
         assert said and all(em.password not in line for line in said)
         tokens = store.read("garmin")
         assert tokens and tokens["di_token"] in em.access_tokens
+        assert (store.read("garmin-profile") or {})["display_name"] == DISPLAY_NAME
 
         manifest = run_job(
             config,

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 MAX_DAYS = 366  # one call per day for sleep/heart rate: a year is the most one run may ask for
 PROVIDER = "garmin"  # the TokenStore key
+# The display name the daily URLs carry, cached apart from the tokens (that entry holds exactly
+# what ``Client.dumps()`` produced) so runs need not ask for the profile every time.
+PROFILE = "garmin-profile"
 AUTH_FIX = "run `ela auth garmin` to log in again (MFA included) and store new tokens"
 ACTIVITY_PAGE = 20  # what the library and Connect's web UI ask for per activity-search page
 # Daily calls in flight at once (sleep, heart rate: one day per call). Garmin publishes no API
@@ -56,6 +59,21 @@ def stored_tokens(store: TokenStore) -> str | None:
     """The stored token string (what ``Client.dumps()`` produced), or None if there is none."""
     data = store.read(PROVIDER)
     return json.dumps(data) if data else None
+
+
+def stored_profile(store: TokenStore) -> dict[str, Any]:
+    """The cached profile (``display_name``, ``full_name``), or {} if none (or unreadable)."""
+    try:
+        data = store.read(PROFILE) or {}
+    except ValueError:
+        return {}
+    return data if isinstance(data.get("display_name"), str) and data["display_name"] else {}
+
+
+def store_profile(store: TokenStore, display_name: str | None, full_name: str | None) -> None:
+    """Cache the display name ({} when there is none, so a stale one is not used)."""
+    profile = {"display_name": display_name, "full_name": full_name} if display_name else {}
+    store.write(PROFILE, profile)
 
 
 def store_tokens(store: TokenStore, tokens: str) -> None:
@@ -195,6 +213,15 @@ def _classify(
     return None
 
 
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status garminconnect put in the text of ``exc`` or what caused it, if any."""
+    for error in _chain(exc):
+        found = _API_STATUS.search(str(error))
+        if found:
+            return int(found.group(1))
+    return None
+
+
 # -- the client -----------------------------------------------------------------------------
 class _Client:
     """A ``Garmin`` resumed from stored tokens; refreshes are locked and written back.
@@ -214,6 +241,8 @@ class _Client:
         self._refreshing = threading.Lock()
         self._generation = 0  # tokens adopted or refreshed so far in this run
         self._library_refresh: Callable[[], None] = garmin.client._refresh_di_token
+        self._profiling = threading.Lock()
+        self._profile_fetched = False  # this run asked for the profile (no second time)
 
     @property
     def retry_after(self) -> float | None:
@@ -238,11 +267,12 @@ class _Client:
         self.retry_after = parse_retry_after(response.headers.get("Retry-After"))
 
     def resume(self) -> None:
-        """Load the stored tokens, refresh them if due, and learn the display name.
+        """Load the stored tokens and refresh them if due.
 
         Not ``Garmin.login(tokenstore=...)``: it swallows a failed refresh, falls back to a
         password login, and reports a 429 or 5xx of its profile call (after sleeping through
-        three tries) as an authentication error.
+        three tries) as an authentication error. The display name (for the daily URLs) is
+        learned only when a data type needs it: :meth:`display_name`.
         """
         client = self.garmin.client
         try:
@@ -254,11 +284,44 @@ class _Client:
         client._refresh_di_token = self.refresh
         if client._token_expires_soon():
             self.call("token refresh", self.refresh)
+
+    def display_name(self) -> str:
+        """The display name the daily URLs carry: cached in the store, else the profile's."""
+        with self._profiling:
+            if not self.garmin.display_name:
+                cached = stored_profile(self.store)
+                if cached:
+                    self.garmin.display_name = cached["display_name"]
+                    self.garmin.full_name = cached.get("full_name")
+                else:
+                    self._fetch_profile()
+            return str(self.garmin.display_name)
+
+    def _fetch_profile(self) -> None:
+        """Ask for the profile (one call) and cache its display name. Holds ``_profiling``."""
         profile = self.call("profile", self.garmin.connectapi, PROFILE_PATH)
         if not isinstance(profile, dict) or not profile.get("displayName"):
             raise PayloadError("garmin: profile: no displayName in the social profile")
+        self._profile_fetched = True
         self.garmin.display_name = profile["displayName"]
         self.garmin.full_name = profile.get("fullName")
+        store_profile(self.store, self.garmin.display_name, self.garmin.full_name)
+
+    def by_name(self, what: str, fetch: Callable[[str], Any], day: str) -> Any:
+        """``fetch(day)`` for a URL that carries the display name. A 403 or 404 to a cached
+        name (the account was renamed) asks for the profile once and tries again."""
+        used = self.display_name()
+        try:
+            return self.call(what, fetch, day)
+        except IngestError as exc:
+            if _status(exc) not in (403, 404):
+                raise
+            with self._profiling:
+                if self.garmin.display_name == used:  # no other thread has refetched it yet
+                    if self._profile_fetched:
+                        raise
+                    self._fetch_profile()
+        return self.call(what, fetch, day)
 
     def refresh(self) -> None:
         """Refresh the DI token under the store's lock, adopting a newer stored one if any."""
@@ -369,6 +432,7 @@ def _daily(
     """One library call and one record per day, several days in flight, yielded in day order;
     each record is checked to be that day's."""
     undated: list[str] = []
+    client.display_name()  # once, before the days are fetched in parallel
     for day, record in _in_order(client, kind, fetch, window(ctx)):
         if not isinstance(record, dict):
             raise PayloadError(f"garmin: {kind} {day}: a {type(record).__name__}, not an object")
@@ -394,7 +458,8 @@ def _in_order(
         window: deque[tuple[date, Future[Any]]] = deque()
 
         def submit(day: date) -> None:
-            window.append((day, pool.submit(client.call, f"{kind} {day}", fetch, day.isoformat())))
+            what = f"{kind} {day}"
+            window.append((day, pool.submit(client.by_name, what, fetch, day.isoformat())))
 
         try:
             for day in itertools.islice(pending, PARALLEL_DAYS):
@@ -504,4 +569,6 @@ def authorize(
         raise ReauthError("garmin: login: Garmin issued no DI token, so nothing can be stored")
     with store.locked(PROVIDER):
         store_tokens(store, garmin.client.dumps())
+        # The login asked for the profile: cache its name (or drop another account's).
+        store_profile(store, garmin.display_name, garmin.full_name)
     say("Logged in. Workers resume from these tokens; Garmin keeps them valid for about a year.")
