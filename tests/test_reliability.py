@@ -380,7 +380,7 @@ def test_every_job_under_20_percent_provider_faults(
 
     # Exactly a fifth of each provider's data calls failed, all three classes among them.
     expected = sum(e.calls_to(DATA_PATHS[s]) // 5 for s, e in emulators["emulators"].items())
-    assert len(served) == expected >= 5
+    assert len(served) == expected >= 3
     assert {kind for _, kind in served} == {"429", "503", "timeout"}
     for name, result in results.items():
         service = CONFIG.jobs[name].service
