@@ -124,7 +124,7 @@ def run_job(
     except Exception as exc:  # every failure is classified, recorded once final, re-raised
         error = service.classify(exc)
         if error is not exc:
-            error.__cause__ = exc
+            error.__cause__ = exc  # record_failure reports where the original failed
         if final_attempt or not isinstance(error, RetriableError):
             record_failure(
                 config,
@@ -136,6 +136,8 @@ def run_job(
                 ctx=ctx,
                 bucket=bucket,
             )
+        if error is exc:
+            raise
         raise error from exc
     finally:
         spool.close()
