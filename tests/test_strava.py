@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import requests
 from ela import config as config_module
 from ela import naming
 from ela.connectors.strava import authorize, rate_limit_reset
-from ela.emulators.server import Fault
+from ela.emulators.server import Fault, Request, Response
 from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator, encode_polyline
 from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
 from ela.pipeline import Overrides, run_job
@@ -509,12 +510,69 @@ def test_malformed_json_is_a_payload_error_naming_the_page(
     assert "page 1 (records from #1)" in str(error)
 
 
-def test_a_record_stravalib_refuses_is_a_payload_error_naming_its_position(
+def serve_instead(
+    emu: StravaEmulator, index: int, replace: Callable[[dict[str, Any]], Any]
+) -> None:
+    """Serve ``replace(activity)`` in place of ``emu.activities[index]`` in list pages (the
+    emulator itself needs every stored activity's start_date to page them)."""
+    target = emu.activities[index]["id"]
+    method, pattern, handler = next(r for r in emu.routes if r[1].pattern.endswith("activities$"))
+
+    def tampered(request: Request, match: re.Match[str]) -> Response:
+        answer = handler(request, match)
+        if isinstance(answer.body, list):
+            answer.body = [replace(a) if a["id"] == target else a for a in answer.body]
+        return answer
+
+    emu.routes[emu.routes.index((method, pattern, handler))] = (method, pattern, tampered)
+
+
+@pytest.mark.parametrize(
+    ("replace", "said"),
+    [
+        (lambda a: [a], "is not an object (a list)"),
+        (lambda a: "an activity", "is not an object (a str)"),
+        (lambda a: None, "is not an object (a NoneType)"),
+        (lambda a: {k: v for k, v in a.items() if k != "id"}, "has no integer id"),
+        (lambda a: {**a, "id": str(a["id"])}, "has no integer id"),
+        (lambda a: {**a, "id": True}, "has no integer id"),
+        (lambda a: {k: v for k, v in a.items() if k != "start_date"}, "has no valid start_date"),
+        (lambda a: {**a, "start_date": "yesterday"}, "has no valid start_date"),
+        (lambda a: {**a, "start_date": 1719824400}, "has no valid start_date"),
+    ],
+    ids=[
+        "list",
+        "string",
+        "null",
+        "no-id",
+        "string-id",
+        "bool-id",
+        "no-start",
+        "bad-start",
+        "number-start",
+    ],
+)
+def test_a_record_we_cannot_rely_on_is_a_payload_error_naming_its_position(
+    emu: StravaEmulator,
+    bucket: LocalBucket,
+    tmp_path: Path,
+    replace: Callable[[dict[str, Any]], Any],
+    said: str,
+) -> None:
+    serve_instead(emu, 205, replace)  # page 2, sixth record
+    error = fail(emu, bucket, tmp_path, PayloadError)
+    assert f"activity #206 of this run {said}" in str(error)
+
+
+def test_fields_we_do_not_rely_on_land_as_strava_sent_them(
     emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
 ) -> None:
+    """Only id and start_date are checked (stravalib's model would refuse this one): the record
+    lands unchanged, as the provider's JSON always does."""
     emu.activities[205]["moving_time"] = "a while"
-    error = fail(emu, bucket, tmp_path, PayloadError)
-    assert "activity #206" in str(error)
+    manifest = run(emu, bucket, tmp_path)
+    assert landed(bucket, manifest) == emu.window(after=0)
+    assert landed(bucket, manifest)[205]["moving_time"] == "a while"
 
 
 def test_malformed_athlete_is_a_payload_error(

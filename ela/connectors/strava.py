@@ -12,8 +12,11 @@ worker, so the client is built around them:
 * it refreshes expired tokens by itself, without a lock, and keeps the rotated refresh token
   only on the client object: we refresh under ``TokenStore.locked("strava")`` instead and
   persist the new tokens at once (:func:`_tokens`);
-* it parses records into pydantic models: we land the provider's JSON unchanged, so records are
-  the raw dicts the adapter captured, matched one-to-one with what stravalib parsed.
+* its ``get_activities`` parses every record into pydantic models, which we would only discard
+  (we land the provider's JSON unchanged): activities are paged through the client's protocol
+  layer (``Client.protocol``, ``ApiV3``: the same requests, auth header and error handling
+  below the model layer) and checked lightly for what we rely on, an object with an integer
+  ``id`` and a parseable ``start_date`` (:func:`_checked_start`).
 
 stravalib (pint, pydantic, arrow) and requests are imported only when a client is opened.
 """
@@ -26,7 +29,6 @@ import hashlib
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -115,9 +117,8 @@ class _Transport:
     plain ``HTTPAdapter``, so this module need not import requests until a client is opened.
 
     Attributes:
-        pending: raw records of list pages, in the order stravalib parses them; the data type
-            pops one per parsed entity.
-        last_body: the raw JSON of the last object-valued API response (the athlete).
+        last_body: the raw JSON of the last successful API response that is not a list page
+            (the athlete); list pages are read by the data type from the protocol layer.
     """
 
     def __init__(self, base: str, ctx: FetchContext) -> None:
@@ -127,7 +128,6 @@ class _Transport:
         self.base = base
         self.ctx = ctx
         self.timeout = endpoints.http_timeout(ctx.environ)
-        self.pending: deque[Record] = deque()
         self.last_body: Any = None
         self.blocked_until: float | None = None  # wall clock: an exhausted window resets then
         # Every worker of every env spends the same application's quota: count it in Redis.
@@ -187,25 +187,36 @@ class _Transport:
             self.shared.observe(usage, now)
         if not response.ok:
             return  # stravalib raises its Fault; the error map reads it
+        _parse_once(response)
         split = urlsplit(response.url)
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        where = split.path
-        first = 1
-        if "page" in query:
-            page, per_page = int(query["page"]), int(query.get("per_page", PAGE_SIZE))
-            first = (page - 1) * per_page + 1
-            where = f"{split.path} page {page} (records from #{first})"
+        if "page" in parse_qs(split.query):
+            return  # a list page: the data type reads it from the protocol layer
         try:
-            body = response.json()
+            self.last_body = response.json()
         except ValueError as exc:
-            raise PayloadError(f"strava: malformed JSON in {where}") from exc
-        if isinstance(body, list):
-            for i, item in enumerate(body):
-                if not isinstance(item, dict):
-                    raise PayloadError(f"strava: record #{first + i} of {where} is not an object")
-            self.pending.extend(body)
-        else:
-            self.last_body = body
+            raise PayloadError(f"strava: malformed JSON in {split.path}") from exc
+
+
+def _parse_once(response: requests.Response) -> None:
+    """Make ``response.json()`` decode the body once: stravalib's protocol layer calls it twice
+    per response (once to look for an error message, once for its return value), and decoding
+    a page of 200 activities is most of the client's work per page. Later calls return the same
+    object, or raise the same error, as the first."""
+    decode = response.json
+    outcome: list[Any] = []
+
+    def json(**kwargs: Any) -> Any:
+        if not outcome:
+            try:
+                outcome.append((decode(**kwargs), None))
+            except ValueError as exc:
+                outcome.append((None, exc))
+        value, error = outcome[0]
+        if error is not None:
+            raise error
+        return value
+
+    setattr(response, "json", json)  # noqa: B010  # an instance attribute, not the method
 
 
 @dataclasses.dataclass
@@ -439,8 +450,13 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     ``before`` (exclusive). The cursor (``start_date`` epoch seconds of the newest activity
     landed) moves only when the landed range joins the committed one, so an explicit window
     that starts after the cursor never makes the next run skip the gap before it.
+
+    Pages come from stravalib's protocol layer, the way its ``get_activities`` pages them
+    (``page``/``per_page``, stopping at a short page or at ``limit``) but without parsing each
+    record into a pydantic model that would be discarded: records are landed as Strava sent
+    them, after :func:`_checked_start`.
     """
-    from pydantic import ValidationError
+    import requests
 
     cursor = _cursor_epoch(ctx.cursor)
     if ctx.since is not None:
@@ -450,29 +466,40 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     else:
         after = datetime.fromtimestamp(cursor or 0, UTC)
         joins = True
-    batches = client.api.get_activities(after=after, before=ctx.until, limit=ctx.limit)
-    batches.per_page = min(PAGE_SIZE, ctx.limit or PAGE_SIZE)  # no larger page than needed
+    before = _epoch_of(ctx.until) if ctx.until is not None else None
+    per_page = min(PAGE_SIZE, ctx.limit or PAGE_SIZE)  # no larger page than needed
     newest: int | None = None
     landed = 0
-    parsed = iter(batches)
-    while True:
+    page = 1
+    while not (ctx.limit and landed >= ctx.limit):
         try:
-            activity = next(parsed)
-        except StopIteration:
-            break
-        except ValidationError as exc:
-            position = landed + _first_invalid(client.transport.pending)
+            body = client.api.protocol.get(
+                "/athlete/activities",
+                before=before,
+                after=_epoch_of(after),
+                page=page,
+                per_page=per_page,
+            )
+        except requests.exceptions.JSONDecodeError as exc:
             raise PayloadError(
-                f"strava: activity #{position} of this run failed validation: "
-                f"{exc.errors()[0].get('loc')} {exc.errors()[0].get('msg')}"
+                f"strava: malformed JSON in {API_PREFIX}athlete/activities page {page} "
+                f"(records from #{landed + 1})"
             ) from exc
-        raw = client.transport.pending.popleft()
-        landed += 1
-        if raw.get("id") != activity.id:
-            raise PayloadError(f"strava: activity #{landed}: raw and parsed records disagree")
-        started = _start_epoch(raw, landed)
-        newest = started if newest is None else max(newest, started)
-        yield raw
+        if not isinstance(body, list):
+            raise PayloadError(
+                f"strava: {API_PREFIX}athlete/activities page {page} is not a list "
+                f"(records from #{landed + 1})"
+            )
+        for raw in body:
+            if ctx.limit and landed >= ctx.limit:
+                break
+            landed += 1
+            started = _checked_start(raw, landed)
+            newest = started if newest is None else max(newest, started)
+            yield raw
+        if len(body) < per_page:
+            break
+        page += 1
     if joins and newest is not None and (cursor is None or newest > cursor):
         ctx.new_cursor = newest
 
@@ -504,25 +531,37 @@ def _cursor_epoch(cursor: Any) -> int | None:
         raise FatalError(f"strava: unreadable activities cursor {cursor!r}") from None
 
 
-def _start_epoch(raw: Record, position: int) -> int:
+def _epoch_of(moment: datetime) -> int:
+    """Epoch seconds, as stravalib sends them (a naive datetime is UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return calendar.timegm(moment.timetuple())
+
+
+def _checked_start(raw: Any, position: int) -> int:
+    """The ``start_date`` of activity ``position`` (1-based in this run) as epoch seconds,
+    after the checks that stand in for stravalib's model: what we rely on downstream is an
+    object with an integer ``id`` and a parseable ``start_date``.
+
+    Raises:
+        PayloadError: naming the activity's position in this run.
+    """
+    if not isinstance(raw, dict):
+        raise PayloadError(
+            f"strava: activity #{position} of this run is not an object (a {type(raw).__name__})"
+        )
+    ident = raw.get("id")
+    if not isinstance(ident, int) or isinstance(ident, bool):
+        raise PayloadError(f"strava: activity #{position} of this run has no integer id")
     try:
-        started = datetime.fromisoformat(str(raw["start_date"]))
-    except (KeyError, ValueError):
-        raise PayloadError(f"strava: activity #{position} has no valid start_date") from None
+        started = datetime.fromisoformat(raw["start_date"])
+    except (KeyError, TypeError, ValueError):
+        raise PayloadError(
+            f"strava: activity #{position} of this run has no valid start_date (id {ident})"
+        ) from None
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)  # Strava's start_date is UTC
     return calendar.timegm(started.astimezone(UTC).timetuple())
-
-
-def _first_invalid(page: deque[Record]) -> int:
-    """1-based index of the first record of ``page`` stravalib's model refuses (1 if none)."""
-    from pydantic import ValidationError
-    from stravalib.model import SummaryActivity
-
-    for i, raw in enumerate(page, start=1):
-        try:
-            SummaryActivity.model_validate(raw)
-        except ValidationError:
-            return i
-    return 1
 
 
 # -- `ela auth strava` ------------------------------------------------------------------------
