@@ -20,6 +20,11 @@ from pathlib import Path
 POINTS = ("mid_fetch", "before_upload", "after_landing", "after_manifest")
 
 
+def armed(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether any crash point is set (only the crash-safety suite sets one)."""
+    return bool(environ.get("ELA_FAULT_POINT"))
+
+
 def point(name: str, environ: Mapping[str, str] = os.environ, key: str = "") -> None:
     """Crash here if ``ELA_FAULT_POINT`` names this point (once per point and ``key``)."""
     if environ.get("ELA_FAULT_POINT") != name:

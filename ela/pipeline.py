@@ -114,7 +114,10 @@ def run_job(
     spool = JsonlSpool()
     try:
         with service.open_client(ctx) as client:
-            spool.write_all(_crash_midway(data_type.fetch(client, ctx), environ, job_name))
+            records = data_type.fetch(client, ctx)
+            if faults.armed(environ):
+                records = _crash_midway(records, environ, job_name)
+            spool.write_all(records)
         objects = []
         if spool.records and not overrides.dry_run:
             name = naming.landing(job.service, job.data_type, scheduled_at, run_id)

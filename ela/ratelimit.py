@@ -76,6 +76,9 @@ class SharedWindows:
         self._observe(keys=keys, args=args)
 
 
+_SHARED: dict[tuple[str, str, tuple[tuple[int, int], ...]], SharedWindows] = {}
+
+
 def shared_windows(
     environ: Mapping[str, str], name: str, identity: str, windows: Sequence[tuple[int, int]]
 ) -> SharedWindows | None:
@@ -93,13 +96,16 @@ def shared_windows(
         return None
     prefix = environ.get("ELA_REDIS_PREFIX", "")
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError:
-        log.info("no Redis at %s: %s rate limits are tracked by this process only", url, name)
-        return None
-    return SharedWindows(client, f"{prefix}ela:ratelimit:{name}:{digest}", windows)
+    key = (url, f"{prefix}ela:ratelimit:{name}:{digest}", tuple(windows))
+    if key not in _SHARED:  # one client per process, not a connection and PING per run
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
+        try:
+            client.ping()
+        except redis.RedisError:
+            log.info("no Redis at %s: %s rate limits are tracked by this process only", url, name)
+            return None
+        _SHARED[key] = SharedWindows(client, key[1], windows)
+    return _SHARED[key]
 
 
 def budget(environ: Mapping[str, str], variable: str, default: tuple[int, int]) -> tuple[int, int]:
