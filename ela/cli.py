@@ -191,7 +191,10 @@ def run(
         "dry_run": dry_run or None,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    outcomes = (_run_inline if inline else _run_on_workers)(config, names, overrides, wait, timeout)
+    if inline:
+        outcomes = _run_inline(config, names, overrides)
+    else:
+        outcomes = _run_on_workers(config, names, overrides, wait, timeout)
     if as_json:
         emit_json(outcomes)
     elif inline or wait:
@@ -217,11 +220,7 @@ def run(
 
 
 def _run_inline(
-    config: config_module.IngestionConfig,
-    names: list[str],
-    overrides: dict[str, Any],
-    wait: bool,
-    timeout: float,
+    config: config_module.IngestionConfig, names: list[str], overrides: dict[str, Any]
 ) -> list[dict[str, Any]]:
     from ela.pipeline import Overrides, run_job
 
