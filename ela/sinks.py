@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from ela.errors import FatalError
+
 
 @dataclasses.dataclass(frozen=True)
 class ObjectInfo:
@@ -114,7 +116,15 @@ class GCSBucket:
                 client_options={"api_endpoint": emulator},
             )
         else:
-            client = storage.Client()
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                client = storage.Client()
+            except DefaultCredentialsError:
+                raise FatalError(
+                    f"{self.url}: no Google credentials found; set GOOGLE_APPLICATION_CREDENTIALS "
+                    "to a service-account key file, or ELA_BUCKET_URL=file:///some/folder"
+                ) from None
         self.client = client
         self.bucket = client.bucket(name)
 

@@ -148,3 +148,34 @@ def test_dry_run_writes_nothing(todoist: TodoistEmulator, tmp_path: Path) -> Non
     )
     assert result["outcome"] == "dry_run" and result["records"] == 450
     assert list(bucket.list("")) == []
+
+
+def test_inline_run_without_gcs_credentials_is_one_line(tmp_path: Path) -> None:
+    """The default bucket is GCS: with no credentials anywhere, say so, don't trace back."""
+    import subprocess
+    import sys
+
+    from ela.sandbox import isolated_environ
+
+    environ = {
+        **isolated_environ(),
+        "HOME": str(tmp_path),  # no ~/.config/gcloud application-default credentials
+        "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"),
+        "TODOIST_API_TOKEN": "unused",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "ela.cli", "run", "todoist_projects", "--inline"],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("todoist_projects")]
+    assert row.split()[1] == "failed"
+    assert row.endswith(
+        "gs://ela-dp-dev: no Google credentials found; set GOOGLE_APPLICATION_CREDENTIALS "
+        "to a service-account key file, or ELA_BUCKET_URL=file:///some/folder"
+    )
