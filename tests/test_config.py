@@ -39,17 +39,19 @@ ORIGIN = {
     "todoist_projects": ("0 9 * * *", {}, "0 7 * * *", {}),
 }
 SPOTIFY = [j for j in ORIGIN if j.startswith("spotify")]
+FITNESS = [
+    "strava_activities",
+    "strava_athlete",
+    "garmin_activities",
+    "garmin_sleep",
+    "garmin_heart_rate",
+]
+PRODUCTIVITY = ["todoist_tasks", "todoist_projects"]
 GROUPS = {
     "dev": {
         "spotify_all": SPOTIFY,
-        "fitness_all": [
-            "strava_activities",
-            "strava_athlete",
-            "garmin_activities",
-            "garmin_sleep",
-            "garmin_heart_rate",
-        ],
-        "productivity_all": ["todoist_tasks", "todoist_projects"],
+        "fitness_all": FITNESS,
+        "productivity_all": PRODUCTIVITY,
         "frequent_jobs": [
             "spotify_recently_played",
             "strava_activities",
@@ -60,14 +62,8 @@ GROUPS = {
     },
     "prd": {
         "spotify_all": SPOTIFY,
-        "fitness_all": [
-            "strava_activities",
-            "strava_athlete",
-            "garmin_activities",
-            "garmin_sleep",
-            "garmin_heart_rate",
-        ],
-        "productivity_all": ["todoist_tasks", "todoist_projects"],
+        "fitness_all": FITNESS,
+        "productivity_all": PRODUCTIVITY,
         "daily_jobs": ["garmin_sleep", "todoist_projects"],
         "weekly_jobs": ["spotify_saved_tracks", "spotify_saved_albums", "strava_athlete"],
         "monthly_jobs": ["spotify_playlists", "spotify_top_tracks", "spotify_top_artists"],
