@@ -397,10 +397,13 @@ def test_every_job_under_20_percent_provider_faults(
     log = worker.log()
     retries = [line for line in log.splitlines() if " retry: Retry in " in line]
     assert retries, "no fault was retried"
+    rate_limited = 0
     for line in retries:
         countdown, _, error = line.split(" retry: Retry in ")[1].partition("s: ")
         if "429" in error:
+            rate_limited += 1
             assert float(countdown) >= 3, line
+    assert rate_limited, "no 429 was retried, so Retry-After was never checked"
     assert sum(o == "succeeded" for o in outcomes.values()) >= 10, outcomes
 
 
