@@ -58,6 +58,19 @@ def write_config(path: Path, env: str = "dev", **changes: Any) -> Path:
     return path
 
 
+def todoist_only(path: Path, env: str = "dev", **changes: Any) -> Path:
+    """The env's shipped config reduced to the two Todoist jobs, with quick retries.
+
+    ``schedules={job: cron}`` changes crons; other keywords set ``global`` keys.
+    """
+    jobs = {k: v for k, v in shipped_config(env)["jobs"].items() if k.startswith("todoist")}
+    for name, cron in changes.pop("schedules", {}).items():
+        jobs[name]["schedule"] = cron
+    groups = {"productivity_all": {"jobs": ["todoist_tasks", "todoist_projects"]}}
+    changes.setdefault("retry_backoff_seconds", 1)
+    return write_config(path, env, jobs=jobs, job_groups=groups, **changes)
+
+
 class CeleryProcess:
     """A real ``celery -A worker worker|beat`` subprocess with its own environment."""
 

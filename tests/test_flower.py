@@ -23,7 +23,7 @@ import requests
 from ela.emulators.todoist import TodoistEmulator
 from ela.sinks import LocalBucket
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, free_port, wait_for
+from tests.helpers import REPO, free_port, todoist_only, wait_for
 from worker.flower_app import broker_uri_for_flower, flower_argv
 
 pytestmark = pytest.mark.timeout(180)
@@ -94,12 +94,6 @@ def running_flower(environ: Mapping[str, str], log: Path) -> Iterator[FlowerProc
         flower.stop()
 
 
-def todoist_config(path: Path) -> Path:
-    from tests.test_integration import todoist_only
-
-    return todoist_only(path)
-
-
 @pytest.fixture
 def todoist() -> Iterator[TodoistEmulator]:
     with TodoistEmulator(projects=7, tasks=30) as emulator:
@@ -109,7 +103,7 @@ def todoist() -> Iterator[TodoistEmulator]:
 def test_flower_needs_credentials_everywhere_and_sends_tasks_with_them(
     worker_factory: WorkerFactory, todoist: TodoistEmulator, tmp_path: Path
 ) -> None:
-    worker = worker_factory(extra_env=todoist.environ(), config=todoist_config(tmp_path / "c.yaml"))
+    worker = worker_factory(extra_env=todoist.environ(), config=todoist_only(tmp_path / "c.yaml"))
     environ = {**worker.environ, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
     with running_flower(environ, tmp_path / "flower.log") as flower:
         good = (USER, PASSWORD)

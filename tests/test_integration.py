@@ -22,7 +22,7 @@ from ela.emulators.todoist import TodoistEmulator
 from ela.errors import ReauthError
 from ela.sinks import Bucket, LocalBucket
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, CeleryProcess, shipped_config, wait_for, write_config
+from tests.helpers import REPO, CeleryProcess, todoist_only, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,15 +31,6 @@ pytestmark = pytest.mark.timeout(180)
 def todoist() -> Iterator[TodoistEmulator]:
     with TodoistEmulator(projects=12, tasks=260) as emulator:
         yield emulator
-
-
-def todoist_only(path: Path, env: str = "dev", **changes: Any) -> Path:
-    """The env's shipped config reduced to the two Todoist jobs, quick retries."""
-    jobs = {k: v for k, v in shipped_config(env)["jobs"].items() if k.startswith("todoist")}
-    for name, cron in changes.pop("schedules", {}).items():
-        jobs[name]["schedule"] = cron
-    groups = {"productivity_all": {"jobs": ["todoist_tasks", "todoist_projects"]}}
-    return write_config(path, env, jobs=jobs, job_groups=groups, retry_backoff_seconds=1, **changes)
 
 
 def manifests(bucket: Bucket, service: str = "todoist") -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from ela.emulators.todoist import TodoistEmulator
 from ela.errors import ReauthError
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
-from tests.helpers import REPO, CeleryProcess, shipped_config, wait_for, write_config
+from tests.helpers import REPO, CeleryProcess, todoist_only, wait_for
 from worker import observability
 from worker.app import config as dev_config
 from worker.observability import FILTERED, JsonFormatter, Scrubber, credential_values, log_format
@@ -118,14 +118,6 @@ def parse_envelope(raw: bytes) -> tuple[dict[str, Any], list[tuple[dict[str, Any
 def sentry() -> Iterator[SentryEndpoint]:
     with SentryEndpoint() as endpoint:
         yield endpoint
-
-
-def todoist_only(path: Path, **changes: Any) -> Path:
-    jobs = {k: v for k, v in shipped_config("dev")["jobs"].items() if k.startswith("todoist")}
-    for name, cron in changes.pop("schedules", {}).items():
-        jobs[name]["schedule"] = cron
-    groups = {"productivity_all": {"jobs": list(jobs)}}
-    return write_config(path, "dev", jobs=jobs, job_groups=groups, **changes)
 
 
 def json_lines(log: str) -> list[dict[str, Any]]:

@@ -19,17 +19,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from beat_schedules.scheduler import LeaderLock
 from ela import config as config_module
 from ela import faults, naming
 from ela.emulators.registry import emulator_for
-from ela.emulators.server import Emulator
+from ela.emulators.server import Emulator, Fault
+from ela.emulators.strava import StravaEmulator
+from ela.emulators.todoist import TodoistEmulator
+from ela.errors import PayloadError, TimeLimitError
 from ela.pipeline import run_job
 from ela.sinks import LocalBucket
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, wait_for
+from tests.helpers import (
+    REPO,
+    CeleryProcess,
+    PrivateRedis,
+    client_app,
+    todoist_only,
+    wait_for,
+    write_config,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -133,7 +146,6 @@ def test_killed_runs_land_exactly_once(
 
 
 def test_leader_lock_is_exclusive_and_expires(redis_client: Any, redis_prefix: str) -> None:
-    from beat_schedules.scheduler import LeaderLock
 
     key = f"{redis_prefix}ela:dev:beat"
     first = LeaderLock(redis_client, key, ttl=0.5)
@@ -147,9 +159,6 @@ def test_leader_lock_is_exclusive_and_expires(redis_client: Any, redis_prefix: s
 
 
 def test_two_beats_send_each_tick_once(worker_factory: WorkerFactory, tmp_path: Path) -> None:
-    from ela.emulators.todoist import TodoistEmulator
-    from tests.helpers import CeleryProcess
-    from tests.test_integration import todoist_only
 
     with TodoistEmulator(projects=5, tasks=5) as todoist:
         config = todoist_only(tmp_path / "c.yaml", schedules={"todoist_projects": "* * * * *"})
@@ -166,7 +175,6 @@ def test_two_beats_send_each_tick_once(worker_factory: WorkerFactory, tmp_path: 
         try:
             wait_for(lambda: list(bucket.list("todoist/_runs/")), 95, "the first tick", 1)
             # Give a second sender every chance to show up before counting.
-            import time
 
             time.sleep(5)
         finally:
@@ -185,9 +193,6 @@ def test_two_beats_send_each_tick_once(worker_factory: WorkerFactory, tmp_path: 
 def test_a_run_over_its_time_limit_commits_nothing_and_the_next_resumes(
     worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:
-    from ela.emulators.server import Fault
-    from ela.emulators.strava import StravaEmulator
-    from ela.errors import TimeLimitError
 
     bucket = LocalBucket(tmp_path / "bucket")
     with StravaEmulator(activities=450) as strava:
@@ -223,7 +228,6 @@ def test_a_run_over_its_time_limit_commits_nothing_and_the_next_resumes(
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[Any]:
-    from tests.helpers import PrivateRedis
 
     server = PrivateRedis(tmp_path).start()
     yield server
@@ -233,10 +237,6 @@ def private_redis(tmp_path: Path) -> Iterator[Any]:
 def test_redis_restart_mid_run_worker_and_beat_reconnect(
     private_redis: Any, worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:
-    from ela.emulators.server import Fault
-    from ela.emulators.todoist import TodoistEmulator
-    from tests.helpers import CeleryProcess
-    from tests.test_integration import todoist_only
 
     bucket = LocalBucket(tmp_path / "bucket")
     with TodoistEmulator(projects=5, tasks=700) as todoist:
@@ -260,7 +260,6 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
             committed = json.loads(bucket.get_bytes(manifest) or b"")
             assert committed["records"] == 700
             # The worker reconnected: new work, sent by a fresh producer, runs and lands.
-            from tests.helpers import client_app
 
             fresh = client_app(worker.environ)
             after = fresh.send_task("tasks.todoist.projects", kwargs={"job": "todoist_projects"})
@@ -287,9 +286,6 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
 def test_flushall_loses_no_cursor_token_or_manifest(
     private_redis: Any, worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:
-    import redis as redis_lib
-
-    from ela.emulators.strava import StravaEmulator
 
     bucket = LocalBucket(tmp_path / "bucket")
     with StravaEmulator(activities=120) as strava:
@@ -298,7 +294,7 @@ def test_flushall_loses_no_cursor_token_or_manifest(
         tokens = (tmp_path / "tokens" / "strava.json").read_text()
         manifests = {o.name for o in bucket.list("strava/_runs/")}
 
-        redis_lib.Redis.from_url(private_redis.url).flushall()
+        redis.Redis.from_url(private_redis.url).flushall()
 
         new = strava.add_activities(3)
         second = worker.call("tasks.strava.activities", timeout=60)
@@ -323,7 +319,6 @@ DATA_PATHS = {
 
 def every_fifth_call_fails(emulator: Emulator, path: str, served: list[tuple[str, str]]) -> None:
     """Fail one data call in five, cycling 429 (Retry-After 3 s), 503 and a timeout."""
-    from ela.emulators.server import Fault
 
     cycle = [
         Fault(status=429, retry_after=3),
@@ -353,7 +348,6 @@ def test_every_job_under_20_percent_provider_faults(
     """429 (Retry-After 3 s), 503 and timeouts on a fifth of all data calls: every job ends
     either committed within the env's retry budget or failed with its error object, and no
     retry of a 429 comes sooner than its Retry-After."""
-    from tests.helpers import write_config
 
     served: list[tuple[str, str]] = []
     for service, emulator in emulators["emulators"].items():
@@ -414,8 +408,6 @@ def test_every_job_under_20_percent_provider_faults(
 def test_a_malformed_payload_fails_the_run_and_commits_nothing(
     job: str, emulators: dict[str, Any], tmp_path: Path
 ) -> None:
-    from ela.emulators.server import Fault
-    from ela.errors import PayloadError
 
     service = CONFIG.jobs[job].service
     emulator = emulators["emulators"][service]
