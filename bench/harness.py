@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -18,7 +17,7 @@ import yaml
 
 from bench import plugin
 from ela import config as config_module
-from tests.helpers import REPO, CeleryProcess, base_environ, shipped_config, wait_for
+from tests.helpers import CeleryProcess, base_environ, shipped_config, wait_for
 
 BENCH_REDIS_URL = os.environ.get("ELA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PROVIDER_MODULES = ("spotipy", "stravalib", "garminconnect", "todoist_api_python")
@@ -79,20 +78,7 @@ def write_config(path: Path, *, bench_job: bool = False) -> Path:
 
 
 class AppProcess(CeleryProcess):
-    """``celery -A APP worker ...`` (tests.helpers' CeleryProcess, with the app chosen)."""
-
-    def __init__(self, app: str, args: list[str], environ: Mapping[str, str], log: Path) -> None:
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", app, *args],
-            cwd=REPO,
-            env=dict(environ),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """A benchmark worker process: tests.helpers' CeleryProcess, plus its pool's pids."""
 
     def pool_children(self) -> list[int]:
         """Pids of the prefork pool's processes."""
@@ -125,7 +111,7 @@ def start_worker(
         "--without-gossip",
         "--without-mingle",
     ]
-    process = AppProcess(app, args, environ, log)
+    process = AppProcess(args, environ, log, app=app)
     try:
         return process, wait_ready_tight(process)
     except BaseException:

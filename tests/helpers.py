@@ -74,11 +74,14 @@ def todoist_only(path: Path, env: str = "dev", **changes: Any) -> Path:
 class CeleryProcess:
     """A real ``celery -A worker worker|beat`` subprocess with its own environment."""
 
-    def __init__(self, args: list[str], environ: Mapping[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], environ: Mapping[str, str], log: Path, app: str = "worker"
+    ) -> None:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
+        self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", *args],
+            [sys.executable, "-m", "celery", "-A", app, *args],
             cwd=REPO,
             env=dict(environ),
             stdout=self._log,
