@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
+import orjson
+
 from ela.errors import FatalError
 
 
@@ -69,9 +71,7 @@ class LocalBucket:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as out:
-            while chunk := file.read(1 << 20):
-                out.write(chunk)
-            out.flush()
+            _copy(file, out, size)
             os.fsync(out.fileno())
         os.replace(out.name, path)
 
@@ -97,6 +97,26 @@ class LocalBucket:
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
+
+
+def _copy(source: IO[bytes], target: IO[bytes], size: int) -> None:
+    """``size`` bytes from ``source``'s position into ``target``: in the kernel when ``source``
+    is a file (the spool), else through a buffer."""
+    try:
+        fd = source.fileno()
+    except (AttributeError, io.UnsupportedOperation):  # BytesIO: put_bytes
+        fd = -1
+    if fd >= 0:
+        offset, end = source.tell(), source.tell() + size
+        while offset < end:
+            sent = os.sendfile(target.fileno(), fd, offset, end - offset)
+            if sent == 0:
+                raise OSError(f"{source.name}: {end - offset} bytes short of the {size} expected")
+            offset += sent
+        return
+    while chunk := source.read(1 << 20):
+        target.write(chunk)
+    target.flush()
 
 
 class GCSBucket:
@@ -183,6 +203,23 @@ def _open_bucket(url: str, environ: Mapping[str, str]) -> Bucket:
     raise ValueError(f"ELA_BUCKET_URL: {url!r} is neither gs://BUCKET nor file:///FOLDER")
 
 
+def jsonl_line(record: Any) -> bytes:
+    """``record`` as one line of JSON Lines: compact, UTF-8, keys in the provider's order.
+
+    The bytes are ``json.dumps(record, ensure_ascii=False, separators=(",", ":"))`` plus a
+    newline, written by orjson (three times as fast; most of a run's CPU is JSON). Except: an
+    exponent is written in its shortest form (``1e16``, ``1e-7``, where the standard library
+    writes ``1e+16``, ``1e-07``), and NaN/Infinity, which are not JSON, as null. What orjson
+    refuses (an integer beyond 64 bits, a lone surrogate from a ``\\ud800`` escape) takes the
+    standard library's ASCII-escaped path, so every record lands as valid JSON equal to what
+    was read.
+    """
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+
 @dataclasses.dataclass
 class WrittenObject:
     name: str
@@ -211,7 +248,7 @@ class JsonlSpool:
 
     def write_all(self, records: Iterable[Mapping[str, Any]]) -> None:
         for record in records:
-            line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            line = jsonl_line(record)
             self.file.write(line)
             self.hash.update(line)
             self.size += len(line)
