@@ -13,7 +13,7 @@ import pytest
 from ela import config as config_module
 from ela.config import IngestionConfig
 from ela.connectors.base import FetchContext
-from ela.connectors.garmin import authorize, garmin
+from ela.connectors.garmin import PARALLEL_DAYS, authorize, garmin
 from ela.emulators.garmin import DISPLAY_NAME, GarminEmulator
 from ela.emulators.server import Fault
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
@@ -149,6 +149,21 @@ def test_daily_records_one_per_day_of_the_configured_days(
     endpoint = "dailySleepData" if job == "garmin_sleep" else "dailyHeartRate"
     assert emulator.calls_to(endpoint) == 5  # one library call per day
     assert manifest["api_calls"] == 6  # and the profile
+
+
+def test_daily_calls_keep_their_connections_alive(
+    run: Run, emulator: GarminEmulator, store: TokenStore, tmp_path: Path
+) -> None:
+    """The library opens a new session, so a new connection, for every day; ours reuse one
+    per thread (on the real API each new connection is also a TLS handshake)."""
+    emulator.prepare_tokens(store)
+    cfg = config_with_days(tmp_path, garmin_heart_rate=60)
+    connections = emulator.connections
+
+    manifest = run("garmin_heart_rate", cfg=cfg)
+
+    assert manifest["records"] == 60 and manifest["api_calls"] == 61
+    assert emulator.connections - connections <= PARALLEL_DAYS + 1  # and the profile's thread
 
 
 def test_shipped_days_is_one_record(

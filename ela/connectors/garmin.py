@@ -11,6 +11,7 @@ garminconnect is imported only when a client is opened: it imports curl_cffi (41
 
 from __future__ import annotations
 
+import http.cookiejar
 import itertools
 import json
 import re
@@ -91,11 +92,12 @@ def adapt(
     *,
     on_request: Callable[[], None] | None = None,
     on_response: Callable[[Any], None] | None = None,
-) -> None:
+) -> Callable[[], None]:
     """Point one ``Garmin`` at GARMIN_API_URL / GARMIN_SSO_URL, with timeouts and call counting.
 
     Every request a worker makes goes through one of two places, both hooked here: data calls
-    through a fresh requests session per call (``Client._fresh_api_session``), DI token exchange
+    through the session ``Client._fresh_api_session`` returns (one per thread here, not one per
+    call as in the library), DI token exchange
     and refresh through ``Client._http_post`` (curl_cffi). Each gets the project's timeout
     (``endpoints.http_timeout``) instead of the library's own, and is counted by ``on_request``;
     ``on_response`` sees each response (for Retry-After, which the library's errors drop). The
@@ -107,6 +109,9 @@ def adapt(
         environ: where GARMIN_API_URL / GARMIN_SSO_URL may redirect the endpoints.
         on_request: called before every hooked request.
         on_response: called with every hooked response.
+
+    Returns:
+        A function that closes the data-call sessions (one per thread that made calls).
     """
     import garminconnect.client as library
 
@@ -138,10 +143,30 @@ def adapt(
         session.request = hooked(session.request)
         return session
 
+    # The library builds (and never closes) a new session for every data call: a new
+    # connection, and on the real API a new TLS handshake, for each day of a year's backfill.
+    # One session per thread keeps its connection alive instead. It keeps no cookies, so the
+    # requests are the ones the library's fresh sessions send.
     fresh_session = client._fresh_api_session
-    client._fresh_api_session = lambda: instrument(fresh_session())
+    local = threading.local()
+    opened: list[Any] = []
+
+    def session_per_thread() -> Any:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = instrument(fresh_session())
+            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            opened.append(session)
+        return session
+
+    def close() -> None:
+        for session in opened:
+            session.close()
+
+    client._fresh_api_session = session_per_thread
     client._http_post = hooked(client._http_post)
     instrument(client.cs)  # only the JWT_WEB fallback uses it; hooked so nothing escapes
+    return close
 
 
 # -- the error map --------------------------------------------------------------------------
@@ -388,9 +413,12 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
             ctx.api_calls += 1
 
     client = _Client(garmin, store, tokens)
-    adapt(garmin, ctx.environ, on_request=count, on_response=client.saw)
-    client.resume()
-    yield client
+    close = adapt(garmin, ctx.environ, on_request=count, on_response=client.saw)
+    try:
+        client.resume()
+        yield client
+    finally:
+        close()
 
 
 garmin: Service[_Client] = Service(
@@ -553,7 +581,7 @@ def authorize(
     username = environ.get("GARMIN_USERNAME") or ask("Garmin Connect email", False)
     password = environ.get("GARMIN_PASSWORD") or ask("Garmin Connect password", True)
     garmin = Garmin(username, password, return_on_mfa=True)
-    adapt(garmin, environ)
+    close = adapt(garmin, environ)
     fix = "check GARMIN_USERNAME / GARMIN_PASSWORD (and the MFA code), then run it again"
     say(f"Logging in to Garmin Connect as {username} ...")
     try:
@@ -564,6 +592,8 @@ def authorize(
     except Exception as exc:
         error = _classify(exc, where="login", fix=fix)
         raise error or FatalError(f"garmin: login: {type(exc).__name__}: {exc}") from exc
+    finally:
+        close()
     if not garmin.client.di_token:
         # The library falls back to a JWT_WEB cookie session, which dumps() cannot save.
         raise ReauthError("garmin: login: Garmin issued no DI token, so nothing can be stored")

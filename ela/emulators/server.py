@@ -79,6 +79,7 @@ class Emulator:
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.calls: list[tuple[str, str, dict[str, str]]] = []
         self.faults: list[Fault] = []
+        self.connections = 0  # TCP connections accepted: keep-alive shows as fewer than calls
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -91,9 +92,17 @@ class Emulator:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as two writes; with Nagle on, the body of a small answer
+            # on a kept-alive connection waits for the client's delayed ACK (40 ms here).
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with emulator.lock:
+                    emulator.connections += 1
 
             def _serve(self) -> None:
                 emulator._dispatch(self)
