@@ -80,6 +80,11 @@ class Emulator:
         self.calls: list[tuple[str, str, dict[str, str]]] = []
         self.faults: list[Fault] = []
         self.connections = 0  # TCP connections accepted: keep-alive shows as fewer than calls
+        # Seconds each API answer waits before it is sent: a network round trip, so that what
+        # a client gains by having several calls in flight shows (the benchmark sets it).
+        self.latency = 0.0
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most API calls answered at once since reset_calls()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -160,6 +165,7 @@ class Emulator:
     def reset_calls(self) -> None:
         with self.lock:
             self.calls.clear()
+            self.peak_in_flight = self.in_flight
 
     def _take_fault(self, path: str) -> Fault | None:
         with self.lock:
@@ -191,7 +197,15 @@ class Emulator:
         else:
             with self.lock:
                 self.calls.append((request.method, request.path, request.query))
-            response = self._answer(request)
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                if self.latency:
+                    time.sleep(self.latency)
+                response = self._answer(request)
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
         self._send(http, response)
 
     def _answer(self, request: Request) -> Response:
