@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -106,7 +107,7 @@ def _copy(source: IO[bytes], target: IO[bytes], size: int) -> None:
         fd = source.fileno()
     except (AttributeError, io.UnsupportedOperation):  # BytesIO: put_bytes
         fd = -1
-    if fd >= 0:
+    if fd >= 0 and sys.platform == "linux":  # elsewhere sendfile may write only to sockets
         offset, end = source.tell(), source.tell() + size
         while offset < end:
             sent = os.sendfile(target.fileno(), fd, offset, end - offset)
@@ -207,7 +208,7 @@ def jsonl_line(record: Any) -> bytes:
     """``record`` as one line of JSON Lines: compact, UTF-8, keys in the provider's order.
 
     The bytes are ``json.dumps(record, ensure_ascii=False, separators=(",", ":"))`` plus a
-    newline, written by orjson (three times as fast; most of a run's CPU is JSON). Except: an
+    newline, written by orjson (three times as fast; JSON is much of a run's CPU). Except: an
     exponent is written in its shortest form (``1e16``, ``1e-7``, where the standard library
     writes ``1e+16``, ``1e-07``), and NaN/Infinity, which are not JSON, as null. What orjson
     refuses (an integer beyond 64 bits, a lone surrogate from a ``\\ud800`` escape) takes the

@@ -97,12 +97,12 @@ def adapt(
 
     Every request a worker makes goes through one of two places, both hooked here: data calls
     through the session ``Client._fresh_api_session`` returns (one per thread here, not one per
-    call as in the library), DI token exchange
-    and refresh through ``Client._http_post`` (curl_cffi). Each gets the project's timeout
-    (``endpoints.http_timeout``) instead of the library's own, and is counted by ``on_request``;
-    ``on_response`` sees each response (for Retry-After, which the library's errors drop). The
-    password login flows of :func:`authorize` use sessions the library builds inside its
-    methods: they are redirected through ``_sso`` and time out after the library's 30 s.
+    call as in the library), DI token exchange and refresh through ``Client._http_post``
+    (curl_cffi). Each gets the project's timeout (``endpoints.http_timeout``) instead of the
+    library's own, and is counted by ``on_request``; ``on_response`` sees each response (for
+    Retry-After, which the library's errors drop). The password login flows of
+    :func:`authorize` use sessions the library builds inside its methods: they are redirected
+    through ``_sso`` and time out after the library's 30 s.
 
     Args:
         garmin: a ``garminconnect.Garmin``, before it makes any request.
