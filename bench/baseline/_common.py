@@ -46,6 +46,8 @@ def peak_kib() -> int:
 
     Not ``ru_maxrss``: Linux carries it across ``execve``, so a script started by a large
     process (the benchmark, holding its emulators' data) would report that process' peak.
+    (``bench.harness.vm_hwm_kib`` reads it for another pid; importing the harness here would
+    load the worker app into the script being measured.)
     """
     status = Path("/proc/self/status")
     if status.exists():
