@@ -248,6 +248,15 @@ def _status(exc: BaseException) -> int | None:
 
 
 # -- the client -----------------------------------------------------------------------------
+class _PerThread(threading.local):
+    """Daily calls run in several threads, each reading its own response's Retry-After and its
+    own refresh failure, and knowing which token generation its call began with."""
+
+    retry_after: float | None = None
+    refresh_failure: IngestError | None = None
+    generation: int | None = None
+
+
 class _Client:
     """A ``Garmin`` resumed from stored tokens; refreshes are locked and written back.
 
@@ -260,36 +269,16 @@ class _Client:
         self.garmin = garmin
         self.store = store
         self.tokens = json.loads(tokens)
-        # Per thread: daily calls run in several threads, each reading its own response's
-        # Retry-After and its own refresh failure.
-        self._local = threading.local()
+        self._local = _PerThread()
         self._refreshing = threading.Lock()
         self._generation = 0  # tokens adopted or refreshed so far in this run
         self._library_refresh: Callable[[], None] = garmin.client._refresh_di_token
         self._profiling = threading.Lock()
         self._profile_fetched = False  # this run asked for the profile (no second time)
 
-    @property
-    def retry_after(self) -> float | None:
-        value: float | None = getattr(self._local, "retry_after", None)
-        return value
-
-    @retry_after.setter
-    def retry_after(self, value: float | None) -> None:
-        self._local.retry_after = value
-
-    @property
-    def refresh_failure(self) -> IngestError | None:
-        value: IngestError | None = getattr(self._local, "refresh_failure", None)
-        return value
-
-    @refresh_failure.setter
-    def refresh_failure(self, value: IngestError | None) -> None:
-        self._local.refresh_failure = value
-
     def saw(self, response: Any) -> None:
         """Keep the last response's Retry-After: the library's exception drops the response."""
-        self.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        self._local.retry_after = parse_retry_after(response.headers.get("Retry-After"))
 
     def resume(self) -> None:
         """Load the stored tokens and refresh them if due.
@@ -351,7 +340,7 @@ class _Client:
     def refresh(self) -> None:
         """Refresh the DI token under the store's lock, adopting a newer stored one if any."""
         client = self.garmin.client
-        seen = getattr(self._local, "generation", self._generation)
+        seen = self._generation if self._local.generation is None else self._local.generation
         with self._refreshing, self.store.locked(PROVIDER):
             if self._generation != seen:
                 # Another thread of this run got new tokens after this thread's call began:
@@ -373,7 +362,7 @@ class _Client:
             except Exception as exc:
                 # The library swallows this when it refreshes on its own; remember the cause so
                 # the 401 that follows is reported as what it is (re-auth, or a 5xx to retry).
-                self.refresh_failure = _classify(exc, where="token refresh") or FatalError(
+                self._local.refresh_failure = _classify(exc, where="token refresh") or FatalError(
                     f"garmin: token refresh: {type(exc).__name__}: {exc}"
                 )
                 raise
@@ -382,12 +371,14 @@ class _Client:
 
     def call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``method(*args, **kwargs)``, with any failure classified and named by ``what``."""
-        self.refresh_failure = None
+        self._local.refresh_failure = None
         self._local.generation = self._generation
         try:
             return method(*args, **kwargs)
         except Exception as exc:
-            error = self.refresh_failure or _classify(exc, where=what, retry_after=self.retry_after)
+            error = self._local.refresh_failure or _classify(
+                exc, where=what, retry_after=self._local.retry_after
+            )
             if error is None:
                 error = FatalError(f"garmin: {what}: {type(exc).__name__}: {exc}")
             raise error from exc
