@@ -8,9 +8,12 @@ group that exists on one side only shows ``None`` on the other.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ela.config import IngestionConfig, Job
+
+V = TypeVar("V")
 
 SECTIONS = ("global", "schedules", "parameters", "groups", "services")
 
@@ -40,47 +43,37 @@ def _job_parameters(job: Job) -> dict[str, Any]:
     }
 
 
-def _union(left: dict[str, Any], right: dict[str, Any]) -> list[str]:
-    """Keys in the left's order, then the right's extras in its order."""
-    return list(dict.fromkeys([*left, *right]))
+def _section(
+    name: str, left: Mapping[str, V], right: Mapping[str, V], value: Callable[[V], Any]
+) -> list[Row]:
+    """One row per key of either side (the left's order, then the right's extras); a key that
+    one side lacks shows None there."""
+    keys = dict.fromkeys([*left, *right])
+    return [
+        Row(
+            name,
+            key,
+            value(left[key]) if key in left else None,
+            value(right[key]) if key in right else None,
+        )
+        for key in keys
+    ]
 
 
 def compare(left: IngestionConfig, right: IngestionConfig) -> list[Row]:
     """Every compared value as a row, in file order, grouped by section."""
-    rows: list[Row] = []
-    lg = left.global_.model_dump()
-    rg = right.global_.model_dump()
-    rows += [Row("global", key, lg.get(key), rg.get(key)) for key in _union(lg, rg)]
-
-    for name in _union(left.jobs, right.jobs):
-        lj, rj = left.jobs.get(name), right.jobs.get(name)
-        rows.append(
-            Row("schedules", name, lj.schedule if lj else None, rj.schedule if rj else None)
-        )
-    for name in _union(left.jobs, right.jobs):
-        lj, rj = left.jobs.get(name), right.jobs.get(name)
-        rows.append(
-            Row(
-                "parameters",
-                name,
-                _job_parameters(lj) if lj else None,
-                _job_parameters(rj) if rj else None,
-            )
-        )
-    for name in _union(left.job_groups, right.job_groups):
-        lgp, rgp = left.job_groups.get(name), right.job_groups.get(name)
-        rows.append(Row("groups", name, lgp.jobs if lgp else None, rgp.jobs if rgp else None))
-    for name in _union(left.services, right.services):
-        ls, rs = left.services.get(name), right.services.get(name)
-        rows.append(
-            Row(
-                "services",
-                name,
-                ls.model_dump(exclude_defaults=True) if ls else None,
-                rs.model_dump(exclude_defaults=True) if rs else None,
-            )
-        )
-    return rows
+    return [
+        *_section("global", left.global_.model_dump(), right.global_.model_dump(), lambda v: v),
+        *_section("schedules", left.jobs, right.jobs, lambda job: job.schedule),
+        *_section("parameters", left.jobs, right.jobs, _job_parameters),
+        *_section("groups", left.job_groups, right.job_groups, lambda group: group.jobs),
+        *_section(
+            "services",
+            left.services,
+            right.services,
+            lambda service: service.model_dump(exclude_defaults=True),
+        ),
+    ]
 
 
 def as_json(left: IngestionConfig, right: IngestionConfig, rows: list[Row]) -> dict[str, Any]:

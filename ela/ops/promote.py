@@ -225,22 +225,17 @@ def _set_schedule(job: CommentedMap, schedule: str) -> None:
 def _last_slot(node: Any) -> tuple[Any, Any, int] | None:
     """(container, key, index in its comment entry) of the deepest last scalar of ``node``."""
     if isinstance(node, CommentedMap) and node:
-        key = list(node)[-1]
-        child = node[key]
-        if isinstance(child, CommentedMap | CommentedSeq) and child and not child.fa.flow_style():
-            deeper = _last_slot(child)
-            if deeper is not None:
-                return deeper
-        return node, key, 2
-    if isinstance(node, CommentedSeq) and node:
-        index = len(node) - 1
-        child = node[index]
-        if isinstance(child, CommentedMap | CommentedSeq) and child and not child.fa.flow_style():
-            deeper = _last_slot(child)
-            if deeper is not None:
-                return deeper
-        return node, index, 0
-    return None
+        key, index = list(node)[-1], 2  # ruamel's slot for a map entry's comment
+    elif isinstance(node, CommentedSeq) and node:
+        key, index = len(node) - 1, 0  # and for a sequence item's
+    else:
+        return None
+    child = node[key]
+    if isinstance(child, CommentedMap | CommentedSeq) and child and not child.fa.flow_style():
+        deeper = _last_slot(child)
+        if deeper is not None:
+            return deeper
+    return node, key, index
 
 
 def _take_tail(node: Any) -> str:
