@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +242,87 @@ class PrivateRedis:
         self.stop()
         time.sleep(down_for)
         self.start()
+
+
+# -- a stand-in for Sentry -----------------------------------------------------------------------
+
+
+class SentryEndpoint:
+    """Records every envelope posted to ``/api/<project>/envelope/``, decompressed.
+
+    Args:
+        key: the DSN's public key (the SDK sends it in each envelope's header).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._raw: list[bytes] = []
+        self._lock = threading.Lock()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                encoding = self.headers.get("Content-Encoding", "")
+                if encoding == "gzip":
+                    body = gzip.decompress(body)
+                elif encoding == "deflate":
+                    body = zlib.decompress(body)
+                elif encoding:
+                    raise AssertionError(f"unexpected Content-Encoding {encoding}")
+                with endpoint._lock:
+                    endpoint._raw.append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def dsn(self) -> str:
+        return f"http://{self.key}@127.0.0.1:{self.server.server_address[1]}/1"
+
+    def envelopes(self) -> list[bytes]:
+        with self._lock:
+            return list(self._raw)
+
+    def payloads(self) -> list[tuple[str, bytes]]:
+        """(item type, payload) of every item received so far, without envelope headers."""
+        return [(item["type"], body) for raw in self.envelopes() for item, body in _items(raw)[1]]
+
+    def items(self, kind: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(envelope header, item payload) of every item of type ``kind`` received so far."""
+        found = []
+        for raw in self.envelopes():
+            header, items = _items(raw)
+            found += [(header, json.loads(body)) for item, body in items if item["type"] == kind]
+        return found
+
+    def __enter__(self) -> SentryEndpoint:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _items(raw: bytes) -> tuple[dict[str, Any], list[tuple[dict[str, Any], bytes]]]:
+    """An envelope's header, and each item's header and payload (``length`` bytes long, or up
+    to the next newline)."""
+    header_line, _, rest = raw.partition(b"\n")
+    items = []
+    while rest.strip():
+        item_line, _, rest = rest.partition(b"\n")
+        item = json.loads(item_line)
+        if "length" in item:
+            body, rest = rest[: item["length"]], rest[item["length"] + 1 :]
+        else:
+            body, _, rest = rest.partition(b"\n")
+        items.append((item, body))
+    return json.loads(header_line), items

@@ -7,18 +7,14 @@ Sentry is a tiny HTTP server on loopback in this process that records the envelo
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import logging
 import math
 import subprocess
 import sys
-import threading
 import uuid
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +26,7 @@ from ela.emulators.todoist import TodoistEmulator
 from ela.errors import ReauthError
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
-from tests.helpers import REPO, CeleryProcess, todoist_only, wait_for
+from tests.helpers import REPO, CeleryProcess, SentryEndpoint, todoist_only, wait_for
 from worker import observability
 from worker.app import config as dev_config
 from worker.observability import FILTERED, JsonFormatter, Scrubber, credential_values, log_format
@@ -41,82 +37,9 @@ pytestmark = pytest.mark.timeout(180)
 SENTRY_KEY = "c0ffee5e9a1b4d2f8e7a6b5c4d3e2f10"
 
 
-# -- a stand-in for Sentry -----------------------------------------------------------------------
-
-
-class SentryEndpoint:
-    """Records every envelope posted to ``/api/<project>/envelope/``, decompressed."""
-
-    def __init__(self) -> None:
-        self.raw: list[bytes] = []
-        self._lock = threading.Lock()
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                encoding = self.headers.get("Content-Encoding", "")
-                if encoding == "gzip":
-                    body = gzip.GzipFile(fileobj=io.BytesIO(body)).read()
-                elif encoding == "deflate":
-                    body = zlib.decompress(body)
-                elif encoding:
-                    raise AssertionError(f"unexpected Content-Encoding {encoding}")
-                with endpoint._lock:
-                    endpoint.raw.append(body)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def dsn(self) -> str:
-        return f"http://{SENTRY_KEY}@127.0.0.1:{self.server.server_address[1]}/1"
-
-    def envelopes(self) -> list[bytes]:
-        with self._lock:
-            return list(self.raw)
-
-    def items(self, kind: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """(envelope header, item payload) of every item of type ``kind`` received so far."""
-        found = []
-        for raw in self.envelopes():
-            header, items = parse_envelope(raw)
-            found += [(header, json.loads(body)) for item, body in items if item["type"] == kind]
-        return found
-
-    def __enter__(self) -> SentryEndpoint:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def parse_envelope(raw: bytes) -> tuple[dict[str, Any], list[tuple[dict[str, Any], bytes]]]:
-    header_line, _, rest = raw.partition(b"\n")
-    items = []
-    while rest.strip():
-        item_line, _, rest = rest.partition(b"\n")
-        item = json.loads(item_line)
-        if "length" in item:
-            body, rest = rest[: item["length"]], rest[item["length"] + 1 :]
-        else:
-            body, _, rest = rest.partition(b"\n")
-        items.append((item, body))
-    return json.loads(header_line), items
-
-
 @pytest.fixture
 def sentry() -> Iterator[SentryEndpoint]:
-    with SentryEndpoint() as endpoint:
+    with SentryEndpoint(SENTRY_KEY) as endpoint:
         yield endpoint
 
 

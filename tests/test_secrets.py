@@ -24,14 +24,10 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import gzip
 import json
 import re
-import threading
 import urllib.parse
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +43,7 @@ from ela.emulators.strava import StravaEmulator
 from ela.emulators.todoist import TodoistEmulator
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
-from tests.helpers import CeleryProcess, shipped_config, wait_for, write_config
+from tests.helpers import CeleryProcess, SentryEndpoint, shipped_config, wait_for, write_config
 from tests.test_flower import running_flower
 
 pytestmark = pytest.mark.timeout(300)
@@ -83,81 +79,6 @@ FAULTS: dict[str, tuple[str, Fault]] = {
 }
 # A key in a token file whose value is a credential (not its type, expiry or fingerprint).
 TOKEN_KEY = re.compile(r"(?i)(token|secret|password)$")
-
-
-# -- a Sentry stand-in ------------------------------------------------------------------------
-
-
-class SentrySink:
-    """Receives envelopes at ``/api/<project>/envelope/``; keeps each item's payload."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []  # {"type", "payload" (text)}
-        self.lock = threading.Lock()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                sink.receive(body, self.headers.get("Content-Encoding", ""))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def receive(self, body: bytes, encoding: str) -> None:
-        if encoding == "gzip":
-            body = gzip.decompress(body)
-        elif encoding == "deflate":
-            body = zlib.decompress(body)
-        elif encoding == "br":
-            import brotli
-
-            body = brotli.decompress(body)
-        # The first line is the envelope header (event id, sent_at, the DSN, the trace's public
-        # key): how the SDK addresses and authenticates to Sentry, like an Authorization header.
-        # Then each item: a header line and a payload, `length` bytes long or up to a newline.
-        items = []
-        at = body.find(b"\n") + 1 if b"\n" in body else len(body)
-        while at < len(body):
-            end = body.find(b"\n", at)
-            end = len(body) if end < 0 else end
-            line = body[at:end]
-            at = end + 1
-            if not line.strip():
-                continue
-            header = json.loads(line)
-            if "length" in header:
-                payload, at = body[at : at + header["length"]], at + header["length"] + 1
-            else:
-                end = body.find(b"\n", at)
-                end = len(body) if end < 0 else end
-                payload, at = body[at:end], end + 1
-            items.append({"type": header.get("type"), "payload": payload.decode(errors="replace")})
-        with self.lock:
-            self.items.extend(items)
-
-    def of_type(self, kind: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [i for i in self.items if i["type"] == kind]
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def __enter__(self) -> SentrySink:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # -- the planted environment ---------------------------------------------------------------------
@@ -374,9 +295,9 @@ def test_no_planted_secret_appears_anywhere(
     if redis_with_password:
         extra["REDIS_URL"] = redis_with_password
         secrets["REDIS_URL password"] = REDIS_PASSWORD
-    with SentrySink() as sentry:
+    with SentryEndpoint(SENTRY_KEY) as sentry:
         if sentry_wired():
-            extra["SENTRY_DSN"] = f"http://{SENTRY_KEY}@127.0.0.1:{sentry.port}/1"
+            extra["SENTRY_DSN"] = sentry.dsn
             secrets["SENTRY_DSN key"] = SENTRY_KEY
         worker = worker_factory(extra_env=extra, config=config, concurrency=3)
         flower_env = {**worker.environ, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"}
@@ -424,7 +345,7 @@ def test_no_planted_secret_appears_anywhere(
             assert by_state == {"SUCCESS": 7, "FAILURE": 6}, outcomes
             if "SENTRY_DSN" in extra:
                 # Each failed run is reported; wait for their envelopes to arrive.
-                wait_for(lambda: len(sentry.of_type("event")) >= 6, 30, "Sentry events", 0.5)
+                wait_for(lambda: len(sentry.items("event")) >= 6, 30, "Sentry events", 0.5)
 
             sources: dict[str, str] = dict(in_flight)
             sources.update(flower_texts(flower.url, auth, list(runs)))
@@ -433,9 +354,10 @@ def test_no_planted_secret_appears_anywhere(
             sources["log:flower"] = flower.log()
         sources.update(redis_texts(redis_client, redis_prefix))
         sources.update(bucket_texts(tmp_path / "bucket"))
-        with sentry.lock:
-            for n, item in enumerate(sentry.items):
-                sources[f"sentry:{n}:{item['type']}"] = item["payload"]
+        # Items only: an envelope's header carries the DSN's key, which is how the SDK
+        # authenticates to Sentry, like an Authorization header.
+        for n, (kind, payload) in enumerate(sentry.payloads()):
+            sources[f"sentry:{n}:{kind}"] = payload.decode(errors="replace")
 
     # What was searched is not empty: the runs wrote, logged, were shown and reported.
     bucket = [k for k in sources if k.startswith("bucket:")]
