@@ -30,6 +30,14 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Delete the lock only if it is still ours: a get-then-delete could drop the lock another beat
+# took in between, after ours expired.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
 
 
 class LeaderLock:
@@ -39,6 +47,7 @@ class LeaderLock:
         self.ttl_ms = int(ttl * 1000)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
 
     def hold(self) -> bool:
         """Take the lock or extend it if ours; False if another beat holds it."""
@@ -47,8 +56,7 @@ class LeaderLock:
         return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
 
     def release(self) -> None:
-        if self.client.get(self.key) == self.token.encode():
-            self.client.delete(self.key)
+        self._release(keys=[self.key], args=[self.token])
 
 
 class SingleBeatScheduler(PersistentScheduler):
@@ -58,13 +66,12 @@ class SingleBeatScheduler(PersistentScheduler):
         prefix = (conf.broker_transport_options or {}).get("global_keyprefix", "")
         env = self.app.main.removeprefix("ela-")
         self.lock = LeaderLock(redis.Redis.from_url(conf.broker_url), f"{prefix}ela:{env}:beat")
-        self.leading = False
+        self.leading: bool | None = None  # None until the first tick has tried the lock
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         if not self.lock.hold():
-            if self.leading or not hasattr(self, "_announced"):
+            if self.leading is not False:
                 log.warning("beat: another beat leads this environment; standing by")
-                self._announced = True
             self.leading = False
             now = self.app.now()
             for entry in self.schedule.values():

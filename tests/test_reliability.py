@@ -154,6 +154,8 @@ def test_leader_lock_is_exclusive_and_expires(redis_client: Any, redis_prefix: s
     assert not second.hold()
     wait_for(second.hold, 3, "the lock to expire and pass to the standby")
     assert not first.hold()  # the old leader cannot renew what it lost
+    first.release()  # nor release it
+    assert redis_client.get(key) == second.token.encode()
     second.release()
     assert first.hold()
 
