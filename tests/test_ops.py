@@ -449,7 +449,8 @@ def test_migrate_refuses_to_overwrite_and_bad_inputs(tmp_path: Path) -> None:
     assert first.exit_code == 0
     again = invoke("config", "migrate", str(FIXTURE), "--out-dir", str(tmp_path))
     assert again.exit_code == 1 and "pass --force" in again.output
-    assert invoke("config", "migrate", str(FIXTURE), "--out-dir", str(tmp_path), "--force")
+    forced = invoke("config", "migrate", str(FIXTURE), "--out-dir", str(tmp_path), "--force")
+    assert forced.exit_code == 0, forced.output
     assert_one_line_error(invoke("config", "migrate", str(tmp_path / "nope.yaml")), "nope.yaml:1:")
     not_yaml = tmp_path / "legacy.yaml"
     not_yaml.write_text("jobs: {a: [\n")
