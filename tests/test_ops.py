@@ -9,14 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 import yaml
 from click.testing import CliRunner, Result
 
 from ela import config as config_module
 from ela import naming
-from ela.cli_ops import register
+from ela.cli import main
 from ela.ops import migrate, promote, status
 from ela.sinks import Bucket, put_json
 from tests.helpers import REPO
@@ -25,16 +24,8 @@ FIXTURE = REPO / "tests" / "fixtures" / "ingestion-config.yaml"
 NOW = datetime(2025, 11, 3, 10, 30, tzinfo=UTC)  # a Monday, half past an even hour
 
 
-@click.group()
-def ela() -> None:
-    """A stand-in for ``ela.cli.main`` until the lead registers the commands there."""
-
-
-register(ela)
-
-
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(ela, list(args), env=env, catch_exceptions=False)
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 def assert_one_line_error(result: Result, *expected: str) -> None:
