@@ -9,12 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
 from ela import cli_backfill
 from ela import config as config_module
+from ela.cli import main
 from ela.config import IngestionConfig
 from ela.emulators.garmin import GarminEmulator
 from ela.emulators.server import Fault
@@ -34,19 +34,8 @@ TODAY = date(2025, 7, 1)
 JSON = list[dict[str, Any]]
 
 
-def cli() -> click.Group:
-    """A bare group with the command registered, as ``ela`` will have it."""
-
-    @click.group()
-    def group() -> None:
-        pass
-
-    cli_backfill.register(group)
-    return group
-
-
 def invoke(env: dict[str, str], *args: str) -> Result:
-    return CliRunner().invoke(cli(), ["backfill", *args], env=env)
+    return CliRunner().invoke(main, ["backfill", *args], env=env)
 
 
 def landed(bucket: LocalBucket, runs: list[dict[str, Any]]) -> JSON:
