@@ -48,7 +48,7 @@ from ela.emulators.spotify import SpotifyEmulator  # noqa: E402
 from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator  # noqa: E402
 from ela.emulators.todoist import TodoistEmulator  # noqa: E402
 from ela.tokens import TokenStore  # noqa: E402
-from tests.helpers import REPO, client_app, gcs_emulator  # noqa: E402
+from tests.helpers import REPO, client_app, gcs_emulator, wait_for  # noqa: E402
 
 MB = 1024 * 1024
 X = "\u00d7"  # the multiplication sign of ratios
@@ -219,10 +219,10 @@ def _drain(
     with app.producer_or_acquire() as producer:
         for _ in range(count):
             app.send_task(task, producer=producer)
-    harness.wait_for(lambda: ns.pending(queue) == count, 30, f"{count} messages in {queue}")
+    wait_for(lambda: ns.pending(queue) == count, 30, f"{count} messages in {queue}")
     app.control.add_consumer(queue, destination=[node], reply=True, limit=1)
     waiting = ns.key(queue)
-    harness.wait_for(lambda: ns.client.llen(waiting) < count, 30, "the worker to start", 0.0005)
+    wait_for(lambda: ns.client.llen(waiting) < count, 30, "the worker to start", 0.0005)
     start = time.perf_counter()
     while ns.pending(queue):
         time.sleep(0.005)
@@ -420,7 +420,7 @@ class Runner:
         try:
             # Polled (every 5 ms) rather than get()'s pub/sub wait, which under redis-py 8 has
             # been seen to raise TimeoutError a second into a long run.
-            harness.wait_for(sent.ready, 120, f"{job} to finish", interval=0.005)
+            wait_for(sent.ready, 120, f"{job} to finish", interval=0.005)
             result: dict[str, Any] = sent.get(timeout=10)
         except Exception:
             if self.log:

@@ -97,13 +97,13 @@ class CeleryProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, text: str, timeout: float = 30) -> None:
+    def wait_log(self, text: str, timeout: float = 30, interval: float = 0.1) -> None:
         def seen() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"process exited {self.proc.returncode}:\n{self.log()}")
             return text in self.log()
 
-        wait_for(seen, timeout, f"{text!r} in {self.log_path}")
+        wait_for(seen, timeout, f"{text!r} in {self.log_path}", interval)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         if self.proc.poll() is None:
