@@ -17,7 +17,7 @@ import yaml
 
 from bench import plugin
 from ela import config as config_module
-from tests.helpers import CeleryProcess, base_environ, shipped_config
+from tests.helpers import CeleryProcess, base_environ, delete_prefixed, shipped_config
 
 BENCH_REDIS_URL = os.environ.get("ELA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PROVIDER_MODULES = ("spotipy", "stravalib", "garminconnect", "todoist_api_python")
@@ -44,10 +44,8 @@ class Namespace:
         return int(waiting) + int(unacked)
 
     def clean(self) -> None:
-        keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))
-        for start in range(0, len(keys), 1000):
-            self.client.delete(*keys[start : start + 1000])
         # The result backend's keys carry the prefix too (ela-{env}- after it).
+        delete_prefixed(self.client, self.prefix)
         self.client.close()
 
 

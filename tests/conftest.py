@@ -16,6 +16,7 @@ from tests.helpers import (
     WorkerHandle,
     base_environ,
     client_app,
+    delete_prefixed,
     gcs_emulator,
     start_worker,
 )
@@ -25,12 +26,6 @@ from tests.helpers import (
 # Only our own keys are deleted afterwards.
 TEST_REDIS_URL = os.environ.get("ELA_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 SESSION_PREFIX = f"ela-test-{os.getpid()}-{uuid.uuid4().hex[:6]}:"
-
-
-def delete_prefixed(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
 
 
 @pytest.fixture(scope="session")

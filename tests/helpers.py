@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import redis
 import yaml
 from celery import Celery
 from celery.result import AsyncResult
@@ -38,6 +39,13 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def delete_prefixed(client: redis.Redis, prefix: str) -> None:
+    """Delete every key under ``prefix`` (and no other), a thousand per DEL."""
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
 
 
 def shipped_config(env: str) -> dict[str, Any]:
