@@ -13,8 +13,9 @@ or not being scheduled, so the job is flagged ``stale``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,6 +28,10 @@ from ela.sinks import Bucket, ObjectInfo, get_json
 # for an hourly job whose last success is months old.
 MAX_MISSED = 10_000
 STALE_AFTER_MISSED = 2
+
+_Reader = Callable[[str], Any]
+"""An object name → its JSON body (None if missing): :func:`ela.sinks.get_json` on one bucket."""
+
 
 _WINDOW = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _WINDOW_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -195,7 +200,7 @@ def collect(
 
     Only the newest manifest of each job is read for the status (manifests are found by their
     objects' update times, since run ids are not ordered); ``window`` also reads every manifest
-    written within it.
+    written within it. Each manifest is read once: the newest ones are usually in the window.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     since = now - window if window is not None else None
@@ -204,14 +209,17 @@ def collect(
     statuses = []
     for name, job in config.jobs.items():
         infos = list(bucket.list(naming.manifests_prefix(job.service, name)))
-        latest = _latest_manifest(bucket, infos)
+        # One cache per job: on GCS every read is a round trip, and a job's manifests are
+        # only ever wanted while its own status is built.
+        read: _Reader = functools.cache(functools.partial(get_json, bucket))
+        latest = _latest_manifest(read, infos)
         last_success = _success_summary(latest) if latest else None
         last_scheduled = _parse_time(latest.get("scheduled_at")) if latest else None
         failures = errors.get(name, [])
         last_failure = _failure_summary(bucket, failures[-1]) if failures else None
         totals = None
         if since is not None:
-            totals = _totals(bucket, infos, since)
+            totals = _totals(read, infos, since)
             totals.failures = sum(1 for info in failures if info.updated >= since)
         statuses.append(
             JobStatus(
@@ -228,7 +236,7 @@ def collect(
     return StatusReport(config.env, bucket.url, now, since, statuses)
 
 
-def _latest_manifest(bucket: Bucket, infos: list[ObjectInfo]) -> dict[str, Any] | None:
+def _latest_manifest(read: _Reader, infos: list[ObjectInfo]) -> dict[str, Any] | None:
     """The manifest with the latest scheduled time among the most recently written ones.
 
     Objects written in the same second (a backfill) can tie on update time, so the newest few
@@ -237,20 +245,20 @@ def _latest_manifest(bucket: Bucket, infos: list[ObjectInfo]) -> dict[str, Any] 
     if not infos:
         return None
     newest = sorted(infos, key=lambda info: info.updated, reverse=True)[:5]
-    manifests = [m for m in (get_json(bucket, info.name) for info in newest) if m]
+    manifests = [m for m in (read(info.name) for info in newest) if m]
     if not manifests:
         return None
     return max(manifests, key=lambda m: _parse_time(m.get("scheduled_at")) or _EPOCH)
 
 
-def _totals(bucket: Bucket, infos: Iterable[ObjectInfo], since: datetime) -> Totals:
+def _totals(read: _Reader, infos: Iterable[ObjectInfo], since: datetime) -> Totals:
     totals = Totals()
     # A manifest is written after its run finished, so one last written before the window
     # started cannot hold a run scheduled inside it: skip reading those.
     for info in infos:
         if info.updated < since:
             continue
-        manifest = get_json(bucket, info.name)
+        manifest = read(info.name)
         scheduled = _parse_time(manifest.get("scheduled_at")) if manifest else None
         if manifest and scheduled is not None and scheduled >= since:
             totals.add(manifest)
