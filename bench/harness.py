@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import yaml
 
 from bench import plugin
-from ela import config as config_module
+from tests import helpers
 from tests.helpers import CeleryProcess, base_environ, delete_prefixed, shipped_config
 
 BENCH_REDIS_URL = os.environ.get("ELA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
@@ -52,27 +51,22 @@ class Namespace:
 def write_config(path: Path, *, bench_job: bool = False) -> Path:
     """The shipped dev config with the benchmark's sizes; ``bench_job`` adds the empty job
     (only ``celery -A bench.worker`` knows its service)."""
-    plugin.register()
     data: dict[str, Any] = shipped_config("dev")
-    jobs = data["jobs"]
+    jobs, services = data["jobs"], data["services"]
     jobs["spotify_saved_tracks"]["limit"] = 10_000  # the API's (and the config's) maximum
     jobs["garmin_heart_rate"]["days"] = 365  # a year of daily heart rate
     jobs["garmin_activities"]["days"] = 1
-    if not bench_job:
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        config_module.load(path)
-        return path
-    jobs[plugin.JOB] = {
-        "description": "Benchmark: a connector that yields nothing",
-        "service": plugin.NAME,
-        "data_type": "nothing",
-        "schedule": "0 0 1 1 *",
-        "enabled": True,
-    }
-    data["services"][plugin.NAME] = {"data_types": ["nothing"]}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    config_module.load(path)  # must itself be valid
-    return path
+    if bench_job:
+        plugin.register()  # before the config that names its service is validated
+        jobs[plugin.JOB] = {
+            "description": "Benchmark: a connector that yields nothing",
+            "service": plugin.NAME,
+            "data_type": "nothing",
+            "schedule": "0 0 1 1 *",
+            "enabled": True,
+        }
+        services[plugin.NAME] = {"data_types": ["nothing"]}
+    return helpers.write_config(path, jobs=jobs, services=services)
 
 
 class AppProcess(CeleryProcess):
