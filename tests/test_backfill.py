@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -544,8 +547,20 @@ def test_retriable_errors_give_up_after_max_attempts() -> None:
 # -- through a real worker -----------------------------------------------------------------------
 
 
+def ela_backfill(environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``ela backfill ARGS`` in its own process, as an operator runs it next to the workers."""
+    return subprocess.run(
+        [sys.executable, "-m", "ela.cli", "backfill", *args],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def test_strava_backfill_through_a_worker_lands_exactly_the_window(
-    worker_factory: WorkerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:
     with StravaEmulator(activities=300) as em:
         assert isinstance(em, StravaEmulator)
@@ -553,12 +568,11 @@ def test_strava_backfill_through_a_worker_lands_exactly_the_window(
         bucket = LocalBucket(tmp_path / "bucket")  # the worker's ELA_BUCKET_URL
         cursor = handle.call("tasks.strava.activities", timeout=60)["cursor_after"]
         em.reset_calls()
-        monkeypatch.setattr(cli_backfill, "_worker_app", lambda: handle.client)
 
-        result = invoke({}, *STRAVA_ARGS, "--json", "--timeout", "60")
+        result = ela_backfill(handle.environ, *STRAVA_ARGS, "--json", "--timeout", "60")
 
-        assert result.exit_code == 0, result.output
-        report = _json(result)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
         assert report["totals"]["succeeded"] == 6
         assert landed(bucket, report["chunks"]) == in_window(em, STRAVA_SINCE, STRAVA_UNTIL)
         assert len(list_calls(em)) == 6  # one read per chunk
@@ -571,9 +585,9 @@ def test_strava_backfill_through_a_worker_lands_exactly_the_window(
             assert manifest["window"]["until"] == chunk.until.isoformat()
 
         em.reset_calls()
-        again = invoke({}, *STRAVA_ARGS, "--json", "--timeout", "60")
-        assert again.exit_code == 0, again.output
-        assert _json(again)["totals"]["already_committed"] == 6
+        again = ela_backfill(handle.environ, *STRAVA_ARGS, "--json", "--timeout", "60")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["totals"]["already_committed"] == 6
         assert list_calls(em) == []
         assert len(list(bucket.list("strava/landing/"))) == 1 + 6  # the scheduled run's + 6
 
