@@ -60,7 +60,7 @@ def say(message: str) -> None:
 
 @dataclasses.dataclass
 class Row:
-    """One line of the table. ``ratio`` is ours ÷ baseline unless given."""
+    """One line of the table; ``ratio`` is ours ÷ baseline."""
 
     metric: str
     ours: float
@@ -68,11 +68,10 @@ class Row:
     unit: str
     goal: str
     met: bool | None
-    ratio: float | None = None
 
-    def __post_init__(self) -> None:
-        if self.ratio is None and self.baseline:
-            self.ratio = self.ours / self.baseline
+    @property
+    def ratio(self) -> float | None:
+        return self.ours / self.baseline if self.baseline else None
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -261,11 +260,7 @@ STRAVA_BUDGET = {"ELA_STRAVA_READ_BUDGET": "1000,10000"}
 class Round:
     """One bucket kind: its emulators, token store, worker and the runs sent to it."""
 
-    def __init__(
-        self, tmp: Path, kind: str, shared: dict[str, Emulator], latency: float = 0.0
-    ) -> None:
-        self.tmp = tmp
-        self.kind = kind
+    def __init__(self, tmp: Path, shared: dict[str, Emulator], latency: float = 0.0) -> None:
         self.tokens = Path(tempfile.mkdtemp(prefix="tokens-", dir=tmp))
         # Strava rotates refresh tokens per client: the worker and the scripts each get their
         # own emulator, fresh for each round. Both allow ten times Strava's default 100 reads
@@ -325,7 +320,7 @@ def ingest(
                 1,
             ),
         ):
-            round_ = Round(tmp, kind, shared, delay)
+            round_ = Round(tmp, shared, delay)
             environ = harness.worker_environ(
                 ns,
                 config_path,

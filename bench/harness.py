@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +88,12 @@ def start_worker(
     *,
     app: str = "worker",
     concurrency: int = 1,
-    loglevel: str = "info",
 ) -> tuple[AppProcess, float]:
     """A worker process; returns it and the seconds from spawn to Celery's ``ready.`` line."""
     args = [
         "worker",
         "-l",
-        loglevel,
+        "info",
         "-c",
         str(concurrency),
         "-n",
@@ -132,11 +130,3 @@ def worker_environ(ns: Namespace, config: Path, extra: Mapping[str, str]) -> dic
             **extra,
         },
     )
-
-
-@contextlib.contextmanager
-def running(process: AppProcess) -> Iterator[AppProcess]:
-    try:
-        yield process
-    finally:
-        process.stop()
