@@ -51,6 +51,7 @@ class SharedWindows:
         self.windows = list(windows)
         self._acquire = client.register_script(_ACQUIRE)
         self._observe = client.register_script(_OBSERVE)
+        self._acquire_args = [v for (size, limit) in self.windows for v in (limit, size + 60)]
 
     def _keys(self, now: datetime) -> tuple[list[str], list[float]]:
         stamp = now.timestamp()
@@ -61,8 +62,7 @@ class SharedWindows:
     def acquire(self, now: datetime | None = None) -> float | None:
         """Take one request from every window; None if granted, else seconds until it is."""
         keys, resets = self._keys(now or datetime.now(UTC))
-        args = [v for (size, limit) in self.windows for v in (limit, size + 60)]
-        spent = int(self._acquire(keys=keys, args=args))
+        spent = int(self._acquire(keys=keys, args=self._acquire_args))
         return None if spent == 0 else resets[spent - 1]
 
     def observe(self, usage: Sequence[int], now: datetime | None = None) -> None:
@@ -113,8 +113,16 @@ def budget(environ: Mapping[str, str], variable: str, default: tuple[int, int]) 
     value = environ.get(variable)
     if not value:
         return default
+    parsed = pair(value)
+    if parsed is None:
+        raise ValueError(f"{variable}={value!r}: expected two integers, e.g. 90,900")
+    return parsed
+
+
+def pair(value: str | None) -> tuple[int, int] | None:
+    """``"100,1000"`` → (100, 1000); None for a missing or malformed value."""
     try:
-        short, daily = (int(part) for part in value.split(","))
+        short, daily = (value or "").split(",")
+        return int(short), int(daily)
     except ValueError:
-        raise ValueError(f"{variable}={value!r}: expected two integers, e.g. 90,900") from None
-    return short, daily
+        return None

@@ -10,7 +10,11 @@ provider's records unchanged. Adding a data type is adding one such function.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -20,6 +24,8 @@ from ela.errors import FatalError, IngestError, ReauthError, RetriableError, Tim
 Param = Literal["limit", "time_range", "days"]
 Record = dict[str, Any]
 C = TypeVar("C")
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -34,7 +40,7 @@ class FetchContext:
         now: the run's scheduled time (UTC); date windows are computed from it, not the clock.
         environ: the process environment (credentials, endpoint overrides).
         new_cursor: set by incremental data types; committed only after the manifest.
-        api_calls: incremented by the adapter for every HTTP request made.
+        api_calls: incremented by the adapter (:meth:`count_call`) for every HTTP request.
         warnings: things the manifest should carry (e.g. a possible gap in recently played).
     """
 
@@ -50,9 +56,41 @@ class FetchContext:
     new_cursor: Any = None
     api_calls: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
+    _calls_lock: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, repr=False, compare=False
+    )
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
+
+    def count_call(self) -> None:
+        """One HTTP request made; safe from the threads of :func:`in_order`."""
+        with self._calls_lock:
+            self.api_calls += 1
+
+
+def in_order(
+    fetch: Callable[[K], T], keys: Iterable[K], parallel: int, name: str
+) -> Iterator[tuple[K, T]]:
+    """``(key, fetch(key))`` in the order of ``keys``, up to ``parallel`` calls in flight.
+
+    The next call is sent as each result is taken. A failed call raises when its turn comes;
+    then, or when the consumer stops early, calls not yet started are cancelled.
+    """
+    pending = iter(keys)
+    with ThreadPoolExecutor(parallel, thread_name_prefix=name) as pool:
+        window: deque[tuple[K, Future[T]]] = deque(
+            (key, pool.submit(fetch, key)) for key in itertools.islice(pending, parallel)
+        )
+        try:
+            while window:
+                key, future = window.popleft()
+                result = future.result()
+                window.extend((k, pool.submit(fetch, k)) for k in itertools.islice(pending, 1))
+                yield key, result
+        finally:
+            for _, waiting in window:
+                waiting.cancel()
 
 
 FetchFn = Callable[[Any, FetchContext], Iterator[Record]]

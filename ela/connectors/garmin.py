@@ -12,19 +12,16 @@ garminconnect is imported only when a client is opened: it imports curl_cffi (41
 from __future__ import annotations
 
 import http.cookiejar
-import itertools
 import json
 import re
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ela import endpoints
-from ela.connectors.base import FetchContext, Record, Service, parse_retry_after
+from ela.connectors.base import FetchContext, Record, Service, in_order, parse_retry_after
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.tokens import TokenStore
 
@@ -397,14 +394,8 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         raise ReauthError(f"garmin: no stored tokens in {store.directory}: {AUTH_FIX}")
     garmin = Garmin()  # no credentials: the library cannot fall back to a password login
 
-    counting = threading.Lock()  # daily calls are made from several threads
-
-    def count() -> None:
-        with counting:
-            ctx.api_calls += 1
-
     client = _Client(garmin, store, tokens)
-    close = adapt(garmin, ctx.environ, on_request=count, on_response=client.saw)
+    close = adapt(garmin, ctx.environ, on_request=ctx.count_call, on_response=client.saw)
     try:
         client.resume()
         yield client
@@ -452,7 +443,11 @@ def _daily(
     each record is checked to be that day's."""
     undated: list[str] = []
     client.display_name()  # once, before the days are fetched in parallel
-    for day, record in _in_order(client, kind, fetch, window(ctx)):
+
+    def fetch_day(day: date) -> Any:
+        return client.by_name(f"{kind} {day}", fetch, day.isoformat())
+
+    for day, record in in_order(fetch_day, window(ctx), PARALLEL_DAYS, f"garmin-{kind}"):
         if not isinstance(record, dict):
             raise PayloadError(f"garmin: {kind} {day}: a {type(record).__name__}, not an object")
         if not record:  # HTTP 204: Garmin has nothing for that day
@@ -466,32 +461,6 @@ def _daily(
         yield record
     if undated:
         ctx.warn(f"{kind}: records without a calendarDate for {', '.join(undated)}")
-
-
-def _in_order(
-    client: _Client, kind: str, fetch: Callable[[str], Any], days: list[date]
-) -> Iterator[tuple[date, Any]]:
-    """``(day, fetch(day))`` in day order, up to :data:`PARALLEL_DAYS` calls in flight."""
-    pending = iter(days)
-    with ThreadPoolExecutor(PARALLEL_DAYS, thread_name_prefix=f"garmin-{kind}") as pool:
-        window: deque[tuple[date, Future[Any]]] = deque()
-
-        def submit(day: date) -> None:
-            what = f"{kind} {day}"
-            window.append((day, pool.submit(client.by_name, what, fetch, day.isoformat())))
-
-        try:
-            for day in itertools.islice(pending, PARALLEL_DAYS):
-                submit(day)
-            while window:
-                day, future = window.popleft()
-                record = future.result()
-                for following in itertools.islice(pending, 1):
-                    submit(following)
-                yield day, record
-        finally:
-            for _, waiting in window:  # a failure, or the consumer stopped: send nothing more
-                waiting.cancel()
 
 
 @garmin.data_type("sleep", params=("days",), max_days=MAX_DAYS)

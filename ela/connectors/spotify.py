@@ -11,21 +11,26 @@ endpoint; a 401 to a stored token (revoked early) refreshes once and retries.
 
 from __future__ import annotations
 
-import itertools
+import functools
 import logging
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ela import endpoints
-from ela.connectors.base import FetchContext, Record, Service, parse_retry_after, require
+from ela.connectors.base import (
+    FetchContext,
+    Record,
+    Service,
+    in_order,
+    parse_retry_after,
+    require,
+)
 from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
 from ela.tokens import TokenStore
 
@@ -104,6 +109,7 @@ def _session(count: Callable[[], None]) -> requests.Session:
     return session
 
 
+@functools.cache  # one class per process, built on first use (spotipy loads lazily)
 def _oauth_class() -> type[spotipy.SpotifyOAuth]:
     """SpotifyOAuth redirected to ``SPOTIFY_ACCOUNTS_URL`` that never prompts.
 
@@ -202,6 +208,7 @@ def _reusable(
     return {"access_token": token, "token_type": "Bearer", "expires_at": int(expires_at)}
 
 
+@functools.cache
 def _spotify_class() -> type[spotipy.Spotify]:
     """spotipy.Spotify that, after a 401, lets the auth manager refresh once and retries."""
     import spotipy
@@ -277,54 +284,37 @@ class _Client:
         size = int(query.get("limit", PAGE_MAX))
         offsets = iter(range(start, wanted, size))
 
-        def url(offset: int) -> str:
-            return urlunsplit(split._replace(query=urlencode({**query, "offset": offset})))
+        def page_at(offset: int) -> list[Any]:
+            """The page's items, checked in the thread that fetched it."""
+            url = urlunsplit(split._replace(query=urlencode({**query, "offset": offset})))
+            page = self.follow(url)
+            number = offset // size + 1
+            if isinstance(page, dict) and page.get("offset") not in (None, offset):
+                raise PayloadError(
+                    f"spotify: {what} page {number}: offset {page.get('offset')}, "
+                    f"asked for {offset}"
+                )
+            return _items(page, what, number)
 
-        with ThreadPoolExecutor(PARALLEL_PAGES, thread_name_prefix="spotify-page") as pool:
-            window: deque[tuple[int, Future[Any]]] = deque()
-            try:
-                for offset in itertools.islice(offsets, PARALLEL_PAGES):
-                    window.append((offset, pool.submit(self.follow, url(offset))))
-                while window:
-                    offset, future = window.popleft()
-                    page = future.result()
-                    number = offset // size + 1
-                    if isinstance(page, dict) and page.get("offset") not in (None, offset):
-                        raise PayloadError(
-                            f"spotify: {what} page {number}: offset {page.get('offset')}, "
-                            f"asked for {offset}"
-                        )
-                    items = _items(page, what, number)
-                    for nxt in itertools.islice(offsets, 1):
-                        window.append((nxt, pool.submit(self.follow, url(nxt))))
-                    yield from _objects(items[: wanted - offset], what, number)
-                    if not items:  # the library shrank while we read it: nothing further
-                        return
-            finally:
-                for _, pending in window:
-                    pending.cancel()
+        for offset, items in in_order(page_at, offsets, PARALLEL_PAGES, "spotify-page"):
+            yield from _objects(items[: wanted - offset], what, offset // size + 1)
+            if not items:  # the library shrank while we read it: nothing further
+                return
 
     def _by_next(self, what: str, page: Any, limit: int | None) -> Iterator[Record]:
         """Follow ``next`` links one by one (an endpoint that does not say its ``total``)."""
         remaining = limit
         seen: set[str] = set()
         number = 1
-        while True:
-            items = _items(page, what, number)
-            for index, item in enumerate(items, 1):
-                if remaining is not None and remaining <= 0:
-                    return
-                if item is None:  # the API sends null for items it cannot show; nothing to land
-                    continue
-                if not isinstance(item, dict):
-                    raise PayloadError(
-                        f"spotify: {what} page {number}, item {index}: not an object"
-                    )
+        while remaining is None or remaining > 0:
+            for item in _objects(_items(page, what, number), what, number):
                 yield item
                 if remaining is not None:
                     remaining -= 1
+                    if remaining <= 0:  # and the items after it are not looked at
+                        return
             following = page.get("next")
-            if not following or (remaining is not None and remaining <= 0):
+            if not following:
                 return
             if following in seen:
                 raise PayloadError(f"spotify: {what} page {number}: `next` repeats {following}")
@@ -374,14 +364,8 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
     if not refresh_token:
         raise ReauthError(f"spotify: SPOTIFY_REFRESH_TOKEN not set and none stored; {REAUTH_HINT}")
 
-    counting = threading.Lock()  # offset pages are fetched from several threads
-
-    def count() -> None:
-        with counting:
-            ctx.api_calls += 1
-
     timeout = endpoints.http_timeout(ctx.environ)
-    session = _session(count)
+    session = _session(ctx.count_call)
     # The stored access token while it has more than REUSE_MARGIN left; otherwise an expired
     # entry with the refresh token: spotipy's first call refreshes it, never prompts.
     reusable = _reusable(stored) if stored.get("refresh_token") == refresh_token else None

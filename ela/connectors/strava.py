@@ -84,8 +84,8 @@ def rate_limit_reset(headers: Mapping[str, str], now: datetime) -> float | None:
     seconds = now.timestamp()
     wait: float | None = None
     for prefix in ("x-ratelimit", "x-readratelimit"):
-        limits = _pair(lower.get(f"{prefix}-limit"))
-        usage = _pair(lower.get(f"{prefix}-usage"))
+        limits = ratelimit.pair(lower.get(f"{prefix}-limit"))
+        usage = ratelimit.pair(lower.get(f"{prefix}-usage"))
         if limits is None or usage is None:
             continue
         if usage[1] >= limits[1]:
@@ -96,15 +96,6 @@ def rate_limit_reset(headers: Mapping[str, str], now: datetime) -> float | None:
             continue
         wait = window if wait is None else max(wait, window)
     return wait
-
-
-def _pair(value: str | None) -> tuple[int, int] | None:
-    """``"100,1000"`` → (100, 1000); None for a missing or malformed header."""
-    try:
-        short, daily = (value or "").split(",")
-        return int(short), int(daily)
-    except ValueError:
-        return None
 
 
 # -- the session adapter ---------------------------------------------------------------------
@@ -169,7 +160,7 @@ class _Transport:
                 )
         if kwargs.get("timeout") is None:  # stravalib sets none: never hang a worker
             kwargs["timeout"] = self.timeout
-        self.ctx.api_calls += 1
+        self.ctx.count_call()
         response: requests.Response = self.inner.send(request, **kwargs)
         if api:
             self._observe(response)
@@ -182,7 +173,7 @@ class _Transport:
         now = datetime.now(UTC)
         wait = rate_limit_reset(response.headers, now)
         self.blocked_until = now.timestamp() + wait if wait is not None else None
-        usage = _pair(response.headers.get("X-ReadRateLimit-Usage"))
+        usage = ratelimit.pair(response.headers.get("X-ReadRateLimit-Usage"))
         if self.shared is not None and usage is not None:
             self.shared.observe(usage, now)
         if not response.ok:
@@ -559,9 +550,7 @@ def _checked_start(raw: Any, position: int) -> int:
         raise PayloadError(
             f"strava: activity #{position} of this run has no valid start_date (id {ident})"
         ) from None
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)  # Strava's start_date is UTC
-    return calendar.timegm(started.astimezone(UTC).timetuple())
+    return _epoch_of(started)  # naive is UTC: Strava's start_date is
 
 
 # -- `ela auth strava` ------------------------------------------------------------------------

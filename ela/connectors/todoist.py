@@ -54,7 +54,7 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
     timeout = httpx.Timeout(read, connect=connect).as_dict()
 
     def redirect(request: httpx.Request) -> None:
-        ctx.api_calls += 1
+        ctx.count_call()
         request.extensions["timeout"] = timeout
         text = str(request.url)
         if base != LIBRARY_BASE and text.startswith(LIBRARY_BASE):
