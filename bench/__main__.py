@@ -35,20 +35,17 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
+
 from bench import harness, plugin
-
-plugin.register()  # before anything loads a config that names the bench service
-
-from celery import Celery  # noqa: E402
-
-from ela import config as config_module  # noqa: E402
-from ela.emulators.garmin import GarminEmulator  # noqa: E402
-from ela.emulators.server import Emulator  # noqa: E402
-from ela.emulators.spotify import SpotifyEmulator  # noqa: E402
-from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator  # noqa: E402
-from ela.emulators.todoist import TodoistEmulator  # noqa: E402
-from ela.tokens import TokenStore  # noqa: E402
-from tests.helpers import REPO, client_app, gcs_emulator, wait_for  # noqa: E402
+from ela import config as config_module
+from ela.emulators.garmin import GarminEmulator
+from ela.emulators.server import Emulator
+from ela.emulators.spotify import SpotifyEmulator
+from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
+from ela.emulators.todoist import TodoistEmulator
+from ela.tokens import TokenStore
+from tests.helpers import REPO, client_app, gcs_emulator, wait_for
 
 MB = 1024 * 1024
 X = "\u00d7"  # the multiplication sign of ratios
