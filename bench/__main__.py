@@ -44,6 +44,7 @@ from ela.emulators.server import Emulator
 from ela.emulators.spotify import SpotifyEmulator
 from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
 from ela.emulators.todoist import TodoistEmulator
+from ela.sinks import GCSBucket
 from ela.tokens import TokenStore
 from tests.helpers import REPO, client_app, gcs_emulator, wait_for
 
@@ -482,18 +483,8 @@ def _script(
 
 
 def _create_bucket(host: str, name: str) -> None:
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    old = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = host
-    try:
-        storage.Client(credentials=AnonymousCredentials(), project="bench").create_bucket(name)
-    finally:
-        if old is None:
-            del os.environ["STORAGE_EMULATOR_HOST"]
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = old
+    """Create ``name`` in the GCS emulator at ``host``, through the sink's own client."""
+    GCSBucket(name, {"STORAGE_EMULATOR_HOST": host}).client.create_bucket(name)
 
 
 # -- 3. memory ---------------------------------------------------------------------------------
