@@ -2,7 +2,8 @@
 
 The chunking, run ids and pacing are :mod:`ela.ops.backfill`; this module is the command, the
 progress display, and the one way a chunk reaches the workers (Celery is imported lazily, as
-``ela run`` does). Registered onto the ``ela`` group by :func:`register`.
+``ela run`` does). Registered onto the ``ela`` group by :func:`register`; :mod:`ela.ops.backfill`
+is imported only when a backfill runs, so registering costs other ``ela`` commands nothing.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import shutil
 import sys
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from ela.cli_common import ENV_OPTION, emit_json, fail, load, print_table, user_errors
 from ela.errors import FatalError, IngestError
-from ela.ops import backfill as bf
+
+if TYPE_CHECKING:
+    from ela.ops import backfill as bf
 
 DEFAULT_TIMEOUT = 3600.0  # seconds to wait for one chunk's result, as `ela run --wait`
 
@@ -217,6 +220,8 @@ def backfill(
     after an interruption and the chunks already committed are not fetched again. Chunks go
     through the workers (like scheduled runs) unless --inline.
     """
+    from ela.ops import backfill as bf
+
     with user_errors():
         config = load(env)
         plan = bf.plan(config, job, since.date(), until.date() if until else None, chunk_days)
@@ -236,6 +241,8 @@ def execute(
 ) -> None:
     """Run the plan with a progress display, then report; exits 1 on a failed chunk, 130 on
     Ctrl-C (in both cases the committed chunks stay committed: re-run to resume)."""
+    from ela.ops import backfill as bf
+
     progress_stream = stream or (sys.stderr if as_json else sys.stdout)
     progress = Progress(plan, progress_stream, _isatty(progress_stream))
     pacer = pacer or bf.Pacer(plan.profile.quotas)

@@ -2,7 +2,8 @@
 
 Kept apart from ``ela/cli.py``; ``register(main)`` adds them to the ``ela`` group. The work is
 done in ``ela/ops/``; these functions parse options, call it, and print. Every expected failure
-is one line on stderr and exit status 1.
+is one line on stderr and exit status 1. ``ela/ops/`` (and ruamel.yaml, and the bucket clients)
+are imported inside the commands, so registering them costs every other ``ela`` command nothing.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ela import config as config_module
 from ela.cli_common import ENV_OPTION, emit_json, fail, load, print_table, user_errors
-from ela.ops import configdiff, migrate, promote, status
-from ela.sinks import bucket_url, open_bucket
+
+if TYPE_CHECKING:
+    from ela.ops import status
 
 
 def register(main: click.Group) -> None:
@@ -93,6 +95,9 @@ def status_command(
     Times are UTC ISO 8601. Stats count runs scheduled inside the window; cpu_s sums the
     manifests' CPU seconds (null only for runs older than that field).
     """
+    from ela.ops import status
+    from ela.sinks import bucket_url, open_bucket
+
     with user_errors():
         config = load(env)
         span = status.parse_window(window) if stats else None
@@ -219,6 +224,8 @@ def diff_command(left: str, right: str, as_json: bool, color: bool | None) -> No
              "sections": {"global"|"schedules"|"parameters"|"groups"|"services":
                           [{"key", "left", "right", "differs"}]}}
     """
+    from ela.ops import configdiff
+
     with user_errors():
         lconf = config_module.load(_config_file(left))
         rconf = config_module.load(_config_file(right))
@@ -279,6 +286,8 @@ def promote_command(
     comments, order and quoting are kept, the result is validated before it is written, and
     the change is printed as a unified diff.
     """
+    from ela.ops import promote
+
     with user_errors():
         source_path, target_path = _config_file(source), _config_file(target)
         if keep_schedule and schedule is not None:
@@ -331,6 +340,8 @@ def migrate_command(legacy: Path, out_dir: Path, force: bool, dry_run: bool) -> 
     both files once they validate. What could not be carried over, or had to be guessed, is
     printed as one FILE:LINE line each.
     """
+    from ela.ops import migrate
+
     with user_errors():
         result = migrate.migrate(legacy)
         paths = result.paths(out_dir)
