@@ -135,16 +135,19 @@ class Scrubber:
     RECHECK_SECONDS = 1.0
 
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
-        self._env_values = credential_values(environ)
+        # Every form of the environment's secrets, built once; token values join on each change.
+        self._env_secrets = {v for s in credential_values(environ) for v in _variants(s) if v}
         self._token_dir = token_dir(environ)
         self._token_stamp: tuple[tuple[str, int], ...] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
         self._values: re.Pattern[str] | None = None
+        # Not wasted: _refresh() stamps _checked before it compiles, so a thread whose text()
+        # comes while the first refresh is still compiling uses this: the environment's secrets.
         self._compile(set())
 
     def _compile(self, token_values: set[str]) -> None:
-        secrets = {v for s in self._env_values | token_values for v in _variants(s) if v}
+        secrets = self._env_secrets | {v for s in token_values for v in _variants(s) if v}
         # Longest first, so a secret that contains another is filtered whole.
         alternatives = sorted(secrets, key=len, reverse=True)
         self._values = (
