@@ -29,11 +29,7 @@ def register(main: click.Group) -> None:
     main.add_command(status_command)
     main.add_command(diff_command)
     main.add_command(promote_command)
-    existing = main.commands.get("config")
-    if isinstance(existing, click.Group):
-        existing.add_command(migrate_command)
-    else:
-        main.add_command(config_group)
+    main.add_command(config_group)
 
 
 @contextmanager
