@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 import tornado.web
@@ -44,9 +44,10 @@ DEFAULT_ADDRESS = "127.0.0.1"
 _GUARD = "_ela_requires_auth"
 
 
-def open_paths(url_prefix: str | None) -> set[str]:
+@cache  # asked on every request, for the one prefix the app runs with
+def open_paths(url_prefix: str | None) -> frozenset[str]:
     prefix = f"/{url_prefix.strip('/')}" if url_prefix and url_prefix.strip("/") else ""
-    return {f"{prefix}{path}" for path in OPEN_PATHS}
+    return frozenset(f"{prefix}{path}" for path in OPEN_PATHS)
 
 
 def require_auth(handler: BaseHandler) -> None:
