@@ -25,6 +25,7 @@ from ruamel.yaml.tokens import CommentToken
 
 from ela import config as config_module
 from ela import cron
+from ela.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +79,10 @@ def promote(job: str, source: Path, target: Path, *, schedule: str | None = None
         KeyError: ``job`` is not in ``source``.
         ValueError: ``schedule`` is not a valid cron.
     """
-    source_config = config_module.load(source)
-    config_module.load(target)  # refuse to edit a file that is already broken
+    source_text = _read(source)
+    source_config = config_module.loads(source_text, str(source))
+    old_text = _read(target)
+    config_module.loads(old_text, str(target))  # refuse to edit a file that is already broken
     if job not in source_config.jobs:
         raise KeyError(f"{job!r} is not a job of {source}; jobs: {', '.join(source_config.jobs)}")
     if schedule is not None:
@@ -88,8 +91,8 @@ def promote(job: str, source: Path, target: Path, *, schedule: str | None = None
         except cron.CronError as exc:
             raise ValueError(f"--schedule: {exc}") from None
 
-    source_doc, _ = _load_rt(source.read_text(encoding="utf-8"))
-    old_text = target.read_text(encoding="utf-8")
+    # Only the source's values are taken, so its layout does not matter: any loader will do.
+    source_doc = _yaml(*_LAYOUTS[0]).load(source_text)
     doc, yaml = _load_rt(old_text)
     jobs = doc["jobs"]
     wanted = copy.deepcopy(source_doc["jobs"][job])
@@ -124,6 +127,14 @@ def promote(job: str, source: Path, target: Path, *, schedule: str | None = None
     )
 
 
+def _read(path: Path) -> str:
+    """The file's text, read once both to validate and to edit (as config.load reads it)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}:1: cannot read the file: {exc.strerror}"]) from None
+
+
 def write(promotion: Promotion) -> None:
     """Replace the target with the promoted text in one rename, keeping its permissions."""
     target = promotion.target
@@ -146,17 +157,17 @@ def _load_rt(text: str) -> tuple[Any, YAML]:
     ruamel applies one indentation to the whole dump, so the file's own must be found, or every
     untouched line would show up in the diff.
     """
-    best: tuple[int, YAML] | None = None
+    best: tuple[int, Any, YAML] | None = None
     for mapping, sequence, offset in _LAYOUTS:
         yaml = _yaml(mapping, sequence, offset)
-        changed = _changed_lines(text, _dump(yaml, yaml.load(text)))
+        doc = yaml.load(text)
+        changed = _changed_lines(text, _dump(yaml, doc))
         if best is None or changed < best[0]:
-            best = (changed, yaml)
+            best = (changed, doc, yaml)
         if changed == 0:
             break
     assert best is not None
-    yaml = best[1]
-    return yaml.load(text), yaml
+    return best[1], best[2]
 
 
 def _yaml(mapping: int, sequence: int, offset: int) -> YAML:
