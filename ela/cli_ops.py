@@ -349,9 +349,8 @@ def migrate_command(legacy: Path, out_dir: Path, force: bool, dry_run: bool) -> 
     for note in result.notes:
         click.echo(f"note: {note}")
     for env, path in paths.items():
-        jobs = config_module.loads(result.texts[env], str(path)).jobs
         state = "would write" if dry_run else "wrote"
-        click.echo(f"{state} {path}: {len(jobs)} jobs")
+        click.echo(f"{state} {path}: {len(result.configs[env].jobs)} jobs")
 
 
 config_group.add_command(migrate_command)

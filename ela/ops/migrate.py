@@ -75,10 +75,11 @@ _SHELL_OPERATORS = {"&&", "||", "|", ";", ">", ">>", "<", "&"}
 
 @dataclasses.dataclass
 class Migration:
-    """The two files' texts (validated) and the notes on what could not be carried over."""
+    """The two files' texts and their validated configs; notes on what could not be carried over."""
 
     source: Path
     texts: dict[str, str]
+    configs: dict[str, config_module.IngestionConfig]
     notes: list[str]
 
     def paths(self, out_dir: Path) -> dict[str, Path]:
@@ -169,9 +170,13 @@ def migrate(path: Path) -> Migration:
         groups = _groups(data.get("job_groups"), env, jobs, notes)
         services = _services(services_in, env, jobs[env], notes)
         texts[env] = _render(env, path.name, glob, groups, jobs[env], services)
-    for env_name, body in texts.items():
-        config_module.loads(body, f"ingestion-config-{env_name}.yaml", expect_env=env_name)
-    return Migration(path, texts, notes.items)
+    configs = {
+        env_name: config_module.loads(
+            body, f"ingestion-config-{env_name}.yaml", expect_env=env_name
+        )
+        for env_name, body in texts.items()
+    }
+    return Migration(path, texts, configs, notes.items)
 
 
 def write(migration: Migration, out_dir: Path, *, force: bool = False) -> dict[str, Path]:
