@@ -35,8 +35,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from ela.config import IngestionConfig
-from ela.connectors.garmin import MAX_DAYS as GARMIN_MAX_DAYS
-from ela.connectors.strava import DAY_S, PAGE_SIZE, QUARTER_HOUR_S
+from ela.connectors import data_type as registered
+from ela.connectors.strava import DAY_S, PAGE_SIZE, QUARTER_HOUR_S, READ_BUDGET
 from ela.errors import FatalError, IngestError, RetriableError
 from ela.sinks import Bucket
 
@@ -104,8 +104,8 @@ class Quota:
         return self.period_s - now % self.period_s
 
 
-def strava_quotas(short: int = 100, daily: int = 1000) -> tuple[Quota, ...]:
-    """Strava's default read limits: 100 per 15 minutes, 1,000 per day."""
+def strava_quotas(short: int = READ_BUDGET[0], daily: int = READ_BUDGET[1]) -> tuple[Quota, ...]:
+    """Strava's read limits, by default its default ones (100 per 15 minutes, 1,000 per day)."""
     return (
         Quota.shared("Strava 15-minute", QUARTER_HOUR_S, short),
         Quota.shared("Strava daily", DAY_S, daily),
@@ -140,6 +140,13 @@ def _backoff(now: float, attempt: int) -> float:
     return float(min(MAX_FALLBACK_S, FALLBACK_BACKOFF_S * 2**attempt))
 
 
+def _max_days(service: str, name: str) -> int:
+    """The most days one run of the registered data type may ask for."""
+    max_days = registered(service, name).max_days
+    assert max_days is not None, f"{service}/{name} registers no max_days"
+    return max_days
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     """How one backfillable data type is chunked, windowed and paced.
@@ -153,8 +160,6 @@ class Profile:
             no retry_after.
     """
 
-    service: str
-    data_type: str
     default_chunk_days: int
     max_chunk_days: int
     until_exclusive: bool
@@ -166,8 +171,6 @@ class Profile:
 
 PROFILES: dict[tuple[str, str], Profile] = {
     ("strava", "activities"): Profile(
-        "strava",
-        "activities",
         default_chunk_days=STRAVA_CHUNK_DAYS,
         max_chunk_days=366,
         until_exclusive=True,
@@ -179,10 +182,8 @@ PROFILES: dict[tuple[str, str], Profile] = {
     # Garmin publishes no quota; its 429s carry Retry-After, which the runner honours.
     **{
         ("garmin", name): Profile(
-            "garmin",
-            name,
             default_chunk_days=GARMIN_CHUNK_DAYS,
-            max_chunk_days=GARMIN_MAX_DAYS,
+            max_chunk_days=_max_days("garmin", name),
             until_exclusive=False,
             estimate=_garmin_activity_calls if name == "activities" else _garmin_daily_calls,
             fallback_wait=_backoff,
@@ -258,8 +259,6 @@ class Chunk:
 class Plan:
     env: str
     job: str
-    service: str
-    data_type: str
     task: str
     queue: str
     incremental: bool
@@ -285,8 +284,6 @@ def plan(
     Raises:
         ValueError: a one-line message (unknown or non-windowed job, bad dates or chunk size).
     """
-    from ela.connectors import data_type as registered
-
     can = ", ".join(backfillable_jobs(config)) or "none in this config"
     if job not in config.jobs:
         raise ValueError(f"unknown job {job!r}; jobs that can be backfilled: {can}")
@@ -332,8 +329,6 @@ def plan(
     return Plan(
         env=config.env,
         job=job,
-        service=spec.service,
-        data_type=spec.data_type,
         task=spec.task,
         queue=config.queue(spec.service),
         incremental=registered(spec.service, spec.data_type).incremental,
