@@ -518,6 +518,14 @@ def run_backfill(
     profile = plan_.profile
     pacer = pacer or Pacer(profile.quotas)
     most_records = 0
+
+    def stop(result: ChunkResult) -> Backfill:
+        """Record the chunk that failed for good, announce it, and end the backfill there."""
+        finished = len(backfill.results)  # chunks before this one
+        backfill.results.append(result)
+        on_event(Event("failed", result.chunk, finished, result=result))
+        return backfill
+
     for chunk in plan_.chunks:
         done = len(backfill.results)
         estimate = profile.estimate(chunk.days, most_records)
@@ -537,10 +545,7 @@ def run_backfill(
                 pacer.record(estimate)  # what a refused or partial attempt spent is unknown
                 attempt += 1
                 if attempt >= max_attempts:
-                    result = _failed(chunk, exc, attempt, f" (after {attempt} attempts)")
-                    backfill.results.append(result)
-                    on_event(Event("failed", chunk, done, result=result))
-                    return backfill
+                    return stop(_failed(chunk, exc, attempt, f" (after {attempt} attempts)"))
                 seconds = (
                     exc.retry_after + SLACK_S
                     if exc.retry_after is not None
@@ -550,10 +555,7 @@ def run_backfill(
                 pacer.pause(seconds)
                 continue
             except IngestError as exc:
-                result = _failed(chunk, exc, attempt + 1)
-                backfill.results.append(result)
-                on_event(Event("failed", chunk, done, result=result))
-                return backfill
+                return stop(_failed(chunk, exc, attempt + 1))
             break
         result = _result(chunk, manifest, attempt + 1)
         pacer.record(result.api_calls)
@@ -564,12 +566,11 @@ def run_backfill(
                 f"chunk {chunk.label} landed {result.records} records, the most one run may; "
                 "the rest of its window may be missing: use a smaller --chunk-days"
             )
-            result = dataclasses.replace(
-                result, outcome="failed", error=str(error), error_kind=error.kind
+            return stop(
+                dataclasses.replace(
+                    result, outcome="failed", error=str(error), error_kind=error.kind
+                )
             )
-            backfill.results.append(result)
-            on_event(Event("failed", chunk, done, result=result))
-            return backfill
         backfill.results.append(result)
         on_event(Event("done", chunk, done + 1, result=result))
     return backfill
