@@ -26,7 +26,7 @@ def hard_time_limit(config: IngestionConfig) -> int:
 
 def ops_queue(config: IngestionConfig) -> str:
     """Where group fan-out and housekeeping run."""
-    return f"{config.env}.ops"
+    return config.queue("ops")
 
 
 def queues(config: IngestionConfig) -> list[str]:
