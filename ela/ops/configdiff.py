@@ -97,20 +97,13 @@ def render_cells(row: Row) -> tuple[str, str]:
     if row.section != "parameters":
         return render_value(row.left), render_value(row.right)
     left, right = dict(row.left or {}), dict(row.right or {})
-    for side, other in ((left, right), (right, left)):
-        if (
-            side
-            and other
-            and (side["service"], side["data_type"])
-            == (
-                other["service"],
-                other["data_type"],
-            )
-        ):
-            continue
-        if side:
-            side["task"] = f"{side['service']}.{side['data_type']}"
+    same_task = bool(left and right) and (left["service"], left["data_type"]) == (
+        right["service"],
+        right["data_type"],
+    )
     for side in (left, right):
+        if side and not same_task:
+            side["task"] = f"{side['service']}.{side['data_type']}"
         side.pop("service", None)
         side.pop("data_type", None)
         if side.get("enabled") is True:
