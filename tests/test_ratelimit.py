@@ -12,6 +12,7 @@ import pytest
 from ela.emulators.strava import StravaEmulator
 from ela.ratelimit import SharedWindows, budget
 from tests.conftest import WorkerFactory
+from tests.helpers import wait_for
 
 
 def test_windows_grant_until_spent_then_name_the_reset(
@@ -55,14 +56,19 @@ def test_two_workers_share_one_budget(worker_factory: WorkerFactory, tmp_path: P
         second = worker_factory(extra_env=env)  # another process, same Redis and prefix
         results = [w.send("tasks.strava.athlete") for w in (first, second, first, second)]
 
-        def settled() -> bool:
-            return sum(1 for r in results if r.ready()) >= 3 and strava.calls_to("/athlete") >= 3
+        athlete = "/api/v3/athlete"
 
-        deadline = time.monotonic() + 60
-        while not settled() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1)
-        reads = strava.calls_to("/api/v3/athlete")
+        def settled() -> bool:
+            return sum(1 for r in results if r.ready()) >= 3 and strava.calls_to(athlete) >= 3
+
+        wait_for(settled, 60, "three reads")
+        # The fourth run is refused before it reads: count the reads once it has been.
+        wait_for(
+            lambda: "read budget is spent" in first.log() + second.log(),
+            30,
+            "a run to be refused for the spent budget",
+        )
+        reads = strava.calls_to(athlete)
     assert reads == 3, "four runs across two workers, budget three: one must wait"
     logs = first.log() + second.log()
     assert "read budget is spent" in logs and "Retry in" in logs
