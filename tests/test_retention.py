@@ -48,11 +48,19 @@ def test_purge_keeps_exactly_the_retention_window(
 
 def test_purge_on_the_gcs_emulator(gcs_bucket: GCSBucket) -> None:
     seed_errors(gcs_bucket)
-    purge_errors(gcs_bucket, DEV, now=NOW)
-    assert {n.split("/")[2] for n in names(gcs_bucket, "garmin/errors/")} == {
-        "2026-11-18",
-        "2026-11-24",
-    }
+    deleted = purge_errors(gcs_bucket, DEV, now=NOW)
+    for service in ("spotify", "garmin"):
+        assert {n.split("/")[2] for n in names(gcs_bucket, f"{service}/errors/")} == {
+            "2026-11-18",
+            "2026-11-24",
+        }, service
+    # As on a local bucket (DEV keeps from 2026-11-18): only older errors were deleted, and
+    # every seeded error is either left or deleted.
+    left = names(gcs_bucket, "spotify/errors/") | names(gcs_bucket, "garmin/errors/")
+    assert all(n.split("/")[2] >= "2026-11-18" for n in left)
+    assert all(n.split("/")[2] < "2026-11-18" for n in deleted)
+    assert len(left) + len(deleted) == 10
+    assert "spotify/_runs/spotify_job/old-run.json" in names(gcs_bucket)  # only errors expire
 
 
 def test_bucket_setup_applies_the_lifecycle_rule(
