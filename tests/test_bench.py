@@ -23,7 +23,7 @@ ROWS = (
 def test_orchestration_and_start_up_sections_print_their_rows(redis_url: str) -> None:
     """The benchmark keys its Redis use by a prefix of its own and deletes it at the end."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "1,5", "-n", "40"],
+        [sys.executable, "-m", "bench", "--only", "1,5", "-n", "40", "--repeats", "1"],
         cwd=REPO,
         env=base_environ(redis_url, {"ELA_BENCH_REDIS_URL": redis_url}),
         capture_output=True,
