@@ -251,11 +251,15 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
             tmp_path / "beat.log",
         )
         try:
+            # Beat must be up and connected before Redis goes away, or there is nothing to
+            # reconnect: a beat still starting would meet the outage on its first tick.
+            beat.wait_log("beat: leading this environment", timeout=30)
             # A 4-page run at 1 s a page; Redis goes away for 2 s in the middle of it.
             todoist.inject(Fault(status=0, delay=1.0, path="/tasks", times=None))
             running = worker.send("tasks.todoist.tasks")
             wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the run to start")
             private_redis.restart(down_for=2.0)
+            back = datetime.now(UTC)  # Redis is answering again from here on
             manifest = naming.manifest("todoist", "todoist_tasks", running.id)
             wait_for(lambda: bucket.get_bytes(manifest), 60, "the interrupted run to commit")
             todoist.clear_faults()
@@ -268,14 +272,21 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
             fresh.close()
             projects = naming.manifest("todoist", "todoist_projects", after.id)
             wait_for(lambda: bucket.get_bytes(projects), 60, "a run sent after the restart")
-            # Beat reconnected: a tick after the restart lands.
-            restarted_at = time.time()
+            # Beat reconnected: a tick it sent after the restart lands. scheduled_at is the
+            # minute the message was stamped, just before it was sent, so one later than `back`
+            # was sent after Redis came back (a tick stamped in back's minute may predate the
+            # restart). The run sent by hand above is no tick: leave it out.
+
+            def scheduled_at(name: str) -> datetime:
+                return datetime.fromisoformat(
+                    json.loads(bucket.get_bytes(name) or b"")["scheduled_at"]
+                )
 
             def ticked_after_restart() -> bool:
                 return any(
-                    json.loads(bucket.get_bytes(o.name) or b"")["scheduled_at"]
-                    > datetime.fromtimestamp(restarted_at, UTC).isoformat()[:16]
+                    scheduled_at(o.name) > back
                     for o in bucket.list("todoist/_runs/todoist_projects/")
+                    if o.name != projects
                 )
 
             wait_for(ticked_after_restart, 95, "a beat tick after the restart", 1)
