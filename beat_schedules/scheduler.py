@@ -69,7 +69,15 @@ class SingleBeatScheduler(PersistentScheduler):
         self.leading: bool | None = None  # None until the first tick has tried the lock
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        if not self.lock.hold():
+        try:
+            held = self.lock.hold()
+        except redis.RedisError as exc:
+            # Redis is away (a restart, a failover): nothing can be sent now either. Keep the
+            # schedule as it is, so that ticks due meanwhile go out once the lock is held again
+            # (or, if another beat takes over after our lock expires, from its standby "now").
+            log.warning("beat: cannot reach Redis for the leader lock (%s); retrying", exc)
+            return RENEW_EVERY / 2
+        if not held:
             if self.leading is not False:
                 log.warning("beat: another beat leads this environment; standing by")
             self.leading = False

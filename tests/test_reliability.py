@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from beat_schedules.scheduler import LeaderLock
+from beat_schedules.scheduler import RENEW_EVERY, LeaderLock
 from ela import config as config_module
 from ela import faults, naming
 from ela.emulators.registry import emulator_for
@@ -254,11 +254,12 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
             # Beat must be up and connected before Redis goes away, or there is nothing to
             # reconnect: a beat still starting would meet the outage on its first tick.
             beat.wait_log("beat: leading this environment", timeout=30)
-            # A 4-page run at 1 s a page; Redis goes away for 2 s in the middle of it.
+            # A 4-page run at 1 s a page; Redis goes away in the middle of it, for longer than
+            # beat's longest sleep between lock renewals, so beat meets the outage too.
             todoist.inject(Fault(status=0, delay=1.0, path="/tasks", times=None))
             running = worker.send("tasks.todoist.tasks")
             wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the run to start")
-            private_redis.restart(down_for=2.0)
+            private_redis.restart(down_for=RENEW_EVERY + 2)
             back = datetime.now(UTC)  # Redis is answering again from here on
             manifest = naming.manifest("todoist", "todoist_tasks", running.id)
             wait_for(lambda: bucket.get_bytes(manifest), 60, "the interrupted run to commit")
