@@ -105,7 +105,7 @@ def write_error(bucket: Bucket, job: str, service: str, failed_at: datetime) -> 
     return run_id
 
 
-@pytest.fixture(params=["local", "gcs"])
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.integration)])
 def bucket(request: pytest.FixtureRequest) -> Bucket:
     """The same status tests against a local folder and the GCS emulator."""
     fixture = "local_bucket" if request.param == "local" else "gcs_bucket"

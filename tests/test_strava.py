@@ -87,6 +87,7 @@ def test_polyline_encoding_matches_googles_example() -> None:
     assert encode_polyline(points) == "_p~iF~ps|U_ulLnnqC_mqNvxq`@"
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_importing_the_connectors_does_not_import_stravalib() -> None:
     code = "import sys, ela.connectors; sys.exit('stravalib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
