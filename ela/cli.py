@@ -24,6 +24,7 @@ from ela.cli_common import (
     fail,
     load,
     print_table,
+    ready,
     user_errors,
 )
 from ela.errors import IngestError
@@ -182,7 +183,7 @@ def run(
 ) -> None:
     """Run TARGET (a job or a group) now: on the workers, or --inline in this process."""
     with user_errors():
-        config = load(env)
+        config = ready(env, broker=not inline)
         names = config.resolve(target)
     overrides: dict[str, Any] = {
         "limit": limit,
@@ -280,7 +281,7 @@ def _run_on_workers(
 
 def _exec_celery(env: str | None, args: list[str]) -> NoReturn:
     with user_errors():
-        load(env)
+        ready(env, broker=True)
     argv = [sys.executable, "-m", "celery", "-A", "worker", *args]
     os.execvpe(argv[0], argv, {**os.environ, "PYTHONPATH": _pythonpath()})
 
@@ -331,7 +332,7 @@ def flower(ctx: click.Context, env: str | None, address: str, port: int) -> None
     if not os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")[2]:
         fail("FLOWER_BASIC_AUTH is not set: Flower can send tasks, so it needs user:password")
     with user_errors():
-        load(env)
+        ready(env, broker=True)
     argv = [sys.executable, "-m", "worker.flower_app", f"--address={address}", f"--port={port}"]
     os.execvpe(argv[0], [*argv, *ctx.args], {**os.environ, "PYTHONPATH": _pythonpath()})
 

@@ -45,6 +45,24 @@ def load(env: str | None) -> config_module.IngestionConfig:
     return config_module.load_env(env)
 
 
+def ready(env: str | None, *, broker: bool = False) -> config_module.IngestionConfig:
+    """The env's config, once the process environment checks out (ela.settings): every problem
+    is one line and the command exits 1 before starting anything. ``broker``: also connect to
+    Redis, for commands that cannot work without it."""
+    from ela import settings
+
+    config = load(env)
+    found = settings.problems(config, os.environ)
+    if broker and not found:
+        problem = settings.redis_problem(os.environ.get("REDIS_URL") or settings.DEFAULT_BROKER)
+        found = [problem] if problem else []
+    if found:
+        for line in found:
+            click.echo(f"ela: {line}", err=True)
+        sys.exit(1)
+    return config
+
+
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 

@@ -29,7 +29,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*")  # fullmatch: `$` would let a trailing ne
 # Limits that keep validation quick and small whatever the bytes (a config is a few KiB with a
 # few hundred values): a file is read only up to MAX_BYTES, aliases may expand it to MAX_VALUES
 # values, nested MAX_DEPTH deep; beyond MAX_PROBLEMS problems the rest are counted, not listed.
-MAX_BYTES = 1 << 20
+MAX_BYTES = 256 << 10
 MAX_VALUES = 100_000
 MAX_DEPTH = 50
 MAX_PROBLEMS = 100

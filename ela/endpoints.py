@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 DEFAULTS = {
@@ -19,8 +20,18 @@ HTTP_TIMEOUT = (10.0, 60.0)
 
 
 def http_timeout(environ: Mapping[str, str]) -> tuple[float, float]:
-    """(connect, read) seconds; ``ELA_HTTP_TIMEOUT`` overrides the read timeout."""
-    read = float(environ.get("ELA_HTTP_TIMEOUT") or HTTP_TIMEOUT[1])
+    """(connect, read) seconds; ``ELA_HTTP_TIMEOUT`` overrides the read timeout.
+
+    Raises:
+        ValueError: one line naming the variable (checked at start-up by ela.settings).
+    """
+    raw = environ.get("ELA_HTTP_TIMEOUT")
+    try:
+        read = float(raw) if raw else HTTP_TIMEOUT[1]
+    except ValueError:
+        read = math.nan
+    if not 0 < read <= 3600:  # also refuses nan
+        raise ValueError(f"ELA_HTTP_TIMEOUT={raw!r}: expected seconds between 0 and 3600, e.g. 60")
     return (min(HTTP_TIMEOUT[0], read), read)
 
 

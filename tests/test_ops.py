@@ -211,7 +211,8 @@ def test_status_bad_inputs_are_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     environ = {"ELA_BUCKET_URL": (tmp_path / "b").as_uri()}
     assert_one_line_error(invoke("status", "--stats", "--window", "7x", env=environ), "7x")
     assert_one_line_error(
-        invoke("status", env={"ELA_BUCKET_URL": "s3://nope"}), "neither gs://BUCKET"
+        invoke("status", env={"ELA_BUCKET_URL": "s3://nope"}),
+        "expected gs://BUCKET or file:///FOLDER",
     )
     empty = invoke("status", env=environ)  # an empty bucket is not an error: nothing ran yet
     assert empty.exit_code == 0 and "never succeeded" in empty.output
