@@ -48,8 +48,12 @@ def write_run(
     records: int = 3,
     api_calls: int = 2,
     cpu_s: float | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> str:
-    """A landing object and its manifest, shaped as ela.pipeline.run_job writes them."""
+    """A landing object and its manifest, shaped as ela.pipeline.run_job writes them.
+
+    ``window``: an explicit since/until, as a backfill chunk runs (stamped with its end).
+    """
     config = config_module.load(REPO / "ingestion-config-dev.yaml")
     spec = config.jobs[job]
     run_id = str(uuid.uuid4())
@@ -74,7 +78,10 @@ def write_run(
         "cursor_after": None,
         "api_calls": api_calls,
         "params": spec.params(),
-        "window": {"since": None, "until": None},
+        "window": {
+            "since": window[0].isoformat() if window else None,
+            "until": window[1].isoformat() if window else None,
+        },
         "warnings": [],
         "dry_run": False,
         "bucket": bucket.url,
@@ -156,6 +163,21 @@ def test_status_freshness_from_manifests_and_errors(bucket: Bucket) -> None:
     assert by_job["todoist_projects"].freshness.state == "never"
     assert by_job["todoist_projects"].last_failure is not None
     assert by_job["spotify_recently_played"].last_success is None
+
+
+def test_status_is_right_after_a_backfill_wrote_many_chunks(bucket: Bucket) -> None:
+    """Backfill chunks are stamped with their window's end, years back; written after the job's
+    own run, they used to be taken for its last run: 'stale: 5,836 ticks missed'."""
+    config = config_module.load(REPO / "ingestion-config-dev.yaml")
+    tick = NOW.replace(minute=0)  # strava_activities runs every two hours; 10:00 is due
+    own = write_run(bucket, "strava_activities", tick)
+    for month in range(1, 13):  # a year of monthly chunks, written after the run
+        start = datetime(2024, month, 1, tzinfo=UTC)
+        write_run(bucket, "strava_activities", start + timedelta(days=27), window=(start, start))
+    report = status.collect(config, bucket, now=NOW)
+    job = next(j for j in report.jobs if j.job == "strava_activities")
+    assert job.last_success is not None and job.last_success["run_id"] == own
+    assert (job.freshness.state, job.freshness.missed_ticks) == ("fresh", 0)
 
 
 def test_status_stats_over_window(bucket: Bucket) -> None:
