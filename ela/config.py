@@ -8,6 +8,7 @@ once, so a user fixes a file in one pass.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -128,9 +129,11 @@ class IngestionConfig(_Strict):
             return [target]
         if target in self.job_groups:
             return list(self.job_groups[target].jobs)
+        close = difflib.get_close_matches(target, [*self.jobs, *self.job_groups], n=1)
+        hint = f"did you mean {close[0]}?" if close else f"jobs: {', '.join(self.jobs)}"
         raise KeyError(
-            f"{target!r} is neither a job nor a group of {self.path}; jobs: "
-            f"{', '.join(self.jobs)}; groups: {', '.join(self.job_groups) or 'none'}"
+            f"{target!r} is neither a job nor a group of {self.path}; {hint}; "
+            f"groups: {', '.join(self.job_groups) or 'none'}"
         )
 
     def job_for_task(self, task: str) -> str:

@@ -253,7 +253,7 @@ def test_parse_window() -> None:
 
 def test_diff_side_by_side_plain_and_json() -> None:
     plain = invoke("diff", "dev", "prd")
-    assert plain.exit_code == 0, plain.output
+    assert plain.exit_code == 1, plain.output  # as diff(1): 1 when the two differ
     assert "\x1b[" not in plain.output  # not a terminal: markers, no colour
     lines = plain.output.splitlines()
     assert any(line.startswith("* retry_attempts") and "2" in line for line in lines)
@@ -266,7 +266,9 @@ def test_diff_side_by_side_plain_and_json() -> None:
     coloured = invoke("diff", "dev", "prd", "--color")
     assert "\x1b[" in coloured.output
 
-    data = json.loads(invoke("diff", "--json").output)
+    as_json = invoke("diff", "--json")
+    assert as_json.exit_code == 1
+    data = json.loads(as_json.output)
     schedules = {row["key"]: row for row in data["sections"]["schedules"]}
     assert schedules["garmin_sleep"] == {
         "key": "garmin_sleep", "left": "0 13 * * *", "right": "0 8 * * *", "differs": True,
