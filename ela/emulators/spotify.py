@@ -132,9 +132,11 @@ class SpotifyEmulator(Emulator):
         self.route("GET", r"/v1/me/player/recently-played", self._authed(self._recently_played))
         self.route("GET", r"/v1/me/tracks", self._authed(self._offset(lambda: self.saved_tracks)))
         self.route("GET", r"/v1/me/albums", self._authed(self._offset(lambda: self.saved_albums)))
-        playlists = self._authed(self._offset(lambda: self.playlists, "users/{user}/playlists"))
-        self.route("GET", r"/v1/me/playlists", playlists)
-        self.route("GET", r"/v1/users/(?P<user>[^/]+)/playlists", playlists)
+        playlist_pages = self._authed(
+            self._offset(lambda: self.playlists, "users/{user}/playlists")
+        )
+        self.route("GET", r"/v1/me/playlists", playlist_pages)
+        self.route("GET", r"/v1/users/(?P<user>[^/]+)/playlists", playlist_pages)
         self.route("GET", r"/v1/me/top/(tracks|artists)", self._authed(self._top))
 
     # -- wiring ---------------------------------------------------------------------------
