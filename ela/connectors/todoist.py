@@ -11,6 +11,7 @@ by Todoist must never lose a run.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from todoist_api_python.api import TodoistAPI
 
 PAGE_SIZE = 200  # Todoist's maximum page size for list endpoints.
+INFLATE_STEP = 1 << 16  # bytes a compressed body may expand to in one step
 REAUTH = "TODOIST_API_TOKEN is invalid or revoked; set a new one"
 
 
@@ -64,6 +66,25 @@ class _Client:
                 raise PayloadError(f"{pages.name}: the library returned a page it never fetched")
             yield from pages.read(body["results"])
             pages.advance(body.get("next_cursor"))
+
+
+def _decoded(response: httpx.Response) -> Iterator[bytes]:
+    """The body, decompressed :data:`INFLATE_STEP` bytes at a time.
+
+    httpx would expand each 64 KiB it reads whole, up to 64 MB at once for a gzip bomb; zlib's
+    ``max_length`` keeps every step small, so :func:`read_body` refuses a bomb having held
+    little more than the cap. The client asks for gzip or deflate only (httpx's default).
+    """
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("gzip", "deflate"):
+        yield from response.iter_raw()
+        return
+    inflate = zlib.decompressobj(32 + zlib.MAX_WBITS)  # 32+: a gzip or a zlib header
+    for chunk in response.iter_raw():
+        while chunk:
+            yield inflate.decompress(chunk, INFLATE_STEP)
+            chunk = inflate.unconsumed_tail
+    yield inflate.flush()
 
 
 def _refused(what: str, exc: Exception) -> str:
@@ -111,7 +132,10 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         except ValueError:
             declared = None
         try:
-            response._content = read_body(response.iter_bytes(), cap, where, declared)
+            response._content = read_body(_decoded(response), cap, where, declared)
+        except zlib.error as exc:
+            response.close()
+            raise PayloadError(f"{where}: the compressed body is damaged ({exc})") from exc
         except PayloadError:
             response.close()
             raise
