@@ -292,13 +292,14 @@ class _Client:
         if following and isinstance(total, int) and isinstance(page.get("offset"), int):
             yield from _objects(pages.read(items)[:wanted], what, 1)
             start = page["offset"] + len(items)
-            yield from self._by_offset(pages, following, start, wanted)
+            yield from self._by_offset(what, pages, following, start, wanted)
         else:
-            yield from self._by_next(pages, page, limit)
+            yield from self._by_next(what, pages, page, limit)
 
-    def _by_offset(self, pages: Paginator, link: str, start: int, wanted: int) -> Iterator[Record]:
+    def _by_offset(
+        self, what: str, pages: Paginator, link: str, start: int, wanted: int
+    ) -> Iterator[Record]:
         """Pages from offset ``start`` until ``wanted`` items, several requests in flight."""
-        what = pages.what.removeprefix("spotify: ")
         if start < wanted:
             link = self.hosts.route(link, f"{what} page {pages.number + 1}")
         split = urlsplit(link)
@@ -324,9 +325,10 @@ class _Client:
             if not items:  # the library shrank while we read it: nothing further
                 return
 
-    def _by_next(self, pages: Paginator, page: Any, limit: int | None) -> Iterator[Record]:
+    def _by_next(
+        self, what: str, pages: Paginator, page: Any, limit: int | None
+    ) -> Iterator[Record]:
         """Follow ``next`` links one by one (an endpoint that does not say its ``total``)."""
-        what = pages.what.removeprefix("spotify: ")
         remaining = limit
         while remaining is None or remaining > 0:
             number = pages.number
@@ -459,8 +461,10 @@ def _classify(exc: BaseException) -> IngestError | None:
             "spotify: the token endpoint rejected SPOTIFY_CLIENT_ID / SPOTIFY_CLIENT_SECRET; "
             "copy them again from developer.spotify.com/dashboard"
         )
-    if isinstance(exc, SpotifyOauthError) and status is None:
-        return ReauthError(f"spotify: authorization failed ({oauth_error}); {REAUTH_HINT}")
+    if isinstance(exc, SpotifyOauthError):
+        return ReauthError(
+            f"spotify: authorization failed ({oauth_error or status}); {REAUTH_HINT}"
+        )
     if status is not None and status >= 300:
         location = headers.get("Location")
         return http_error("spotify", status, where, reauth=REAUTH_HINT, location=location)
