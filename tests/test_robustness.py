@@ -325,11 +325,9 @@ def test_a_body_is_refused_as_soon_as_it_passes_the_cap() -> None:
 @pytest.mark.parametrize("job", sorted(CONFIG.jobs))
 def test_drifted_records_land_as_the_provider_sent_them(providers: Providers, job: str) -> None:
     service = CONFIG.jobs[job].service
-    plain = providers.run(job, bucket=LocalBucket(providers.tmp_path / "plain"))
-    expected = [
-        DRIFT[service].apply(r)
-        for r in providers.landed(plain, LocalBucket(providers.tmp_path / "plain"))
-    ]
+    plain_bucket = LocalBucket(providers.tmp_path / "plain")
+    plain = providers.landed(providers.run(job, bucket=plain_bucket), plain_bucket)
+    expected = [DRIFT[service].apply(r) for r in plain]
     providers[service].drift = DRIFT[service]
 
     manifest = providers.run(job)
