@@ -265,17 +265,29 @@ class WrittenObject:
     records: int
 
 
+class SpoolFull(Exception):
+    """The run's landing data would pass the spool's ``max_bytes``."""
+
+    def __init__(self, limit: int, records: int) -> None:
+        super().__init__(f"spool full: {limit} bytes after {records} records")
+        self.limit = limit
+        self.records = records
+
+
 class JsonlSpool:
     """Records → JSON Lines in a temporary file, hashed as they are written.
 
     Memory stays flat however many records a run has; the file is uploaded whole at the end.
+    The file has no name (it is unlinked when made), so its disk space goes back when it is
+    closed, or when the process dies; it never grows past ``max_bytes``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = None) -> None:
         self._file: IO[bytes] | None = None  # created on the first record: empty runs need none
         self.hash = hashlib.sha256()
         self.size = 0
         self.records = 0
+        self.max_bytes = max_bytes
 
     @property
     def file(self) -> IO[bytes]:
@@ -284,8 +296,16 @@ class JsonlSpool:
         return self._file
 
     def write_all(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Spool ``records``.
+
+        Raises:
+            SpoolFull: the next record would take the file past ``max_bytes``.
+        """
+        limit = self.max_bytes or sys.maxsize
         for record in records:
             line = jsonl_line(record)
+            if self.size + len(line) > limit:
+                raise SpoolFull(limit, self.records)
             self.file.write(line)
             self.hash.update(line)
             self.size += len(line)
