@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -116,7 +117,8 @@ def test_activities_of_the_configured_days(
     assert len(expected) >= 2
     assert landed(bucket, manifest) == expected
     assert manifest["records"] == len(expected)
-    assert manifest["api_calls"] == 1  # the activity search only: no display name needed
+    # The activity search, and once (then cached) the user's time zone: no display name needed.
+    assert manifest["api_calls"] == 2 and emulator.calls_to("userprofile/settings") == 1
     assert emulator.calls_to("socialProfile") == 0
 
 
@@ -206,6 +208,162 @@ def test_window_longer_than_a_year_is_refused(
     with pytest.raises(FatalError, match="split the backfill"):
         run("garmin_sleep", since="2024-01-01", until="2025-06-30")
     assert emulator.calls_to("dailySleepData") == 0
+
+
+# -- whole days, in the user's time zone ---------------------------------------------------------
+BRUSSELS = ZoneInfo("Europe/Brussels")
+
+
+class Clock:
+    """The emulator's now, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def run_at(
+    config: IngestionConfig,
+    emulator: GarminEmulator,
+    bucket: LocalBucket,
+    token_dir: Path,
+    job: str,
+    when: datetime,
+) -> dict[str, Any]:
+    """A run of ``job`` scheduled at ``when`` (its own run id), after clearing the call log."""
+    emulator.reset_calls()
+    return run_job(
+        config,
+        job,
+        run_id=f"{job}-{when.astimezone(UTC):%Y%m%d%H%M}",
+        scheduled_at=when,
+        bucket=bucket,
+        environ=emulator.environ() | {"ELA_TOKEN_DIR": str(token_dir)},
+    )
+
+
+def days_asked(emulator: GarminEmulator) -> list[str]:
+    """The days of the daily calls since the last run started (sent in parallel: sorted)."""
+    return sorted(q["date"] for _, path, q in emulator.calls if "/wellness/daily" in path)
+
+
+def test_each_day_lands_complete_once_after_it_ends(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    """With `days: 1` a run asks for today only, so the hours after a day's last run were never
+    landed. Every day lands complete once it is over (plus the settling margin, 6 h by
+    default); a day landed while in progress is marked partial."""
+    clock = Clock(datetime(2025, 6, 30, 13, 0, tzinfo=BRUSSELS))
+    with GarminEmulator(clock=clock) as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+
+        def at(when: datetime) -> dict[str, Any]:
+            clock.now = when
+            return run_at(config, em, bucket, token_dir, "garmin_heart_rate", when)
+
+        noon = at(datetime(2025, 6, 30, 13, 0, tzinfo=BRUSSELS))
+        [so_far] = landed(bucket, noon)
+        assert so_far["calendarDate"] == "2025-06-30" and noon["partial_days"] == ["2025-06-30"]
+        assert so_far["heartRateValues"][-1][0] <= clock.now.timestamp() * 1000  # not ahead
+
+        evening = at(datetime(2025, 6, 30, 21, 0, tzinfo=BRUSSELS))
+        assert evening["partial_days"] == ["2025-06-30"] and days_asked(em) == ["2025-06-30"]
+
+        morning = at(datetime(2025, 7, 1, 9, 0, tzinfo=BRUSSELS))
+        whole, today = landed(bucket, morning)
+        assert days_asked(em) == ["2025-06-30", "2025-07-01"]
+        assert whole == em.heart_rate_for("2025-06-30")
+        assert len(whole["heartRateValues"]) == 24 * 30  # to 23:58, every 2 minutes
+        assert today["calendarDate"] == "2025-07-01" and morning["partial_days"] == ["2025-07-01"]
+        assert morning["state_update"]["complete_through"] == "2025-06-30"
+
+        later = at(datetime(2025, 7, 1, 17, 0, tzinfo=BRUSSELS))
+        assert days_asked(em) == ["2025-07-01"]  # a complete day is not asked for again
+        assert later["api_calls"] == 1  # the display name and time zone are cached
+
+
+def test_a_worker_down_for_three_days_catches_up_all_three(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    clock = Clock(datetime(2025, 6, 29, 20, 0, tzinfo=BRUSSELS))
+    with GarminEmulator(clock=clock) as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+        run_at(config, em, bucket, token_dir, "garmin_sleep", clock.now)
+        clock.now = datetime(2025, 7, 2, 10, 0, tzinfo=BRUSSELS)
+
+        manifest = run_at(config, em, bucket, token_dir, "garmin_sleep", clock.now)
+
+        nights = [r["dailySleepDTO"]["calendarDate"] for r in landed(bucket, manifest)]
+        assert nights == ["2025-06-29", "2025-06-30", "2025-07-01", "2025-07-02"]
+        assert manifest["partial_days"] == ["2025-07-02"]
+        assert landed(bucket, manifest)[1] == em.sleep_for("2025-06-30")
+        state = json.loads(bucket.get_bytes("garmin/_state/garmin_sleep.json") or b"{}")
+        assert state["complete_through"] == "2025-07-01"
+
+
+def test_days_are_the_users_calendar_days_read_from_the_profile(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    """`calendarDate` is the user's local date, not UTC: at 03:00 UTC on 1 July it is still
+    30 June in Los Angeles, and 1 July has nothing yet."""
+    clock = Clock(datetime(2025, 7, 1, 3, 0, tzinfo=UTC))
+    with GarminEmulator(clock=clock, timezone="America/Los_Angeles") as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+
+        evening = run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+
+        [record] = landed(bucket, evening)
+        assert days_asked(em) == ["2025-06-30"] and evening["partial_days"] == ["2025-06-30"]
+        assert record["heartRateValues"]  # the day so far, not an empty future day
+        assert em.calls_to("userprofile/settings") == 1
+        clock.now = datetime(2025, 7, 1, 16, 0, tzinfo=UTC)  # 09:00 in Los Angeles
+        morning = run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+        assert days_asked(em) == ["2025-06-30", "2025-07-01"]
+        assert morning["partial_days"] == ["2025-07-01"]
+        assert em.calls_to("userprofile/settings") == 0  # the zone is cached with the name
+
+
+def test_a_configured_time_zone_wins_over_the_profile(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    job = config.jobs["garmin_heart_rate"].model_copy(update={"user_timezone": "Asia/Tokyo"})
+    tokyo = config.model_copy(update={"jobs": {**config.jobs, "garmin_heart_rate": job}})
+    clock = Clock(datetime(2025, 6, 30, 20, 0, tzinfo=UTC))  # 1 July, 05:00 in Tokyo
+    with GarminEmulator(clock=clock, last_day=date(2025, 7, 1)) as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+        manifest = run_at(tokyo, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+        assert days_asked(em) == ["2025-07-01"] and manifest["partial_days"] == ["2025-07-01"]
+        assert em.calls_to("userprofile/settings") == 0
+
+
+def test_activities_land_once_and_a_late_sync_in_the_window_lands(
+    config: IngestionConfig,
+    emulator: GarminEmulator,
+    store: TokenStore,
+    token_dir: Path,
+    bucket: LocalBucket,
+) -> None:
+    """Each run searches the last `days` days (3 in dev): an activity synced a day late is
+    found, and one landed before is not landed again."""
+    emulator.prepare_tokens(store)
+    first = run_at(config, emulator, bucket, token_dir, "garmin_activities", SCHEDULED)
+    assert first["records"] == len(emulator.activities_between(LAST_DAY - timedelta(2), LAST_DAY))
+
+    again = run_at(config, emulator, bucket, token_dir, "garmin_activities", SCHEDULED + HOUR)
+    assert again["records"] == 0 and again["api_calls"] == 1
+
+    [late] = emulator.add_activities(1, on=LAST_DAY - timedelta(days=1))
+    third = run_at(config, emulator, bucket, token_dir, "garmin_activities", SCHEDULED + 2 * HOUR)
+    assert landed(bucket, third) == [late]
+
+
+HOUR = timedelta(hours=1)
 
 
 # -- tokens ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,43 @@ def test_more_than_50_plays_since_the_last_run_warns_of_a_gap(
     [warning] = manifest["warnings"]
     assert "full 50" in warning and "may be missing" in warning
     assert manifest["cursor_after"] == played_ms(new[-1])
+
+
+def test_a_play_synced_late_among_older_plays_lands(
+    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    """A play listened to offline shows when the device syncs, before newer plays: a cursor on
+    the newest `played_at` would never see it. Within the last 50 plays it lands, once."""
+    job = "spotify_recently_played"
+    first = run(spotify_emu, local_bucket, tmp_path, job)
+    between = datetime.fromisoformat(spotify_emu.plays[-6]["played_at"]) + timedelta(seconds=40)
+    [late] = spotify_emu.sync_late([between])
+
+    manifest = run(spotify_emu, local_bucket, tmp_path, job)
+
+    assert landed(local_bucket, manifest) == same([late])
+    assert manifest["api_calls"] == 1
+    assert manifest["cursor_after"] == first["cursor_after"]  # still the newest play
+    assert manifest["warnings"] == [] and "possible_gap" not in manifest
+    again = run(spotify_emu, local_bucket, tmp_path, job)
+    assert again["records"] == 0 and again["api_calls"] == 1
+
+
+def test_a_play_from_the_future_lands_once_and_never_moves_the_cursor(
+    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    job = "spotify_recently_played"
+    first = run(spotify_emu, local_bucket, tmp_path, job)
+    [future] = spotify_emu.sync_late([datetime(9999, 1, 1, tzinfo=UTC)])  # a wrong clock
+
+    manifest = run(spotify_emu, local_bucket, tmp_path, job)
+
+    assert landed(local_bucket, manifest) == same([future])
+    assert manifest["cursor_after"] == first["cursor_after"]
+    [warning] = manifest["warnings"]
+    assert "9999-01-01" in warning and "cursor" in warning
+    new = spotify_emu.add_plays(3)  # what really comes next still lands
+    assert landed(local_bucket, run(spotify_emu, local_bucket, tmp_path, job)) == same(new[::-1])
 
 
 def test_exactly_the_window_since_the_cursor_when_plays_fill_50(

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -245,6 +245,76 @@ def test_backfill_joining_the_cursor_moves_it(
     assert landed(bucket, again) == everything[10:110]
     assert again["cursor_before"] == first["cursor_after"]
     assert again["cursor_after"] == epoch(everything[109])
+
+
+# -- completeness: late uploads, clocks in the future --------------------------------------------
+
+
+def activity_queries(emulator: StravaEmulator) -> list[dict[str, str]]:
+    return [q for _, path, q in emulator.calls if path == "/api/v3/athlete/activities"]
+
+
+def test_a_late_upload_before_the_cursor_lands_on_the_next_run(
+    emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    """`after` filters on start time: an activity uploaded after a run but started before its
+    cursor (a watch synced the next morning, a run entered by hand) is re-read and lands."""
+    first = run(emu, bucket, tmp_path)
+    cursor = datetime.fromtimestamp(first["cursor_after"], UTC)
+    synced = emu.upload([cursor - timedelta(hours=20)])
+    by_hand = emu.upload([cursor - timedelta(days=3)], manual=True)
+    emu.reset_calls()
+
+    manifest = run(emu, bucket, tmp_path)
+
+    assert landed(bucket, manifest) == by_hand + synced  # oldest first, nothing else
+    assert by_hand[0]["manual"] is True and by_hand[0]["upload_id"] is None
+    assert manifest["api_calls"] == 1  # the lookback is re-read in the same page
+    assert manifest["cursor_after"] == first["cursor_after"]  # nothing newer than the cursor
+    lookback = first["cursor_after"] - 10 * 86400  # the default: the origin's 10 days
+    assert [q["after"] for q in activity_queries(emu)] == [str(lookback)]
+
+    emu.reset_calls()
+    again = run(emu, bucket, tmp_path)  # steady state: one call, nothing lands twice
+    assert again["records"] == 0 and again["api_calls"] == 1
+
+
+def test_the_lookback_is_a_job_setting(
+    emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    first = run(emu, bucket, tmp_path)
+    cursor = datetime.fromtimestamp(first["cursor_after"], UTC)
+    [late] = emu.upload([cursor - timedelta(days=12)])
+    assert run(emu, bucket, tmp_path)["records"] == 0  # older than the default 10 days
+
+    job = CONFIG.jobs["strava_activities"].model_copy(update={"lookback_days": 14})
+    config = CONFIG.model_copy(update={"jobs": {**CONFIG.jobs, "strava_activities": job}})
+    manifest = run_job(
+        config,
+        "strava_activities",
+        run_id=str(uuid.uuid4()),
+        scheduled_at=WHEN,
+        bucket=bucket,
+        environ=environ(emu, tmp_path),
+    )
+    assert landed(bucket, manifest) == [late]
+    assert manifest["params"]["lookback_days"] == 14
+
+
+def test_an_activity_from_the_future_lands_but_never_moves_the_cursor(
+    emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    first = run(emu, bucket, tmp_path)
+    [future] = emu.upload([datetime(9999, 1, 1, tzinfo=UTC)])  # a device with a wrong clock
+
+    manifest = run(emu, bucket, tmp_path)
+
+    assert landed(bucket, manifest) == [future]
+    assert manifest["cursor_after"] == first["cursor_after"]
+    [warning] = manifest["warnings"]
+    assert str(future["id"]) in warning and "9999-01-01" in warning
+    new = emu.add_activities(2)  # what really comes next still lands, and the future one once
+    assert landed(bucket, run(emu, bucket, tmp_path)) == new
 
 
 def test_athlete_lands_the_profile_unchanged(
