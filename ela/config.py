@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ela import cron
 from ela.connectors import SERVICES
 from ela.connectors.base import PARAMS
+from ela.connectors.strava import MAX_LOOKBACK_DAYS
 from ela.errors import ConfigError
 
 Env = Literal["dev", "prd"]
@@ -64,7 +65,7 @@ class Job(_Strict):
     time_range: Literal["short_term", "medium_term", "long_term"] | None = None
     days: int | None = Field(default=None, ge=1)
     # Completeness settings (docs/completeness.md); unset means the data type's default.
-    lookback_days: int | None = Field(default=None, ge=1, le=90)  # Strava: days re-read
+    lookback_days: int | None = Field(default=None, ge=1, le=MAX_LOOKBACK_DAYS)  # Strava
     settle_hours: int | None = Field(default=None, ge=0, le=72)  # Garmin: a day is final after
     user_timezone: str | None = None  # Garmin: the user's zone, instead of the profile's
     follow_up_plays: int | None = Field(default=None, ge=1, le=50)  # Spotify: when to look again

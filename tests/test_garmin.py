@@ -150,7 +150,7 @@ def test_daily_records_one_per_day_of_the_configured_days(
     assert [date_of(r) for r in records] == [d.isoformat() for d in window]
     endpoint = "dailySleepData" if job == "garmin_sleep" else "dailyHeartRate"
     assert emulator.calls_to(endpoint) == 5  # one library call per day
-    assert manifest["api_calls"] == 6  # and the profile
+    assert manifest["api_calls"] == 7  # and the profile and its settings (the time zone)
 
 
 def test_daily_calls_keep_their_connections_alive(
@@ -164,7 +164,7 @@ def test_daily_calls_keep_their_connections_alive(
 
     manifest = run("garmin_heart_rate", cfg=cfg)
 
-    assert manifest["records"] == 60 and manifest["api_calls"] == 61
+    assert manifest["records"] == 60 and manifest["api_calls"] == 62  # and profile, settings
     assert emulator.connections - connections <= PARALLEL_DAYS + 1  # and the profile's thread
 
 
@@ -382,7 +382,7 @@ def test_expired_tokens_are_refreshed_and_written_back(
     assert after["di_refresh_token"] in emulator.refresh_tokens
     assert emulator.calls_to("/oauth/token") == 1
     assert emulator.calls_to("/mobile/api/login") == 0
-    assert manifest["api_calls"] == 3  # refresh, profile, one day
+    assert manifest["api_calls"] == 4  # refresh, profile settings, profile, one day
 
     run("garmin_heart_rate")  # the written-back tokens work without another refresh
     assert emulator.calls_to("/oauth/token") == 1
@@ -464,8 +464,9 @@ def test_the_display_name_is_cached_so_runs_make_the_minimum_calls(
     cfg = config_with_days(tmp_path, garmin_sleep=5, garmin_heart_rate=5)
 
     first = run("garmin_sleep", cfg=cfg)
-    assert first["api_calls"] == 6  # the profile once, then one call per day
+    assert first["api_calls"] == 7  # the profile and its settings once, then one call a day
     assert store.read("garmin-profile") == {"display_name": DISPLAY_NAME, "full_name": "Ela Runner"}
+    assert store.read("garmin-zone") == {"time_zone": "Europe/Brussels"}
     assert "displayName" not in json.dumps(store.read("garmin"))  # the tokens entry is untouched
 
     emulator.reset_calls()
@@ -618,7 +619,8 @@ def test_a_record_for_the_wrong_day_is_a_payload_error(
 def test_the_three_tasks_on_a_real_worker(
     worker_factory: WorkerFactory, local_bucket: LocalBucket, tmp_path: Path
 ) -> None:
-    with GarminEmulator() as em:  # its year ends today: the worker schedules runs now
+    now = datetime.now(UTC)  # the emulator's clock stays here: today's data stops growing
+    with GarminEmulator(clock=lambda: now) as em:  # its year ends today: runs are sent now
         assert isinstance(em, GarminEmulator)
         token_dir = tmp_path / "worker-tokens"
         em.prepare_tokens(TokenStore(token_dir), expired=True)
@@ -632,11 +634,11 @@ def test_the_three_tasks_on_a_real_worker(
         for task, manifest in results.items():
             assert manifest["outcome"] == "succeeded", task
             assert local_bucket.get_bytes(f"garmin/_runs/garmin_{task}/{manifest['run_id']}.json")
-        today = datetime.fromisoformat(results["sleep"]["scheduled_at"]).date()
+        today = em.last_day  # the user's (Brussels), as the runs see it
         assert landed(local_bucket, results["sleep"]) == [em.sleep_for(today)]
         assert landed(local_bucket, results["heart_rate"]) == [em.heart_rate_for(today)]
-        activities_day = datetime.fromisoformat(results["activities"]["scheduled_at"]).date()
-        expected = em.activities_between(activities_day - timedelta(days=2), activities_day)
+        assert results["heart_rate"]["partial_days"] == [today.isoformat()]
+        expected = em.activities_between(today - timedelta(days=2), today)
         names = [o["name"] for o in results["activities"]["objects"]]  # none if no activities
         assert [r for name in names for r in read_jsonl(local_bucket.get_bytes(name))] == expected
         assert em.calls_to("/oauth/token") == 1  # one refresh, written back, reused

@@ -83,6 +83,11 @@ def same(records: JSON) -> JSON:
     return result
 
 
+def iso(play: dict[str, Any]) -> str:
+    """A play's ``played_at`` as the manifest writes times (UTC, milliseconds)."""
+    return datetime.fromisoformat(play["played_at"]).isoformat(timespec="milliseconds")
+
+
 def assert_committed_nothing(bucket: Bucket, job: str, cursor: Any = None) -> None:
     assert list(bucket.list("spotify/landing/")) == []
     assert list(bucket.list(f"spotify/_runs/{job}/")) == []
@@ -184,7 +189,7 @@ def test_recently_played_lands_each_play_once(
     assert again["records"] == 0 and again["objects"] == []
     assert again["api_calls"] == 1 == len(spotify_emu.calls)
     [(_, _, query)] = [c for c in spotify_emu.calls if "recently-played" in c[1]]
-    assert query == {"limit": "50", "after": str(newest)}  # the API maximum, whatever `limit`
+    assert query == {"limit": "50"}  # the last 50 (all Spotify keeps), whatever `limit` says
     assert again["cursor_after"] == newest and again["warnings"] == []
 
     # New plays (more than the job's limit of 20, fewer than 50): exactly those land.
@@ -206,6 +211,10 @@ def test_more_than_50_plays_since_the_last_run_warns_of_a_gap(
     assert landed(local_bucket, manifest) == same(new[-50:][::-1])  # all the API still knows
     [warning] = manifest["warnings"]
     assert "full 50" in warning and "may be missing" in warning
+    assert manifest["possible_gap"] == {  # between the newest landed before and the oldest now
+        "after": iso(spotify_emu.plays[-81]),
+        "before": iso(new[-50]),
+    }
     assert manifest["cursor_after"] == played_ms(new[-1])
 
 
