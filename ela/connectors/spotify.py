@@ -556,7 +556,11 @@ def recently_played(client: _Client, ctx: FetchContext) -> Iterator[Record]:
         # among the last 50 again, so its key need not be kept.
         ctx.landed_floor = oldest
     if landed:
-        ctx.report["landed_span"] = {"oldest": _iso_ms(min(landed)), "newest": _iso_ms(max(landed))}
+        ctx.report["landed_span"] = {  # the listening pace, for follow-up runs
+            "oldest": _iso_ms(min(landed)),
+            "newest": _iso_ms(max(landed)),
+            "previous": _iso_ms(int(ctx.cursor)) if ctx.cursor is not None else None,
+        }
         if ctx.cursor is None or max(landed) > int(ctx.cursor):
             ctx.new_cursor = max(landed)
 
