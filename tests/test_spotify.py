@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from ela import config as config_module
+from ela.cli import main
 from ela.connectors.base import FetchContext
 from ela.connectors.spotify import authorize, spotify
 from ela.emulators import spotify as emu
@@ -202,7 +204,10 @@ def test_recently_played_lands_each_play_once(
 
 
 def test_more_than_50_plays_since_the_last_run_warns_of_a_gap(
-    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+    spotify_emu: SpotifyEmulator,
+    local_bucket: LocalBucket,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     job = "spotify_recently_played"
     run(spotify_emu, local_bucket, tmp_path, job)
@@ -216,6 +221,21 @@ def test_more_than_50_plays_since_the_last_run_warns_of_a_gap(
         "before": iso(new[-50]),
     }
     assert manifest["cursor_after"] == played_ms(new[-1])
+
+    # `ela status` shows it, from the bucket alone.
+    monkeypatch.setenv("ELA_ENV", "dev")
+    monkeypatch.delenv("ELA_CONFIG", raising=False)
+    at = (WHEN + timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+    shown = CliRunner().invoke(
+        main, ["status", "--stats", "--now", at], env={"ELA_BUCKET_URL": local_bucket.url}
+    )
+    assert shown.exit_code == 0, shown.output
+    after, before = manifest["possible_gap"]["after"], manifest["possible_gap"]["before"]
+    assert (
+        f"~ {job}: records may be missing between {after.replace('T', ' ')[:16]} and "
+        f"{before.replace('T', ' ')[:16]} UTC"
+    ) in shown.output
+    assert f"~ {job}: 1 run(s) in the window may have missed some" in shown.output
 
 
 def test_a_play_synced_late_among_older_plays_lands(
