@@ -285,6 +285,32 @@ def test_each_day_lands_complete_once_after_it_ends(
         assert later["api_calls"] == 1  # the display name and time zone are cached
 
 
+def test_a_day_is_final_only_after_the_settling_margin(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    """The watch syncs through the phone two hours behind: at 01:00 the day before is still
+    missing its last samples, so it is landed partial; from 06:00 (6 h after midnight, by
+    default) it is final and lands whole."""
+    clock = Clock(datetime(2025, 6, 30, 12, 0, tzinfo=BRUSSELS))
+    with GarminEmulator(clock=clock, sync_lag=timedelta(hours=2)) as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+        run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+
+        clock.now = datetime(2025, 7, 1, 1, 0, tzinfo=BRUSSELS)
+        night = run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+        unsynced, _ = landed(bucket, night)
+        assert night["partial_days"] == ["2025-06-30", "2025-07-01"]
+        assert len(unsynced["heartRateValues"]) == 23 * 30 + 1  # synced up to 23:00
+
+        clock.now = datetime(2025, 7, 1, 7, 0, tzinfo=BRUSSELS)
+        morning = run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+        whole, _ = landed(bucket, morning)
+        assert len(whole["heartRateValues"]) == 24 * 30
+        assert morning["partial_days"] == ["2025-07-01"]
+        assert morning["state_update"]["complete_through"] == "2025-06-30"
+
+
 def test_a_worker_down_for_three_days_catches_up_all_three(
     config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
 ) -> None:
