@@ -16,7 +16,7 @@ from ela.emulators.spotify import SpotifyEmulator
 from ela.followup import MIN_GAP, decide, follow_up
 from ela.sinks import LocalBucket
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, shipped_config, wait_for, write_config
+from tests.helpers import REPO, shipped_config, wait_for, with_job, write_config
 
 NOW = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
 TICK = NOW + timedelta(hours=3)  # prd reads recently played every 3 hours
@@ -86,8 +86,7 @@ def test_only_runs_that_read_the_pace_of_a_job_with_follow_ups_decide() -> None:
     decision = follow_up(CONFIG, job, manifest(), NOW)
     assert decision is not None and decision.due == NOW + timedelta(minutes=106)
     # The job's own threshold: 20 more plays at 3 minutes.
-    twenty = CONFIG.jobs[job].model_copy(update={"follow_up_plays": 20})
-    config = CONFIG.model_copy(update={"jobs": {**CONFIG.jobs, job: twenty}})
+    config = with_job(CONFIG, job, follow_up_plays=20)
     assert follow_up(config, job, manifest(), NOW) == decide(
         **plays(50, timedelta(minutes=3)), threshold=20, now=NOW, next_tick=TICK
     )

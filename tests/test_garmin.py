@@ -22,7 +22,7 @@ from ela.pipeline import Overrides, run_job
 from ela.sinks import LocalBucket
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, shipped_config, write_config
+from tests.helpers import REPO, shipped_config, with_job, write_config
 
 LAST_DAY = date(2025, 6, 30)
 SCHEDULED = datetime(2025, 6, 30, 13, 0, tzinfo=UTC)
@@ -357,8 +357,7 @@ def test_days_are_the_users_calendar_days_read_from_the_profile(
 def test_a_configured_time_zone_wins_over_the_profile(
     config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
 ) -> None:
-    job = config.jobs["garmin_heart_rate"].model_copy(update={"user_timezone": "Asia/Tokyo"})
-    tokyo = config.model_copy(update={"jobs": {**config.jobs, "garmin_heart_rate": job}})
+    tokyo = with_job(config, "garmin_heart_rate", user_timezone="Asia/Tokyo")
     clock = Clock(datetime(2025, 6, 30, 20, 0, tzinfo=UTC))  # 1 July, 05:00 in Tokyo
     with GarminEmulator(clock=clock, last_day=date(2025, 7, 1)) as em:
         assert isinstance(em, GarminEmulator)

@@ -20,6 +20,7 @@ import requests
 
 from ela import config as config_module
 from ela import naming
+from ela.config import IngestionConfig
 from ela.connectors.strava import authorize, rate_limit_reset
 from ela.emulators.server import Fault, Request, Response
 from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator, encode_polyline
@@ -29,7 +30,7 @@ from ela.sinks import Bucket, LocalBucket, get_json
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO
+from tests.helpers import REPO, with_job
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 WHEN = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
@@ -131,9 +132,10 @@ def run(
     run_id: str | None = None,
     overrides: Overrides = NO_OVERRIDES,
     env: dict[str, str] | None = None,
+    config: IngestionConfig = CONFIG,
 ) -> dict[str, Any]:
     return run_job(
-        CONFIG,
+        config,
         job,
         run_id=run_id or str(uuid.uuid4()),
         scheduled_at=WHEN,
@@ -288,16 +290,8 @@ def test_the_lookback_is_a_job_setting(
     [late] = emu.upload([cursor - timedelta(days=12)])
     assert run(emu, bucket, tmp_path)["records"] == 0  # older than the default 10 days
 
-    job = CONFIG.jobs["strava_activities"].model_copy(update={"lookback_days": 14})
-    config = CONFIG.model_copy(update={"jobs": {**CONFIG.jobs, "strava_activities": job}})
-    manifest = run_job(
-        config,
-        "strava_activities",
-        run_id=str(uuid.uuid4()),
-        scheduled_at=WHEN,
-        bucket=bucket,
-        environ=environ(emu, tmp_path),
-    )
+    config = with_job(CONFIG, "strava_activities", lookback_days=14)
+    manifest = run(emu, bucket, tmp_path, config=config)
     assert landed(bucket, manifest) == [late]
     assert manifest["params"]["lookback_days"] == 14
 
