@@ -187,8 +187,9 @@ def run_job(
         landed_floor=ctx.landed_floor,
         complete_through=ctx.new_complete_through,
     )
-    if update.recorded():
-        manifest["state_update"] = update.recorded()
+    recorded = update.recorded()
+    if recorded:
+        manifest["state_update"] = recorded
     if overrides.dry_run:
         return {"outcome": "dry_run", **manifest}
     with _uninterrupted():
