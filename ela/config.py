@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ela import cron
 from ela.connectors import SERVICES
+from ela.connectors.base import PARAMS
+from ela.connectors.strava import MAX_LOOKBACK_DAYS
 from ela.errors import ConfigError
 
 Env = Literal["dev", "prd"]
@@ -73,6 +75,11 @@ class Job(_Strict):
     limit: int | None = Field(default=None, ge=1)
     time_range: Literal["short_term", "medium_term", "long_term"] | None = None
     days: int | None = Field(default=None, ge=1)
+    # Completeness settings (docs/completeness.md); unset means the data type's default.
+    lookback_days: int | None = Field(default=None, ge=1, le=MAX_LOOKBACK_DAYS)  # Strava
+    settle_hours: int | None = Field(default=None, ge=0, le=72)  # Garmin: a day is final after
+    user_timezone: str | None = None  # Garmin: the user's zone, instead of the profile's
+    follow_up_plays: int | None = Field(default=None, ge=1, le=50)  # Spotify: when to look again
     # The origin listed the environment variables a job needs; kept so those files load.
     dependencies: list[str] = []
 
@@ -86,7 +93,7 @@ class Job(_Strict):
 
     def params(self) -> dict[str, Any]:
         """The job's parameters that are set, as the connector receives them."""
-        values = {"limit": self.limit, "time_range": self.time_range, "days": self.days}
+        values = {param: getattr(self, param) for param in PARAMS}
         return {k: v for k, v in values.items() if v is not None}
 
 
@@ -544,7 +551,7 @@ def _check_job(name: str, job: Any, problems: _Problems) -> None:
         )
         return
     spec = types[data_type]
-    for param in ("limit", "time_range", "days"):
+    for param in PARAMS:
         if job.get(param) is not None and param not in spec.params:
             allowed = ", ".join(sorted(spec.params)) or "none"
             problems.add(
@@ -561,6 +568,12 @@ def _check_job(name: str, job: Any, problems: _Problems) -> None:
     days = job.get("days")
     if isinstance(days, int) and spec.max_days is not None and days > spec.max_days:
         problems.add((*loc, "days"), f"{days} is above the maximum of {spec.max_days} per run")
+    zone = job.get("user_timezone")
+    if isinstance(zone, str):
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.add((*loc, "user_timezone"), f"{zone!r} is not an IANA time zone")
 
 
 def iter_problems(paths: list[str]) -> Iterator[tuple[str, IngestionConfig | None, list[str]]]:
