@@ -565,6 +565,8 @@ def ago(value: Any, now: datetime) -> str:
     if moment is None:
         return ""
     seconds = (now - moment).total_seconds()
+    if -5 < seconds < 0:  # an event stamped by a worker whose clock runs a little ahead
+        seconds = 0.0
     span = abs(seconds)
     if span < 90:
         text = f"{span:.0f} s"
