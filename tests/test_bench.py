@@ -1,4 +1,4 @@
-"""The benchmark still runs: items 1 and 5, small, through the same code as ``scripts/bench``.
+"""The benchmark still runs: items 1, 5 and 6, small, through the same code as ``scripts/bench``.
 
 No figure is asserted (speed goals live in the benchmark, not in tests): only that each
 section runs to its rows and the table prints.
@@ -35,3 +35,22 @@ def test_orchestration_and_start_up_sections_print_their_rows(redis_url: str) ->
     for row in ROWS:
         assert f"| {row}" in out.stdout, out.stdout
     assert "machine: " in out.stdout
+
+
+def test_the_jobs_page_section_prints_its_rows(redis_url: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "6", "--manifests", "200"],
+        cwd=REPO,
+        env=base_environ(redis_url, {"ELA_BENCH_REDIS_URL": redis_url}),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    for row in (
+        "6. Jobs page, 200 manifests in the bucket: bodies read, load 2 vs load 1",
+        "6. the same, after one new run: bodies read",
+        "6. the same: time to load the page's data",
+    ):
+        assert f"| {row}" in out.stdout, out.stdout
