@@ -273,15 +273,16 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 def document_status(driver: Any, url: str) -> int:
     """The HTTP status of ``url`` as the browser got it (from its DevTools network log)."""
-    driver.get_log("performance")  # drop older entries
     driver.get(url)
+    path = url.split("://", 1)[1].split("/", 1)[1]
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
-        if (
-            message["method"] == "Network.responseReceived"
-            and message["params"]["type"] == "Document"
-        ):
-            return int(message["params"]["response"]["status"])
+        if message["method"] != "Network.responseReceived":
+            continue
+        # Not the new tab's own blank document (data:,), which may be logged late.
+        response = message["params"]["response"]
+        if message["params"]["type"] == "Document" and response["url"].endswith(f"/{path}"):
+            return int(response["status"])
     raise AssertionError(f"no document response for {url}")
 
 
@@ -313,7 +314,7 @@ def other_site(html: str) -> Iterator[str]:
 def screenshot(driver: Any, tmp_path: Path, name: str) -> None:
     """The whole page as a PNG in the test's folder (and in $ELA_SCREENSHOTS, if set)."""
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1600, min(max(int(height) + 40, 600), 4000))
+    driver.set_window_size(1600, min(max(int(height) + 200, 600), 4000))
     driver.execute_script("window.scrollTo({top: 0, behavior: 'instant'})")
     path = tmp_path / name
     driver.save_screenshot(str(path))
@@ -325,12 +326,11 @@ def screenshot(driver: Any, tmp_path: Path, name: str) -> None:
 def test_in_a_browser_log_in_see_every_job_run_one_and_watch_it_land(
     stack: Stack, browser: Any, tmp_path: Path
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     url, config = stack.flower.url, stack.config
     by_css = browser.find_element
-
-    from selenium.common.exceptions import StaleElementReferenceException
 
     def on_page(predicate: Any, what: str, timeout: float = 30) -> Any:
         """wait_for on the page's DOM, where the live feed replaces a row at any moment."""
@@ -358,9 +358,6 @@ def test_in_a_browser_log_in_see_every_job_run_one_and_watch_it_land(
 
         return str(on_page(said, f"the page to say {prefix!r}"))
 
-    def row(job: str) -> Any:
-        return by_css(By.ID, f"job-{job}")
-
     # Without credentials the browser gets Flower's 401, for the page as for the rest.
     assert document_status(browser, f"{url}/jobs") == 401
     assert "todoist" not in browser.page_source
@@ -377,41 +374,38 @@ def test_in_a_browser_log_in_see_every_job_run_one_and_watch_it_land(
         r.get_attribute("data-group") for r in browser.find_elements(By.CSS_SELECTOR, ".group-row")
     ]
     assert groups == list(config.job_groups)
-    assert "never" in row("spotify_saved_tracks").find_element(By.CSS_SELECTOR, ".freshness").text
+    assert "never" in by_css(By.CSS_SELECTOR, "#job-spotify_saved_tracks .freshness").text
     browser.execute_script("window.stillTheSamePage = true")
+
+    def shown(selector: str) -> Any:
+        """Elements matching ``selector`` in a row as the page shows it now."""
+        return on_page(lambda: browser.find_elements(By.CSS_SELECTOR, selector), selector, 60)
 
     # Run now: the run is in flight (the emulator answers slowly), then lands, on this page.
     stack.todoist.latency = 4.0
     click("#job-todoist_projects button[type=submit]")
     said = run_status("Sent tasks.todoist.projects for todoist_projects (run ")
     run_id = said.split("(run ", 1)[1].split(")", 1)[0]
-    wait_for(
-        lambda: row("todoist_projects").find_elements(
-            By.CSS_SELECTOR, f".flight[data-run='{run_id}']"
-        ),
-        20,
-        "the run in flight on the page",
-        0.2,
-    )
+    shown(f"#job-todoist_projects .flight[data-run='{run_id}']")
     manifest = wait_for(lambda: stack.manifest("todoist_projects", run_id), 60, "the manifest")
     assert manifest["records"] == 7
     stack.todoist.latency = 0.0
 
     def landed() -> bool:
-        cells = row("todoist_projects")
+        cells = by_css(By.ID, "job-todoist_projects")
         return (
             f"run {run_id[:8]}" in cells.find_element(By.CSS_SELECTOR, ".last-success").text
+            and cells.find_element(By.CSS_SELECTOR, ".records").text == "7"
             and bool(cells.find_elements(By.CSS_SELECTOR, f"rect.ok[data-run='{run_id}']"))
             and not cells.find_elements(By.CSS_SELECTOR, ".flight")
         )
 
     on_page(landed, "the run on the page")
-    assert row("todoist_projects").find_element(By.CSS_SELECTOR, ".records").text == "7"
     assert browser.execute_script("return window.stillTheSamePage") is True  # no reload
 
     # Overrides go through the same schema as every entry point: a refusal is its one line.
     click("#job-spotify_saved_tracks details summary")
-    row("spotify_saved_tracks").find_element(By.NAME, "limit").send_keys("abc")
+    by_css(By.CSS_SELECTOR, "#job-spotify_saved_tracks input[name=limit]").send_keys("abc")
     click("#job-spotify_saved_tracks button[type=submit]")
     refusal = run_status("tasks.spotify.saved_tracks:")
     assert refusal == "tasks.spotify.saved_tracks: limit: expected a whole number, got 'abc'"
@@ -421,25 +415,16 @@ def test_in_a_browser_log_in_see_every_job_run_one_and_watch_it_land(
     stack.todoist.inject(Fault(status=401, path="/tasks"))
     click("#job-todoist_tasks button[type=submit]")
     failed_id = run_status("Sent tasks.todoist.tasks").split("(run ", 1)[1].split(")", 1)[0]
-    wait_for(
-        lambda: row("todoist_tasks").find_elements(
-            By.CSS_SELECTOR, f"rect.fail[data-run='{failed_id}']"
-        ),
-        60,
-        "the failure on the page",
-        0.2,
-    )
-    assert "reauth" in row("todoist_tasks").find_element(By.CSS_SELECTOR, ".last-failure").text
+    shown(f"#job-todoist_tasks rect.fail[data-run='{failed_id}']")
+    failure = on_page(lambda: by_css(By.CSS_SELECTOR, "#job-todoist_tasks .last-failure").text, "")
+    assert "reauth" in failure
+    bars = "#job-todoist_projects rect.ok"
     for runs in (2, 3):  # a history to look at, and one more run in flight for the screenshot
         click("#job-todoist_projects button[type=submit]")
-        on_page(
-            lambda: len(row("todoist_projects").find_elements(By.CSS_SELECTOR, "rect.ok")) == runs,  # noqa: B023
-            f"{runs} bars",
-            60,
-        )
+        on_page(lambda n=runs: len(browser.find_elements(By.CSS_SELECTOR, bars)) == n, "bars", 60)
     stack.todoist.latency = 3.0
     click("#job-todoist_projects button[type=submit]")
-    on_page(lambda: row("todoist_projects").find_elements(By.CSS_SELECTOR, ".flight"), "in flight")
+    shown("#job-todoist_projects .flight")
     screenshot(browser, tmp_path, "flower-jobs.png")
     stack.todoist.latency = 0.0
 
