@@ -164,6 +164,29 @@ def test_jobs_pages_need_credentials_and_run_now_needs_the_pages_token(stack: St
     wait_for(lambda: stack.manifest("todoist_tasks", api.json()["task-id"]), 60, "the API's run")
 
 
+def test_a_run_waiting_for_its_retry_shows_in_flight(stack: Stack) -> None:
+    """Todoist answers 503 with Retry-After: 30, so the worker holds the run for 30 s; the
+    page says so, from Flower's events, with the run's id."""
+    stack.todoist.inject(Fault(status=503, retry_after=30, path="/projects"))
+    sent = requests.post(
+        f"{stack.flower.url}/api/task/send-task/tasks.todoist.projects",
+        json={"kwargs": {"job": "todoist_projects"}},
+        auth=GOOD,
+        timeout=30,
+    )
+    assert sent.status_code == 200, sent.text
+    run_id = sent.json()["task-id"]
+
+    def waiting() -> str:
+        row = stack.rows()["todoist_projects"]
+        flight = re.search(rf'<div class="flight" data-run="{run_id}">(.*?)</div>', row, re.S)
+        return flight.group(1) if flight and "retry waiting" in flight.group(1) else ""
+
+    shown = wait_for(waiting, 60, "the retry on the page", 0.5)
+    assert re.search(r"in \d+ s", shown), shown  # when it is due
+    assert stack.manifest("todoist_projects", run_id) is None
+
+
 def test_the_page_reads_the_bucket_so_a_redis_wipe_loses_nothing(
     worker_factory: WorkerFactory,
     redis_client: redis.Redis,
