@@ -58,6 +58,18 @@ class Stack:
         rows: dict[str, str] = answer.json()["jobs"]
         return rows
 
+    def send(self, task: str, job: str) -> str:
+        """Send ``task`` for ``job`` through Flower's own API (basic auth, no cookie); its id."""
+        sent = requests.post(
+            f"{self.flower.url}/api/task/send-task/{task}",
+            json={"kwargs": {"job": job}},
+            auth=GOOD,
+            timeout=30,
+        )
+        assert sent.status_code == 200, sent.text
+        task_id: str = sent.json()["task-id"]
+        return task_id
+
     def manifest(self, job: str, run_id: str) -> dict[str, Any] | None:
         service = self.config.jobs[job].service
         found: dict[str, Any] | None = get_json(self.bucket, f"{service}/_runs/{job}/{run_id}.json")
@@ -154,28 +166,15 @@ def test_jobs_pages_need_credentials_and_run_now_needs_the_pages_token(stack: St
         assert manifest["records"] == len(stack.todoist.projects)
 
     # Flower's own API keeps Flower's rules: basic auth, no cookie, no token.
-    api = requests.post(
-        f"{url}/api/task/send-task/tasks.todoist.tasks",
-        json={"kwargs": {"job": "todoist_tasks"}},
-        auth=GOOD,
-        timeout=30,
-    )
-    assert api.status_code == 200, api.text
-    wait_for(lambda: stack.manifest("todoist_tasks", api.json()["task-id"]), 60, "the API's run")
+    api = stack.send("tasks.todoist.tasks", "todoist_tasks")
+    wait_for(lambda: stack.manifest("todoist_tasks", api), 60, "the API's run")
 
 
 def test_a_run_waiting_for_its_retry_shows_in_flight(stack: Stack) -> None:
     """Todoist answers 503 with Retry-After: 30, so the worker holds the run for 30 s; the
     page says so, from Flower's events, with the run's id."""
     stack.todoist.inject(Fault(status=503, retry_after=30, path="/projects"))
-    sent = requests.post(
-        f"{stack.flower.url}/api/task/send-task/tasks.todoist.projects",
-        json={"kwargs": {"job": "todoist_projects"}},
-        auth=GOOD,
-        timeout=30,
-    )
-    assert sent.status_code == 200, sent.text
-    run_id = sent.json()["task-id"]
+    run_id = stack.send("tasks.todoist.projects", "todoist_projects")
 
     def waiting() -> str:
         row = stack.rows()["todoist_projects"]
