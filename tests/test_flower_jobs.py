@@ -29,9 +29,9 @@ from ela import config as config_module
 from ela.config import IngestionConfig
 from ela.emulators.server import Fault
 from ela.emulators.todoist import TodoistEmulator
-from ela.sinks import LocalBucket, get_json
+from ela.sinks import GCSBucket, LocalBucket, get_json
 from tests.conftest import WorkerFactory
-from tests.helpers import REPO, delete_prefixed, wait_for
+from tests.helpers import REPO, base_environ, delete_prefixed, wait_for
 from tests.test_flower import PASSWORD, USER, FlowerProcess, running_flower
 from worker.flower_jobs import with_jobs_link
 
@@ -234,6 +234,59 @@ def test_the_page_reads_the_bucket_so_a_redis_wipe_loses_nothing(
         assert stack.get(f"/jobs/todoist_tasks/runs/{ok.id}").status_code == 404  # not its run
         assert stack.get("/jobs/todoist_tasks/runs/..%2F..%2Fx").status_code == 404
         assert stack.get(f"/jobs/nope/runs/{ok.id}").status_code == 404
+
+
+def test_on_gcs_runs_link_their_objects_by_uri_and_cloud_console(
+    worker_factory: WorkerFactory, gcs_bucket: GCSBucket, storage_emulator: str, tmp_path: Path
+) -> None:
+    """The bucket of production: read through google-cloud-storage (the emulator)."""
+    gcs = {"STORAGE_EMULATOR_HOST": storage_emulator, "ELA_BUCKET_URL": gcs_bucket.url}
+    with TodoistEmulator(projects=7, tasks=30) as todoist:
+        worker = worker_factory(extra_env={**todoist.environ(), **gcs})
+        first = worker.call("tasks.todoist.projects", job="todoist_projects")
+        manifest = worker.call("tasks.todoist.projects", job="todoist_projects")
+        run_id = first["run_id"]
+        environ = {**worker.environ, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
+        with running_flower(environ, tmp_path / "flower.log") as flower:
+            config = config_module.load(REPO / "ingestion-config-dev.yaml")
+            stack = Stack(flower, todoist, LocalBucket(tmp_path / "unused"), config)
+            row = stack.rows()["todoist_projects"]
+            assert f"run {manifest['run_id'][:8]}" in row  # the newest of the two
+            assert "2 runs, 0 failed" in row
+            page = stack.get(f"/jobs/todoist_projects/runs/{run_id}")
+    assert page.status_code == 200
+    bucket = gcs_bucket.url.removeprefix("gs://")
+    for name in (f"todoist/_runs/todoist_projects/{run_id}.json", first["objects"][0]["name"]):
+        assert f'<code class="object-uri">gs://{bucket}/{name}</code>' in page.text
+        console = f"https://console.cloud.google.com/storage/browser/_details/{bucket}/{name}"
+        assert f'href="{console}"' in page.text
+
+
+def test_a_bucket_that_cannot_be_read_is_a_one_line_503(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    environ = base_environ(
+        redis_url,
+        {
+            "ELA_ENV": "dev",
+            "ELA_REDIS_PREFIX": redis_prefix,
+            "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}",
+            "HOME": str(tmp_path),  # no application-default credentials either
+        },
+    )
+    with running_flower(environ, tmp_path / "flower.log") as flower:
+        for path in (
+            "/jobs",
+            "/jobs/live?after=0&all=1",
+            f"/jobs/todoist_tasks/runs/{uuid.uuid4()}",
+        ):
+            answer = requests.get(flower.url + path, auth=GOOD, timeout=30)
+            assert answer.status_code == 503, (path, answer.text[:500])
+            assert answer.text.startswith(
+                "cannot read gs://ela-dp-dev: FatalError: gs://ela-dp-dev: no Google credentials "
+                "found; set GOOGLE_APPLICATION_CREDENTIALS"
+            ), answer.text
+            assert "\n" not in answer.text.strip() and "Traceback" not in answer.text
 
 
 def test_flowers_nav_bar_gains_jobs_after_its_own_tabs() -> None:

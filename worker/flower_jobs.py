@@ -54,6 +54,12 @@ def board() -> jv.JobsBoard:
     return jv.JobsBoard(config, open_bucket(bucket_url(config.global_.gcs_bucket)))
 
 
+def _loaded(fresh: bool) -> jv.Board:
+    """The page's data: the last load when it will do (``fresh`` false), else a new load."""
+    last = board().last
+    return last if last is not None and not fresh else board().build()
+
+
 async def _blocking(call: Callable[..., _T], *args: Any) -> _T:
     """Run bucket reads and broker sends on Flower's thread pool, not its event loop."""
     return await IOLoop.current().run_in_executor(None, functools.partial(call, *args))
@@ -65,7 +71,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _JobsHandler(BaseHandler):
-    """What the Jobs handlers share: the config, Flower's task state, the template names."""
+    """What the Jobs handlers share: the config, Flower's task state, the rows' namespace."""
 
     @property
     def config(self) -> IngestionConfig:
@@ -86,6 +92,14 @@ class _JobsHandler(BaseHandler):
             "now": datetime.now(UTC),  # a board may be reused: flights are aged from now
         }
 
+    async def read(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call`` on Flower's thread pool; a bucket that cannot be read is a one-line 503."""
+        try:
+            return await _blocking(call, *args)
+        except Exception as exc:  # unreachable, missing, or no credentials for it
+            url = bucket_url(self.config.global_.gcs_bucket)
+            raise tornado.web.HTTPError(503, f"cannot read {url}: {_one_line(exc)}") from exc
+
     def refuse(self, status: int, message: str) -> None:
         """A one-line refusal: JSON for the page's script, text for anything else."""
         self.set_status(status)
@@ -103,12 +117,7 @@ class JobsPage(_JobsHandler):
         tasks = self.tasks()
         # Taken before the bucket is read: events arriving meanwhile reach the page's next poll.
         version, _, _ = jv.activity(tasks, self.config, 0.0)
-        try:
-            built = await _blocking(board().build)
-        except Exception as exc:  # the bucket is unreachable, or a credential is missing
-            raise tornado.web.HTTPError(
-                503, f"cannot read {board().bucket.url}: {_one_line(exc)}"
-            ) from exc
+        built = await self.read(_loaded, True)
         flights = jv.in_flight(tasks, self.config)
         self.render("ela_jobs.html", version=version, **self.row_namespace(built, flights))
 
@@ -134,8 +143,7 @@ class LiveFeed(_JobsHandler):
             changed = {*self.config.jobs, *self.config.job_groups}
         answer: dict[str, Any] = {"version": version, "jobs": {}, "groups": {}}
         if changed:
-            last = board().last
-            built = last if last and not (ended or everything) else await _blocking(board().build)
+            built = await self.read(_loaded, ended or everything)
             namespace = self.row_namespace(built, jv.in_flight(tasks, self.config))
             for view in built.jobs:
                 if view.name in changed:
@@ -199,12 +207,7 @@ class RunPage(_JobsHandler):
             check_run_id(run_id)
         except InputError as exc:
             raise tornado.web.HTTPError(404, str(exc)) from None
-        try:
-            record = await _blocking(board().run, job, run_id)
-        except Exception as exc:
-            raise tornado.web.HTTPError(
-                503, f"cannot read {board().bucket.url}: {_one_line(exc)}"
-            ) from exc
+        record = await self.read(lambda: board().run(job, run_id))
         tasks = self.application.events.state.tasks
         flights = jv.in_flight([tasks[run_id]] if run_id in tasks else [], config)
         if record is None:
