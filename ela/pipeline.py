@@ -95,7 +95,7 @@ def run_job(
         log.info("run %s of %s was already committed; re-applying its state", run_id, job_name)
         if committed.get("cursor_after") is not None or committed.get("state_update"):
             commit(bucket, job.service, job_name, StateUpdate.from_manifest(committed), run_id)
-        return {"outcome": "already_committed", **committed}
+        return result("already_committed", committed)
 
     started = datetime.now(UTC)
     clock, cpu = time.monotonic(), time.process_time()
@@ -199,7 +199,7 @@ def run_job(
     if recorded:
         manifest["state_update"] = recorded
     if overrides.dry_run:
-        return {"outcome": "dry_run", **manifest}
+        return result("dry_run", manifest)
     with _uninterrupted():
         put_json(bucket, manifest_name, manifest)
         faults.point("after_manifest", environ, job_name)
@@ -207,7 +207,21 @@ def run_job(
             commit(bucket, job.service, job_name, update, run_id)
     for warning in ctx.warnings:
         log.warning("%s run %s: %s", job_name, run_id, warning)
-    return {"outcome": "succeeded", **manifest}
+    return result("succeeded", manifest)
+
+
+# What Flower's task page and the worker's success line show first: both cut the result's repr
+# (IngestTask.resultrepr_maxsize), and the manifest's own order puts records far down.
+RESULT_FIRST = ("job", "records", "objects", "api_calls")
+
+
+def result(outcome: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's result: ``outcome``, then :data:`RESULT_FIRST`, then the rest of the manifest."""
+    return {
+        "outcome": outcome,
+        **{k: manifest[k] for k in RESULT_FIRST if k in manifest},
+        **manifest,
+    }
 
 
 @contextlib.contextmanager

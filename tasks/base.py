@@ -24,9 +24,11 @@ class IngestTask(Task):
     reject_on_worker_lost = True
     # Expected failures: logged as one line, without a traceback (the error object has context).
     throws = (IngestError,)
-    # The success line shows the start of the result (outcome, job, run id); the manifest in the
-    # bucket has the rest. Logging (and scrubbing) a whole manifest per run is not free.
-    resultrepr_maxsize = 300
+    # The success line and Flower's task page show the start of the result's repr: outcome, job,
+    # records, objects and api_calls (ela.pipeline.result puts them first; one landing object
+    # with its sha256 brings that to ~300 characters). The manifest in the bucket has the rest:
+    # logging (and scrubbing) a whole manifest per run is not free.
+    resultrepr_maxsize = 400
 
     def scheduled_at(self, pinned: str | None) -> datetime:
         stamp = pinned or getattr(self.request, SCHEDULED_AT_HEADER, None)

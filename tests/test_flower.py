@@ -153,9 +153,17 @@ def test_flower_needs_credentials_everywhere_and_sends_tasks_with_them(
             data: dict[str, Any] = got.json() if got.status_code == 200 else {}
             return data if data.get("state") == "SUCCESS" else None
 
-        assert wait_for(info, 30, "Flower reporting the task", 0.5)["name"] == (
-            "tasks.todoist.projects"
+        reported = wait_for(info, 30, "Flower reporting the task", 0.5)
+        assert reported["name"] == "tasks.todoist.projects"
+        # Its result (the repr the worker sent, cut at resultrepr_maxsize) starts with what an
+        # operator looks for, all of it inside the cut; the success line in the log too.
+        start = (
+            f"{{'outcome': 'succeeded', 'job': 'todoist_projects', 'records': 7, "
+            f"'objects': [{{'name': '{manifest['objects'][0]['name']}', "
         )
+        assert reported["result"].startswith(start), reported["result"]
+        assert f"'api_calls': {manifest['api_calls']}, " in reported["result"]
+        assert "succeeded in " in worker.log() and f"s: {start}" in worker.log()
         info_url = f"{flower.url}/api/task/info/{task_id}"
         assert requests.get(info_url, timeout=10).status_code == 401
         assert f"Visit me at http://127.0.0.1:{flower.port}" in flower.log()

@@ -16,6 +16,8 @@ reveals only that the process is up, and a container or load-balancer probe can 
 without the password in its own configuration (where ``docker inspect`` would show it).
 Flower's static files (its own JS/CSS, served by Tornado's ``StaticFileHandler``) stay open too.
 
+It adds the Jobs pages (``/jobs``: :mod:`worker.flower_jobs`), behind the same guard.
+
 It also hands Flower's broker inspector a ``redis://`` URI for our Redis transport subclass
 (see :func:`broker_uri_for_flower`), so queue lengths and the Broker page keep working.
 
@@ -122,6 +124,28 @@ def flower_argv(args: list[str]) -> list[str]:
     return ["celery", "-A", "worker", "flower", *args]
 
 
+def add_jobs_pages() -> None:
+    """Add the Jobs pages (:mod:`worker.flower_jobs`) to the app Flower builds. Idempotent.
+
+    Flower builds its app from ``flower.urls``' handler list and settings; the routes go in
+    before its catch-all 404 route, and its template loader becomes ours (Flower's templates,
+    the Jobs templates, and the nav bar with a Jobs link).
+    """
+    from flower import urls
+
+    from worker import flower_jobs
+
+    routes = flower_jobs.routes()
+    names = {route.name for route in routes}
+    if not any(getattr(handler, "name", None) in names for handler in urls.handlers):
+        catch_all = next(
+            (i for i, h in enumerate(urls.handlers) if isinstance(h, tuple) and h[0] == r".*"),
+            len(urls.handlers),
+        )
+        urls.handlers[catch_all:catch_all] = routes
+    urls.settings["template_loader"] = flower_jobs.Templates(urls.settings["template_path"])
+
+
 def main(args: list[str] | None = None) -> int:
     if not os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")[2]:
         print(
@@ -132,6 +156,7 @@ def main(args: list[str] | None = None) -> int:
         return 1
     from celery.bin.celery import main as celery_main
 
+    add_jobs_pages()
     install()
     prop = cached_property(_broker_uri_with_password)
     prop.__set_name__(Flower, "broker_uri_with_password")
