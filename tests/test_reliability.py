@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -140,6 +142,86 @@ def test_killed_runs_land_exactly_once(
             assert bucket.get_bytes(naming.state(service, job)) is None
     # Every job was killed once at this point and redelivered.
     assert worker.log().count("WorkerLostError") + worker.log().count("signal 9") >= len(CRASH_JOBS)
+
+
+# -- a dead worker's runs come back within a minute -------------------------------------------
+
+
+def received(log: str, task_id: str) -> int:
+    """How many times a worker log shows ``task_id`` received (a retry is received again)."""
+    return log.count(f"[{task_id}] received")
+
+
+def test_a_dead_workers_runs_are_back_within_a_minute_and_a_live_ones_stay(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """SIGKILL a worker's main process holding 3 runs and 2 retries waiting on a countdown:
+    a worker that was already running commits each exactly once within 60 s, the retries at
+    their original time; meanwhile a third worker's run, longer than a lease and in a solo pool
+    (the task blocks the main thread), is never taken from it."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    with TodoistEmulator(projects=5, tasks=300) as todoist, StravaEmulator(activities=30) as strava:
+        env = {**todoist.environ(), **strava.environ()}
+        # The live worker's run: one Strava page held 45 s, longer than a lease (30 s).
+        live = worker_factory(
+            extra_env=env, concurrency=1, extra_args=("-P", "solo", "-Q", "dev.strava")
+        )
+        strava.inject(Fault(status=0, delay=45, path="/athlete/activities", times=1))
+        long_run = live.send("tasks.strava.activities", job="strava_activities")
+        wait_for(lambda: strava.calls_to("/athlete/activities") >= 1, 30, "the long run to start")
+
+        doomed = worker_factory(extra_env=env, concurrency=3, extra_args=("-Q", "dev.todoist"))
+        # Two runs that meet a 429 and wait 40 s for their retry, in the doomed worker's hands.
+        todoist.inject(Fault(status=429, retry_after=40, path="/projects", times=2))
+        retried = [doomed.send("tasks.todoist.projects", job="todoist_projects") for _ in range(2)]
+        for result in retried:
+            wait_for(lambda r=result: received(doomed.log(), r.id) == 2, 30, "the retry's delivery")
+        retry_logged = time.time()
+        # Three runs in flight: their first page hangs until the worker is gone.
+        todoist.inject(Fault(status=0, delay=120, path="/tasks", times=3))
+        running = [doomed.send("tasks.todoist.tasks", job="todoist_tasks") for _ in range(3)]
+        wait_for(lambda: todoist.calls_to("/tasks") >= 3, 30, "three runs in flight")
+
+        rescuer = worker_factory(extra_env=env, concurrency=3, extra_args=("-Q", "dev.todoist"))
+        time.sleep(2)  # the rescuer is up and idle before the kill: it is not a fresh start
+        os.kill(doomed.process.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        doomed.process.proc.wait(10)
+
+        committed: dict[str, float] = {}
+        runs = {r.id: naming.manifest("todoist", "todoist_tasks", r.id) for r in running}
+        runs |= {r.id: naming.manifest("todoist", "todoist_projects", r.id) for r in retried}
+
+        def all_committed() -> bool:
+            for run_id, name in runs.items():
+                if run_id not in committed and bucket.get_bytes(name):
+                    committed[run_id] = time.monotonic() - killed
+            return len(committed) == len(runs)
+
+        wait_for(all_committed, 90, "every run of the killed worker to commit", 0.2)
+        long_manifest = wait_for(
+            lambda: bucket.get_bytes(naming.manifest("strava", "strava_activities", long_run.id)),
+            60,
+            "the live worker's long run",
+        )
+    assert max(committed.values()) < 60, committed
+    rescued = rescuer.log()
+    for run_id in runs:
+        assert received(rescued, run_id) == 1, run_id  # taken once, by the rescuer
+        assert f"[{run_id}] succeeded" in rescued
+        assert f"[{run_id}] succeeded" not in doomed.log()
+        landed = [o for o in bucket.list("todoist/landing/") if naming.run8(run_id) in o.name]
+        assert len(landed) == 1, run_id
+    # The retries kept their countdown: run 40 s after the 429, not when they were rescued.
+    for result in retried:
+        manifest = json.loads(bucket.get_bytes(runs[result.id]) or b"")
+        started = datetime.fromisoformat(manifest["started_at"]).timestamp()
+        assert started >= retry_logged + 40 - 2, (started, retry_logged)
+    # The live worker's run was never redelivered or reaped, and committed once.
+    assert json.loads(long_manifest)["run_id"] == long_run.id
+    assert "is gone" not in live.log()
+    assert received(live.log(), long_run.id) == 1
+    assert "(no lease for" in rescued  # the rescuer, not the visibility timeout, gave them back
 
 
 # -- one beat per environment ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from celery.signals import before_task_publish
 from beat_schedules import build_schedule
 from ela import config as config_module
 from ela.errors import ConfigError
-from worker import observability
+from worker import leases, observability
 from worker.settings import celery_settings
 
 SCHEDULED_AT_HEADER = "ela_scheduled_at"
@@ -27,6 +27,7 @@ def create_app(
     app = Celery(f"ela-{config.env}")
     app.conf.update(celery_settings(config, environ))
     app.conf.beat_schedule = build_schedule(config)
+    leases.install(app)  # a dead worker's runs back within a minute (worker/leases.py)
     return app
 
 
