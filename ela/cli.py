@@ -278,11 +278,14 @@ def _run_on_workers(
 # -- processes ----------------------------------------------------------------------------------
 
 
-def _exec_celery(env: str | None, args: list[str]) -> NoReturn:
+def _exec_celery(
+    env: str | None, args: list[str], defaults: dict[str, str] | None = None
+) -> NoReturn:
     with user_errors():
         load(env)
     argv = [sys.executable, "-m", "celery", "-A", "worker", *args]
-    os.execvpe(argv[0], argv, {**os.environ, "PYTHONPATH": _pythonpath()})
+    environ = {**(defaults or {}), **os.environ, "PYTHONPATH": _pythonpath()}
+    os.execvpe(argv[0], argv, environ)
 
 
 def _pythonpath() -> str:
@@ -301,9 +304,14 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
     """A Celery worker for the env's queues (concurrency and limits from its config).
 
-    Extra arguments go to ``celery worker``.
+    SIGTERM stops it in bounded time: running tasks get the soft-shutdown grace
+    (worker_soft_shutdown_timeout), then whatever is left, retries waiting on a countdown
+    included, goes back to its queue. Extra arguments go to ``celery worker``.
     """
-    _exec_celery(env, ["worker", "-l", loglevel, *ctx.args])
+    # Celery (billiard) reads REMAP_SIGTERM from the environment at import, so it is set for the
+    # process we exec: SIGTERM then starts a cold shutdown with the soft grace period instead of
+    # a warm one that waits for every running task (up to the hard time limit).
+    _exec_celery(env, ["worker", "-l", loglevel, *ctx.args], {"REMAP_SIGTERM": "SIGQUIT"})
 
 
 @main.command(context_settings=PASSTHROUGH)

@@ -88,13 +88,20 @@ class CeleryProcess:
     """A real ``celery -A worker worker|beat`` subprocess with its own environment."""
 
     def __init__(
-        self, args: list[str], environ: Mapping[str, str], log: Path, app: str = "worker"
+        self,
+        args: list[str],
+        environ: Mapping[str, str],
+        log: Path,
+        app: str = "worker",
+        via_ela: bool = False,
     ) -> None:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.started = time.perf_counter()
+        # `ela worker|beat` is what the compose files run: it sets what plain celery does not.
+        command = ["-m", "ela.cli"] if via_ela else ["-m", "celery", "-A", app]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", app, *args],
+            [sys.executable, *command, *args],
             cwd=REPO,
             env=dict(environ),
             stdout=self._log,
@@ -165,6 +172,7 @@ def start_worker(
     concurrency: int = 2,
     name: str | None = None,
     extra_args: tuple[str, ...] = (),
+    via_ela: bool = False,
 ) -> CeleryProcess:
     node = name or f"test-{uuid.uuid4().hex[:6]}@%h"
     args = [
@@ -179,7 +187,7 @@ def start_worker(
         "--without-mingle",
         *extra_args,
     ]
-    process = CeleryProcess(args, environ, log)
+    process = CeleryProcess(args, environ, log, via_ela=via_ela)
     process.wait_log(" ready.", timeout=60)
     return process
 

@@ -45,6 +45,7 @@ from tests.helpers import (
     wait_for,
     write_config,
 )
+from worker.settings import SHUTDOWN_GRACE_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -222,6 +223,65 @@ def test_a_dead_workers_runs_are_back_within_a_minute_and_a_live_ones_stay(
     assert "is gone" not in live.log()
     assert received(live.log(), long_run.id) == 1
     assert "(no lease for" in rescued  # the rescuer, not the visibility timeout, gave them back
+
+
+# -- deploys: SIGTERM ---------------------------------------------------------------------------
+
+
+def test_sigterm_then_sigkill_10_s_later_the_next_worker_commits_within_30_s(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """A deploy that waits less than the stop grace (Docker's default 10 s): the worker is still
+    in its soft shutdown when SIGKILL comes. Its shortened lease runs out within seconds, and the
+    next worker, started right after, commits the run within 30 s of starting."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    with TodoistEmulator(projects=5, tasks=300) as todoist:
+        old = worker_factory(extra_env=todoist.environ(), via_ela=True)
+        todoist.inject(Fault(status=0, delay=120, path="/tasks", times=1))
+        run = old.send("tasks.todoist.tasks", job="todoist_tasks")
+        wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the run to start")
+        old.process.proc.send_signal(signal.SIGTERM)
+        time.sleep(10)
+        assert old.process.proc.poll() is None, "gone before the SIGKILL: nothing tested"
+        old.process.proc.send_signal(signal.SIGKILL)
+        old.process.proc.wait(10)
+        started = time.monotonic()
+        new = worker_factory(extra_env=todoist.environ(), via_ela=True)
+        manifest = naming.manifest("todoist", "todoist_tasks", run.id)
+        wait_for(lambda: bucket.get_bytes(manifest), 60, "the run on the next worker", 0.2)
+        took = time.monotonic() - started
+    assert took < 30, took
+    assert f"[{run.id}] succeeded" in new.log() and f"[{run.id}] succeeded" not in old.log()
+    assert "Initiating Soft Shutdown" in old.log()  # SIGTERM was a bounded shutdown
+
+
+def test_sigterm_finishes_what_fits_the_grace_and_requeues_the_rest_at_once(
+    worker_factory: WorkerFactory, redis_client: Any, redis_prefix: str, tmp_path: Path
+) -> None:
+    """SIGTERM to `ela worker` holding a short run, a long run and a retry waiting on its
+    countdown: the short run commits, the worker exits by itself within the grace, and the
+    long run and the retry are back on the queue the moment it does."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    with TodoistEmulator(projects=5, tasks=300) as todoist:
+        worker = worker_factory(extra_env=todoist.environ(), concurrency=3, via_ela=True)
+        todoist.inject(Fault(status=429, retry_after=60, path="/projects", times=1))
+        retry = worker.send("tasks.todoist.projects", job="todoist_projects")
+        wait_for(lambda: received(worker.log(), retry.id) == 2, 30, "the retry's delivery")
+        todoist.inject(Fault(status=0, delay=3, path="/tasks", times=1))
+        short = worker.send("tasks.todoist.tasks", job="todoist_tasks")
+        wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the short run to start")
+        todoist.inject(Fault(status=0, delay=120, path="/tasks", times=1))
+        long = worker.send("tasks.todoist.tasks", job="todoist_tasks")
+        wait_for(lambda: todoist.calls_to("/tasks") >= 2, 30, "the long run to start")
+        sent = time.monotonic()
+        worker.process.proc.send_signal(signal.SIGTERM)
+        worker.process.proc.wait(SHUTDOWN_GRACE_S + 10)  # compose's stop_grace_period
+        exited = time.monotonic() - sent
+        queued = redis_client.lrange(f"{redis_prefix}dev.todoist", 0, -1)
+    assert bucket.get_bytes(naming.manifest("todoist", "todoist_tasks", short.id))
+    assert {json.loads(m)["headers"]["id"] for m in queued} == {long.id, retry.id}
+    assert redis_client.hlen(f"{redis_prefix}unacked") == 0
+    assert SHUTDOWN_GRACE_S <= exited < SHUTDOWN_GRACE_S + 10, exited
 
 
 # -- one beat per environment ------------------------------------------------------------------

@@ -7,9 +7,9 @@ The mechanism is described in :mod:`ela.leases`. Here it is wired into a Celery 
   (``worker/redis_transport.py`` asks :func:`held_key` on every delivery and ack);
 - the keeper renews the lease every 5 s, and on each pass claims the deliveries of workers
   whose lease expired and puts them back on their queues through kombu's own restore;
-- when a shutdown starts (``worker_shutting_down``: SIGTERM, SIGQUIT, Ctrl-C) the lease is
-  shortened to :data:`~ela.leases.SHUTDOWN_TTL_S`, so a worker SIGKILLed at the end of its stop
-  grace period is reaped within seconds; a clean exit releases it at once (``atexit``);
+- when a shutdown starts (SIGTERM, SIGQUIT, Ctrl-C, or a remote shutdown) the lease is
+  shortened to :data:`~ela.leases.SHUTDOWN_TTL_S`, so a worker SIGKILLed before the end of its
+  stop grace period is reaped within seconds; a clean exit releases it at once (``atexit``);
 - if the lease cannot be renewed for :data:`~ela.leases.FENCE_AFTER_S`, or a reaper already
   declared this worker dead, the keeper kills the pool processes and exits the worker: its
   runs are about to be (or were) given to another worker, and must not run twice at once.
@@ -24,12 +24,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import redis
 from billiard.process import active_children
 from celery import Celery, bootsteps
-from celery.signals import worker_shutting_down
 from kombu import Connection
 
 from ela import leases
@@ -178,18 +179,37 @@ class LeaseStep(bootsteps.StartStopStep):
         keeper.begin()
         _keeper = keeper
         atexit.register(keeper.close)
+        # Celery's handlers for these (installed before the bootsteps start) run the soft
+        # shutdown inside the handler and send worker_shutting_down only after it: too late
+        # to shorten the lease for the grace period. So the keeper hears the signal first.
+        for name in STOP_SIGNALS:
+            _notify_first(getattr(signal, name), keeper.shutting_down)
 
-    def shutdown(self, worker: Any) -> None:
+    def stop(self, worker: Any) -> None:
         # Not a release: the pool may still be finishing runs (a warm shutdown stops this step
         # before the pool). The lease goes at process exit, or runs out.
         if _keeper is not None:
             _keeper.shutting_down()
 
+    shutdown = stop
 
-@worker_shutting_down.connect
-def _on_shutting_down(**_: Any) -> None:
-    if _keeper is not None:
-        _keeper.shutting_down()
+
+STOP_SIGNALS = ("SIGTERM", "SIGQUIT", "SIGINT")
+
+
+def _notify_first(signum: int, notify: Callable[[], None]) -> None:
+    """Call ``notify`` when ``signum`` arrives, then whatever handled it before."""
+    previous = signal.getsignal(signum)
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        notify()
+        if callable(previous):
+            previous(sig, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+
+    signal.signal(signum, handler)
 
 
 def install(app: Celery) -> None:

@@ -16,6 +16,12 @@ DEFAULT_BROKER = "redis://localhost:6379/0"
 # The longest a retry may wait in the broker (Strava's 15-minute window). Longer waits fail the
 # run instead: the next scheduled run picks up from the same cursor.
 MAX_RETRY_COUNTDOWN = 15 * 60
+# How long a stopping worker lets its runs go on before it cancels them and puts them back on
+# their queues (with any retry waiting on a countdown). A run of the shipped configs takes
+# seconds; a long one (a year of Garmin heart rate, a Strava history) is redone by the next
+# worker instead of holding a deploy. The compose files give the worker 10 s more than this
+# before Docker's SIGKILL (stop_grace_period), for the cancel and the requeue.
+SHUTDOWN_GRACE_S = 15
 
 
 def hard_time_limit(config: IngestionConfig) -> int:
@@ -87,6 +93,11 @@ def celery_settings(
         # runs are idempotent (same run id, same object names), so twice is safe.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # #worker-soft-shutdown-timeout — SIGTERM (remapped to SIGQUIT by `ela worker`, or
+        # SIGQUIT from the compose files' stop_signal) lets running tasks go on this long, then
+        # cancels them and requeues every unacknowledged message, waiting retries included.
+        # Without REMAP_SIGTERM a plain SIGTERM is Celery's unbounded warm shutdown.
+        "worker_soft_shutdown_timeout": SHUTDOWN_GRACE_S,
         # #worker-prefetch-multiplier — long tasks: take one at a time.
         "worker_prefetch_multiplier": 1,
         # #task-queues — a worker consumes only its own env's queues.
