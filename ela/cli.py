@@ -319,9 +319,11 @@ def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
 @click.option("-l", "--loglevel", default="info", show_default=True)
 @click.pass_context
 def beat(ctx: click.Context, env: str | None, loglevel: str) -> None:
-    """Celery beat with the env's schedule. Extra arguments go to ``celery beat``."""
-    state_dir = Path(os.environ.get("ELA_STATE_DIR", ".ela"))
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Celery beat with the env's schedule. Extra arguments go to ``celery beat``.
+
+    Every tick is sent once across beat restarts and leader changes; what was sent lives in
+    Redis beside the env's leader lock, so beat keeps no file.
+    """
     _exec_celery(env, ["beat", "-l", loglevel, *ctx.args])
 
 

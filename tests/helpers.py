@@ -15,6 +15,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,36 @@ def start_worker(
     process = CeleryProcess(args, environ, log, via_ela=via_ela)
     process.wait_log(" ready.", timeout=60)
     return process
+
+
+class Beat(CeleryProcess):
+    """A real ``celery beat`` on a clock that reaches its next whole minute ``lead`` seconds
+    after the process starts (``tests/fastbeat.py``): no test waits for the wall clock's.
+
+    ``offset`` is how far ahead its clock runs; :meth:`now` reads it. Beats of one test that
+    must agree on the time share an offset (``offset=first.offset``).
+    """
+
+    STARTUP = 3.0  # seconds from launch to beat's first tick() on a loaded 2-core machine
+
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        log: Path,
+        lead: float = 5.0,
+        offset: float | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        if offset is None:
+            first_tick = time.time() + self.STARTUP  # when beat first looks at its clock
+            minute = (int(first_tick + lead) // 60 + 1) * 60  # a whole minute past that
+            offset = minute - lead - first_tick  # ... which beat reaches `lead` s after it
+        self.offset = offset
+        clocked = {**environ, "ELA_TEST_CLOCK_OFFSET": str(offset)}
+        super().__init__(["beat", "-l", "info", *args], clocked, log, app="tests.fastbeat")
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
 
 
 def client_app(environ: Mapping[str, str]) -> Celery:

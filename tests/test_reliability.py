@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
 from tests.helpers import (
     REPO,
-    CeleryProcess,
+    Beat,
     PrivateRedis,
     client_app,
     todoist_only,
@@ -302,25 +302,25 @@ def test_leader_lock_is_exclusive_and_expires(redis_client: Any, redis_prefix: s
     assert first.hold()
 
 
-def test_two_beats_send_each_tick_once(worker_factory: WorkerFactory, tmp_path: Path) -> None:
-
+def test_two_beats_on_one_schedule_file_send_the_tick_once(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """Two real beats, given the same schedule file (a shared volume): one sends the tick, the
+    other stands by, and neither touches the file (Celery's would delete the leader's as
+    "corrupted")."""
     with TodoistEmulator(projects=5, tasks=5) as todoist:
         config = todoist_only(tmp_path / "c.yaml", schedules={"todoist_projects": "* * * * *"})
         worker = worker_factory(extra_env=todoist.environ(), config=config)
+        shared = ("-s", str(tmp_path / "celerybeat-schedule"))
+        first = Beat(worker.environ, tmp_path / "beat-0.log", args=shared)
         beats = [
-            CeleryProcess(
-                ["beat", "-l", "info", "-s", str(tmp_path / f"beat-{i}")],
-                worker.environ,
-                tmp_path / f"beat-{i}.log",
-            )
-            for i in range(2)
+            first,
+            Beat(worker.environ, tmp_path / "beat-1.log", offset=first.offset, args=shared),
         ]
         bucket = LocalBucket(tmp_path / "bucket")
         try:
-            wait_for(lambda: list(bucket.list("todoist/_runs/")), 95, "the first tick", 1)
-            # Give a second sender every chance to show up before counting.
-
-            time.sleep(5)
+            wait_for(lambda: list(bucket.list("todoist/_runs/")), 70, "the first tick", 0.5)
+            time.sleep(2)  # give a second sender every chance to show up before counting
         finally:
             for beat in beats:
                 beat.stop()
@@ -329,6 +329,43 @@ def test_two_beats_send_each_tick_once(worker_factory: WorkerFactory, tmp_path: 
     assert sends == 1, logs
     assert sum("standing by" in log for log in logs) == 1
     assert len(list(bucket.list("todoist/landing/"))) == 1
+    assert not list(tmp_path.glob("celerybeat-schedule*"))
+    assert not any("corrupted" in log for log in logs)
+
+
+def test_beat_killed_at_50_and_restarted_1_s_later_sends_the_next_tick_once(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """Real processes: the restarted beat stands by across the tick while the dead one's lock
+    lives, then sends that tick, late but once, named for its minute."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    with TodoistEmulator(projects=5, tasks=5) as todoist:
+        config = todoist_only(tmp_path / "c.yaml", schedules={"todoist_projects": "* * * * *"})
+        worker = worker_factory(extra_env=todoist.environ(), config=config)
+        old = Beat(worker.environ, tmp_path / "beat-old.log", lead=15)
+        new = None
+        try:
+            old.wait_log("beat: leading this environment")
+            wait_for(lambda: old.now().second >= 50, 30, "hh:mm:50 on beat's clock")
+            old.stop(signal.SIGKILL)
+            tick = old.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
+            time.sleep(1)
+            new = Beat(worker.environ, tmp_path / "beat-new.log", offset=old.offset)
+            runs = "todoist/_runs/todoist_projects/"
+
+            def ticked() -> list[dict[str, Any]]:
+                return [json.loads(bucket.get_bytes(o.name) or b"") for o in bucket.list(runs)]
+
+            [manifest] = wait_for(ticked, 60, "the tick nobody led through", 0.5)
+            time.sleep(2)  # a second send of it would land within this
+        finally:
+            old.stop()
+            if new is not None:
+                new.stop()
+    assert datetime.fromisoformat(manifest["scheduled_at"]) == tick
+    assert new.log().count("Sending due task todoist_projects") == 1
+    assert "standing by" in new.log() and "late (no beat led)" in new.log()
+    assert len(ticked()) == 1
 
 
 # -- time limits -------------------------------------------------------------------------------
@@ -387,11 +424,9 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
         config = todoist_only(tmp_path / "c.yaml", schedules={"todoist_projects": "* * * * *"})
         env = {**todoist.environ(), "REDIS_URL": private_redis.url}
         worker = worker_factory(extra_env=env, config=config)
-        beat = CeleryProcess(
-            ["beat", "-l", "info", "-s", str(tmp_path / "beat")],
-            worker.environ,
-            tmp_path / "beat.log",
-        )
+        # Beat's next minute comes ~30 s after it starts: after Redis is back. (This Redis keeps
+        # nothing, so a tick due during the outage is forgotten with the rest of its keys.)
+        beat = Beat(worker.environ, tmp_path / "beat.log", lead=30)
         try:
             # Beat must be up and connected before Redis goes away, or there is nothing to
             # reconnect: a beat still starting would meet the outage on its first tick.
@@ -402,7 +437,7 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
             running = worker.send("tasks.todoist.tasks")
             wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the run to start")
             private_redis.restart(down_for=RENEW_EVERY + 2)
-            back = datetime.now(UTC)  # Redis is answering again from here on
+            back = beat.now()  # Redis is answering again from here on (beat's clock)
             manifest = naming.manifest("todoist", "todoist_tasks", running.id)
             wait_for(lambda: bucket.get_bytes(manifest), 60, "the interrupted run to commit")
             todoist.clear_faults()
@@ -415,10 +450,9 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
             fresh.close()
             projects = naming.manifest("todoist", "todoist_projects", after.id)
             wait_for(lambda: bucket.get_bytes(projects), 60, "a run sent after the restart")
-            # Beat reconnected: a tick it sent after the restart lands. scheduled_at is the
-            # minute the message was stamped, just before it was sent, so one later than `back`
-            # was sent after Redis came back (a tick stamped in back's minute may predate the
-            # restart). The run sent by hand above is no tick: leave it out.
+            # Beat reconnected: a tick it sent after the restart lands. scheduled_at is the tick,
+            # so one later than `back` was sent after Redis came back. The run sent by hand
+            # above is no tick: leave it out.
 
             def scheduled_at(name: str) -> datetime:
                 return datetime.fromisoformat(
@@ -432,7 +466,7 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
                     if o.name != projects
                 )
 
-            wait_for(ticked_after_restart, 95, "a beat tick after the restart", 1)
+            wait_for(ticked_after_restart, 60, "a beat tick after the restart", 0.5)
         finally:
             beat.stop()
     log = worker.log()

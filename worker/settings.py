@@ -53,7 +53,6 @@ def celery_settings(
     broker = environ.get("REDIS_URL") or DEFAULT_BROKER
     soft = config.global_.timeout_minutes * 60
     hard = hard_time_limit(config)
-    state_dir = environ.get("ELA_STATE_DIR", ".ela")
     prefix = environ.get("ELA_REDIS_PREFIX", "")
     return {
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-url
@@ -111,9 +110,8 @@ def celery_settings(
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_track_started": True,
-        # #beat-scheduler — one sending beat per env, however many are started.
+        # #beat-scheduler — one sending beat per env, every tick sent once, the last ticks in
+        # Redis (no schedule file: beat_schedule_filename and `beat -s` are not used).
         "beat_scheduler": "beat_schedules.scheduler:SingleBeatScheduler",
-        # #beat-schedule-filename
-        "beat_schedule_filename": os.path.join(state_dir, f"celerybeat-schedule-{config.env}"),
         "imports": ("tasks",),
     }
