@@ -418,7 +418,7 @@ def auth(provider: str) -> None:
 
     with user_errors():
         authorize(os.environ, store, ask, click.echo)
-    click.echo(f"{provider}: tokens stored in {store.directory}")
+    click.echo(f"{provider}: tokens stored in {store.where}")
 
 
 # -- sandbox ------------------------------------------------------------------------------------

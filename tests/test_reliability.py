@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis
+from cryptography.fernet import Fernet
 
 from beat_schedules.scheduler import RENEW_EVERY, LeaderLock
 from ela import config as config_module
@@ -473,18 +474,25 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
     assert "Connection to broker lost" in log and "Unrecoverable error" not in log
 
 
+@pytest.mark.parametrize("shared_tokens", [False, True], ids=["token-folder", "tokens-in-redis"])
 def test_flushall_loses_no_cursor_token_or_manifest(
-    private_redis: Any, worker_factory: WorkerFactory, tmp_path: Path
+    private_redis: Any, worker_factory: WorkerFactory, tmp_path: Path, shared_tokens: bool
 ) -> None:
-
+    """With the tokens in Redis, the flush takes them too: the worker's folder copy puts them
+    back (the bootstrap STRAVA_REFRESH_TOKEN was rotated away by the first run)."""
     bucket = LocalBucket(tmp_path / "bucket")
     with StravaEmulator(activities=120) as strava:
-        worker = worker_factory(extra_env={**strava.environ(), "REDIS_URL": private_redis.url})
+        env = {**strava.environ(), "REDIS_URL": private_redis.url}
+        if shared_tokens:
+            env["ELA_TOKEN_KEY"] = Fernet.generate_key().decode()
+        worker = worker_factory(extra_env=env)
         first = worker.call("tasks.strava.activities", timeout=60)
-        tokens = (tmp_path / "tokens" / "strava.json").read_text()
+        tokens = TokenStore(tmp_path / "tokens").read("strava")
         manifests = {o.name for o in bucket.list("strava/_runs/")}
 
-        redis.Redis.from_url(private_redis.url).flushall()
+        client = redis.Redis.from_url(private_redis.url)
+        assert bool(client.keys("*ela:tokens:strava")) == shared_tokens
+        client.flushall()
 
         new = strava.add_activities(3)
         second = worker.call("tasks.strava.activities", timeout=60)
@@ -494,7 +502,34 @@ def test_flushall_loses_no_cursor_token_or_manifest(
     ]
     assert manifests <= {o.name for o in bucket.list("strava/_runs/")}
     assert strava.refreshes == 1  # the stored token was reused, not re-bootstrapped
-    assert (tmp_path / "tokens" / "strava.json").read_text() == tokens
+    assert strava.stale_refreshes == []
+    assert TokenStore(tmp_path / "tokens").read("strava") == tokens
+    assert bool(client.keys("*ela:tokens:strava")) == shared_tokens  # put back in Redis
+
+
+def test_two_workers_with_their_own_token_folders_share_every_rotation(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """Two hosts (two workers, two ELA_TOKEN_DIRs, one Redis) against a Strava that rotates the
+    refresh token on every refresh: every refresh succeeds, and no rotated-away refresh token is
+    ever presented again."""
+    key = Fernet.generate_key().decode()
+    # 10-minute access tokens: every run refreshes (the connector renews within the last hour).
+    with StravaEmulator(activities=5, token_lifetime=600) as strava:
+        strava.inject(Fault(status=0, delay=0.3, path="/athlete", times=None))  # runs overlap
+        hosts = [
+            worker_factory(
+                extra_env={**strava.environ(), "ELA_TOKEN_KEY": key, "ELA_TOKEN_DIR": str(folder)},
+                concurrency=2,
+            )
+            for folder in (tmp_path / "host-a", tmp_path / "host-b")
+        ]
+        results = [hosts[0].send("tasks.strava.athlete", job="strava_athlete") for _ in range(12)]
+        outcomes = [r.get(timeout=120)["outcome"] for r in results]
+    assert outcomes == ["succeeded"] * 12
+    assert strava.stale_refreshes == [] and strava.refreshes >= 12
+    for host in hosts:  # both hosts took runs and refreshed
+        assert "strava: access token refreshed" in host.log(), host.environ["ELA_TOKEN_DIR"]
 
 
 # -- provider faults ---------------------------------------------------------------------------
