@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,6 +43,7 @@ from tests.helpers import (
     REPO,
     Beat,
     PrivateRedis,
+    base_environ,
     client_app,
     todoist_only,
     wait_for,
@@ -149,6 +152,29 @@ def test_killed_runs_land_exactly_once(
 # -- a dead worker's runs come back within a minute -------------------------------------------
 
 
+def ela(
+    environ: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The ``ela`` command in a process of its own, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ela.cli", *args],
+        env=environ,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def broker_status(environ: dict[str, str]) -> dict[str, Any]:
+    result = ela(environ, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    broker: dict[str, Any] = json.loads(result.stdout)["broker"]
+    assert broker["reachable"], broker
+    return broker
+
+
 def received(log: str, task_id: str) -> int:
     """How many times a worker log shows ``task_id`` received (a retry is received again)."""
     return log.count(f"[{task_id}] received")
@@ -185,7 +211,9 @@ def test_a_dead_workers_runs_are_back_within_a_minute_and_a_live_ones_stay(
         wait_for(lambda: todoist.calls_to("/tasks") >= 3, 30, "three runs in flight")
 
         rescuer = worker_factory(extra_env=env, concurrency=3, extra_args=("-Q", "dev.todoist"))
-        time.sleep(2)  # the rescuer is up and idle before the kill: it is not a fresh start
+        # `ela status` sees who holds what: 3 + 1 runs in flight and 2 retries on a countdown.
+        before = broker_status(doomed.environ)
+        assert (before["running"], before["retries_waiting"]) == (4, 2), before
         os.kill(doomed.process.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
         doomed.process.proc.wait(10)
@@ -246,6 +274,20 @@ def test_sigterm_then_sigkill_10_s_later_the_next_worker_commits_within_30_s(
         assert old.process.proc.poll() is None, "gone before the SIGKILL: nothing tested"
         old.process.proc.send_signal(signal.SIGKILL)
         old.process.proc.wait(10)
+        # No worker is left to reap it: once the (shutdown) lease runs out, `ela status` shows
+        # the run held by a dead worker, and for how long.
+        status = wait_for(
+            lambda: (b := broker_status(old.environ))["held_by_dead_workers"] and b, 15, "status"
+        )
+        [held] = status["deliveries"]
+        assert (held["run_id"], held["state"], held["job"]) == (
+            run.id,
+            "dead worker",
+            "todoist_tasks",
+        )
+        assert held["age_s"] >= 10 and held["worker"]
+        text = ela(old.environ, "status").stdout
+        assert "0 run(s) in flight, 0 retries waiting, 1 held by dead or unknown workers" in text
         started = time.monotonic()
         new = worker_factory(extra_env=todoist.environ(), via_ela=True)
         manifest = naming.manifest("todoist", "todoist_tasks", run.id)
@@ -472,6 +514,37 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
             beat.stop()
     log = worker.log()
     assert "Connection to broker lost" in log and "Unrecoverable error" not in log
+
+
+def test_run_wait_says_in_one_line_that_redis_lost_the_runs(
+    private_redis: Any, tmp_path: Path
+) -> None:
+    """No worker takes them, and Redis restarts empty: `ela run --wait` notices within seconds,
+    one line per run, exit status 1, no traceback (it used to hang until its timeout)."""
+    environ = base_environ(
+        private_redis.url,
+        {"ELA_ENV": "dev", "ELA_CONFIG": str(todoist_only(tmp_path / "c.yaml"))},
+    )
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "ela.cli", "run", "productivity_all", "--wait", "--timeout", "300"],
+        env=environ,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = redis.Redis.from_url(private_redis.url)
+    wait_for(lambda: client.llen("dev.todoist") == 2, 30, "both runs queued")
+    private_redis.restart(down_for=2)
+    restarted = time.monotonic()
+    out, err = waiting.communicate(timeout=60)
+    took = time.monotonic() - restarted
+    assert waiting.returncode == 1, (out, err)
+    lost = [line for line in out.splitlines() if " lost " in line]
+    assert [line.split()[0] for line in lost] == ["todoist_tasks", "todoist_projects"], out
+    assert all("Redis lost this run" in line for line in lost)
+    assert "Traceback" not in out + err, err
+    assert took < 15, took
 
 
 @pytest.mark.parametrize("shared_tokens", [False, True], ids=["token-folder", "tokens-in-redis"])
