@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ from tests.conftest import WorkerFactory, read_jsonl
 from tests.helpers import (
     REPO,
     Beat,
+    CuttableProxy,
     PrivateRedis,
     base_environ,
     client_app,
@@ -252,6 +254,56 @@ def test_a_dead_workers_runs_are_back_within_a_minute_and_a_live_ones_stay(
     assert "is gone" not in live.log()
     assert received(live.log(), long_run.id) == 1
     assert "(no lease for" in rescued  # the rescuer, not the visibility timeout, gave them back
+
+
+@pytest.mark.parametrize("lost_by", ["network cut", "lease evicted"])
+def test_a_worker_that_lost_its_lease_stops_its_runs_before_they_run_again(
+    worker_factory: WorkerFactory, redis_url: str, redis_client: Any, tmp_path: Path, lost_by: str
+) -> None:
+    """A live worker whose lease another worker may take: cut off from Redis (its host alive),
+    it kills its pool and exits before its lease runs out; if the lease vanished anyway (a Redis
+    evicting keys), it finds its tombstone at the next renewal and does the same. Either way
+    the run commits once, by the worker that took it."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    target = urllib.parse.urlsplit(redis_url)
+    proxy = CuttableProxy((target.hostname or "127.0.0.1", target.port or 6379))
+    db = int(target.path.strip("/") or 0)
+    with TodoistEmulator(projects=5, tasks=300) as todoist:
+        cut_off = worker_factory(
+            extra_env={**todoist.environ(), "REDIS_URL": proxy.url(db)}, concurrency=1
+        )
+        todoist.inject(Fault(status=0, delay=120, path="/tasks", times=1))
+        run = cut_off.send("tasks.todoist.tasks", job="todoist_tasks")
+        wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the run to start")
+        other = worker_factory(extra_env=todoist.environ(), concurrency=1)
+        lost = time.monotonic()
+        if lost_by == "network cut":
+            proxy.cut()
+        else:
+            # Gone until the other worker's reaper sees it (its renewals would bring it back).
+            worker_id = cut_off.log().split("worker lease ")[1].split(" ")[0]
+            [lease] = redis_client.keys(f"*ela:worker:{worker_id}")
+            tombstone = lease.replace(b"ela:worker:", b"ela:reaped:")
+
+            def reaped() -> bool:
+                redis_client.delete(lease)
+                return bool(redis_client.exists(tombstone))
+
+            wait_for(reaped, 15, "a reaper to claim the evicted lease", 0.05)
+        cut_off.process.proc.wait(40)
+        fenced = time.monotonic() - lost
+        manifest = naming.manifest("todoist", "todoist_tasks", run.id)
+        wait_for(lambda: bucket.get_bytes(manifest), 60, "the run on the other worker", 0.2)
+    assert cut_off.process.proc.returncode == 75  # EX_TEMPFAIL: restart me
+    assert "killing its pool processes" in cut_off.log()
+    assert f"[{run.id}] succeeded" in other.log() and f"[{run.id}] succeeded" not in cut_off.log()
+    assert len([o for o in bucket.list("todoist/landing/") if naming.run8(run.id) in o.name]) == 1
+    if lost_by == "network cut":
+        # Before its lease could run out (30 s after its last renewal, 5 s at most before).
+        assert fenced < 30 - 0.5, fenced
+        assert "could not be renewed" in cut_off.log()
+    else:
+        assert "took its runs" in cut_off.log()
 
 
 # -- deploys: SIGTERM ---------------------------------------------------------------------------

@@ -102,18 +102,22 @@ class Keeper(threading.Thread):
         while not self._closed:
             ttl = leases.SHUTDOWN_TTL_S if self._stopping else leases.LEASE_TTL_S
             every = leases.SHUTDOWN_BEAT_EVERY_S if self._stopping else leases.BEAT_EVERY_S
+            # Checked on time, not after a failed renewal: one that hangs (a blackholed link)
+            # takes up to the client's 2 s timeout, and the lease must not run out first.
+            deadline = self._renewed + ttl - leases.FENCE_MARGIN_S
+            if time.monotonic() > deadline:
+                silent = time.monotonic() - self._renewed
+                self.fence(f"its lease could not be renewed for {silent:.0f} s")
             try:
                 if not self.lease.renew(ttl):
-                    self.fence("another worker found this worker's lease expired and took its runs")
+                    self.fence("another worker found its lease expired and took its runs")
                 self._renewed = time.monotonic()
                 if not self._stopping:
                     self.reap()
             except (redis.RedisError, OSError) as exc:
                 self._drop_connection()
-                silent = time.monotonic() - self._renewed
-                if silent > ttl - leases.FENCE_MARGIN_S:
-                    self.fence(f"the lease could not be renewed for {silent:.0f} s ({exc})")
                 log.warning("worker lease %s not renewed: %s; retrying", self.worker, exc)
+                every = min(every, max(0.1, deadline - time.monotonic() + 0.1))
             self._wake.wait(every)
             if not self._closed:
                 self._wake.clear()
