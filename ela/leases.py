@@ -147,7 +147,7 @@ class Lease:
 
     def dead_workers(self) -> list[str]:
         """Registered workers whose lease is gone."""
-        others = [_text(w) for w in self.client.hkeys(self.keys.registry)]
+        others = [as_text(w) for w in self.client.hkeys(self.keys.registry)]
         others = [w for w in others if w != self.worker]
         if not others:
             return []
@@ -168,8 +168,9 @@ class Lease:
         tags = self._claim(keys=keys, args=[dead, TOMBSTONE_TTL_S])
         if tags is None:
             return None
-        return [_text(t) for t in tags]
+        return [as_text(t) for t in tags]
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (the clients here do not decode replies)."""
     return value.decode() if isinstance(value, bytes) else value

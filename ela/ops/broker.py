@@ -22,8 +22,8 @@ import redis
 
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES
-from ela.leases import Keys
-from ela.ops.status import iso
+from ela.leases import Keys, as_text
+from ela.ops.status import _parse_time, iso
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # kombu's Redis transport keeps a message of priority p in "{queue}\x06\x16{p}" (p > 0).
@@ -156,7 +156,7 @@ def _workers(client: redis.Redis, keys: Keys, env: str) -> list[Worker]:
     """Every registered worker (all envs: a worker of either env reaps any dead one)."""
     registry = client.hgetall(keys.registry)
     pipe = client.pipeline(transaction=False)
-    ids = [_text(w) for w in registry]
+    ids = [as_text(w) for w in registry]
     for worker in ids:
         pipe.exists(keys.lease(worker))
         pipe.smembers(keys.held(worker))
@@ -164,7 +164,7 @@ def _workers(client: redis.Redis, keys: Keys, env: str) -> list[Worker]:
     workers = []
     for index, worker in enumerate(ids):
         info = _loads(registry[worker.encode()])
-        held = {_text(t) for t in found[2 * index + 1]}
+        held = {as_text(t) for t in found[2 * index + 1]}
         workers.append(Worker(worker, bool(found[2 * index]), info, held))
     workers.sort(key=lambda w: (w.info.get("env") != env, not w.alive, w.id))
     return workers
@@ -180,7 +180,7 @@ def _deliveries(
 ) -> list[Delivery]:
     holders = {tag: w for w in workers for tag in w.held}
     index: Any = client.zrange(keys.unacked_index, 0, -1, withscores=True)
-    taken = {_text(tag): float(score) for tag, score in index}
+    taken = {as_text(tag): float(score) for tag, score in index}
     found = []
     for tag, raw in client.hgetall(keys.unacked).items():
         try:
@@ -191,8 +191,8 @@ def _deliveries(
             continue
         headers = payload.get("headers") or {}
         task = str(headers.get("task") or "?")
-        eta = _parse(headers.get("eta"))
-        holder = holders.get(_text(tag))
+        eta = _parse_time(headers.get("eta"))
+        holder = holders.get(as_text(tag))
         if holder is None:
             state = "unknown worker"
         elif not holder.alive:
@@ -209,7 +209,7 @@ def _deliveries(
                 queue=routing_key,
                 state=state,
                 worker=holder.id if holder else None,
-                taken_at=datetime.fromtimestamp(taken.get(_text(tag), now.timestamp()), UTC),
+                taken_at=datetime.fromtimestamp(taken.get(as_text(tag), now.timestamp()), UTC),
                 eta=eta,
             )
         )
@@ -257,20 +257,6 @@ def _loads(raw: bytes | str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _parse(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def summary(report: BrokerReport) -> Iterable[str]:
