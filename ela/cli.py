@@ -25,7 +25,9 @@ from ela.cli_common import (
     emit_json,
     fail,
     load,
+    plural,
     print_table,
+    ready,
     user_errors,
 )
 from ela.errors import IngestError
@@ -184,8 +186,15 @@ def run(
 ) -> None:
     """Run TARGET (a job or a group) now: on the workers, or --inline in this process."""
     with user_errors():
-        config = load(env)
+        config = ready(env, broker=not inline)
         names = config.resolve(target)
+    if target in config.job_groups:  # a group runs what beat would run; a job named runs anyway
+        disabled = [name for name in names if not config.jobs[name].enabled]
+        names = [name for name in names if name not in disabled]
+        if disabled:
+            click.echo(f"skipping {', '.join(disabled)}: disabled in {config.path}", err=True)
+        if not names:
+            fail(f"every job of {target} is disabled in {config.path}")
     overrides: dict[str, Any] = {
         "limit": limit,
         "since": _iso(since.replace(tzinfo=UTC) if since else None),
@@ -339,7 +348,7 @@ def _exec_celery(
     env: str | None, args: list[str], defaults: dict[str, str] | None = None
 ) -> NoReturn:
     with user_errors():
-        load(env)
+        ready(env, broker=True)
     argv = [sys.executable, "-m", "celery", "-A", "worker", *args]
     environ = {**(defaults or {}), **os.environ, "PYTHONPATH": _pythonpath()}
     os.execvpe(argv[0], argv, environ)
@@ -363,7 +372,7 @@ def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
 
     SIGTERM stops it in bounded time: running tasks get the soft-shutdown grace
     (worker_soft_shutdown_timeout), then whatever is left, retries waiting on a countdown
-    included, goes back to its queue. Extra arguments go to ``celery worker``.
+    included, goes back to its queue. Extra arguments go to 'celery worker'.
     """
     # Celery (billiard) reads REMAP_SIGTERM from the environment at import, so it is set for the
     # process we exec: SIGTERM then starts a cold shutdown with the soft grace period instead of
@@ -376,7 +385,7 @@ def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
 @click.option("-l", "--loglevel", default="info", show_default=True)
 @click.pass_context
 def beat(ctx: click.Context, env: str | None, loglevel: str) -> None:
-    """Celery beat with the env's schedule. Extra arguments go to ``celery beat``.
+    """Celery beat with the env's schedule. Extra arguments go to 'celery beat'.
 
     Every tick is sent once across beat restarts and leader changes; what was sent lives in
     Redis beside the env's leader lock, so beat keeps no file.
@@ -395,10 +404,12 @@ def flower(ctx: click.Context, env: str | None, address: str, port: int) -> None
     Every page, API call and /metrics needs the credentials (worker/flower_app.py); only
     /healthcheck answers without them. Extra arguments go to Flower.
     """
-    if not os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")[2]:
-        fail("FLOWER_BASIC_AUTH is not set: Flower can send tasks, so it needs user:password")
+    user, _, password = os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")
+    if not user or not password:
+        said = " is not set" if not user else f"={user!r} has no password"
+        fail(f"FLOWER_BASIC_AUTH{said}: Flower can send tasks, so it needs user:password")
     with user_errors():
-        load(env)
+        ready(env, broker=True)
     argv = [sys.executable, "-m", "worker.flower_app", f"--address={address}", f"--port={port}"]
     os.execvpe(argv[0], [*argv, *ctx.args], {**os.environ, "PYTHONPATH": _pythonpath()})
 
@@ -448,8 +459,8 @@ def bucket_purge_errors(env: str | None) -> None:
         config = load(env)
         deleted = purge_errors(open_bucket(bucket_url(config.global_.gcs_bucket)), config)
     click.echo(
-        f"deleted {len(deleted)} error objects older than "
-        f"{config.global_.error_retention_days} days"
+        f"deleted {plural(len(deleted), 'error object')} older than "
+        f"{plural(config.global_.error_retention_days, 'day')}"
     )
 
 
