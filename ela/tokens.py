@@ -63,6 +63,24 @@ def _public(data: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in data.items() if k != _REV}
 
 
+def cipher(key: str) -> Any:
+    """The ``MultiFernet`` for ``ELA_TOKEN_KEY`` (the first key encrypts, any decrypts).
+
+    Raises:
+        ValueError: one line naming the variable and how to make a key.
+    """
+    from cryptography.fernet import Fernet, MultiFernet
+
+    try:
+        return MultiFernet([Fernet(k.strip()) for k in key.split(",") if k.strip()])
+    except ValueError:
+        raise ValueError(
+            f"{KEY_VARIABLE} is not a Fernet key (44 url-safe base64 characters; NEW,OLD to "
+            "change keys); make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        ) from None
+
+
 class TokenStore:
     """Tokens in a local folder, one JSON file per provider."""
 
@@ -147,16 +165,11 @@ class SharedTokenStore(TokenStore):
     def __init__(self, url: str, key: str, local: TokenStore, prefix: str = "") -> None:
         super().__init__(local.directory)
         import redis
-        from cryptography.fernet import Fernet, MultiFernet
 
         try:
-            self._fernet = MultiFernet([Fernet(k.strip()) for k in key.split(",") if k.strip()])
-        except ValueError:
-            raise ReauthError(
-                f"{KEY_VARIABLE} is not a Fernet key (44 url-safe base64 characters); make one "
-                "with: python -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())'"
-            ) from None
+            self._fernet = cipher(key)
+        except ValueError as exc:
+            raise ReauthError(str(exc)) from None
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self.prefix = prefix
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)

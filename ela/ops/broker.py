@@ -13,7 +13,6 @@ import base64
 import dataclasses
 import json
 import os
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -24,23 +23,14 @@ from ela.config import IngestionConfig
 from ela.connectors import SERVICES
 from ela.leases import Keys, as_text
 from ela.ops.status import _parse_time, iso
+from ela.settings import DEFAULT_BROKER, redacted
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # kombu's Redis transport keeps a message of priority p in "{queue}\x06\x16{p}" (p > 0).
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
 def redis_url(environ: Mapping[str, str] = os.environ) -> str:
-    return environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-
-
-def masked(url: str) -> str:
-    """``url`` without its password, for printing."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return environ.get("REDIS_URL") or DEFAULT_BROKER
 
 
 def queues(config: IngestionConfig) -> list[str]:
@@ -133,7 +123,7 @@ def collect(
     """The env's queues, workers and unacknowledged deliveries; ``error`` set if Redis does not
     answer (the rest of ``ela status`` does not need it)."""
     now = now or datetime.now(UTC)
-    report = BrokerReport(masked(redis_url(environ)))
+    report = BrokerReport(redacted(redis_url(environ)))
     keys = Keys(environ.get("ELA_REDIS_PREFIX", ""))
     try:
         client = connect(environ)
