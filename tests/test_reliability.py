@@ -253,7 +253,7 @@ def test_a_dead_workers_runs_are_back_within_a_minute_and_a_live_ones_stay(
     assert json.loads(long_manifest)["run_id"] == long_run.id
     assert "is gone" not in live.log()
     assert received(live.log(), long_run.id) == 1
-    assert "(no lease for" in rescued  # the rescuer, not the visibility timeout, gave them back
+    assert "(its lease expired)" in rescued  # the rescuer, not the visibility timeout
 
 
 @pytest.mark.parametrize("lost_by", ["network cut", "lease evicted"])

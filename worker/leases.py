@@ -68,15 +68,19 @@ class Keeper(threading.Thread):
         self._wake = threading.Event()
         self._stopping = False
         self._closed = False
-        self._renewed = time.monotonic()
+        self._renewed: float | None = None  # when the lease was last renewed (monotonic)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Take the lease (before the first delivery) and start renewing it."""
-        self.lease.renew()
-        self._renewed = time.monotonic()
-        log.info("worker lease %s taken (ttl %.0f s)", self.worker, leases.LEASE_TTL_S)
+        """Take the lease (before the first delivery) and start renewing it. With Redis away,
+        the thread takes it when Redis answers (the consumer cannot take anything before)."""
+        try:
+            self.lease.renew()
+            self._renewed = time.monotonic()
+            log.info("worker lease %s taken (ttl %.0f s)", self.worker, leases.LEASE_TTL_S)
+        except redis.RedisError as exc:
+            log.warning("worker lease %s not taken yet: %s; retrying", self.worker, exc)
         self.start()
 
     def shutting_down(self) -> None:
@@ -104,9 +108,11 @@ class Keeper(threading.Thread):
             every = leases.SHUTDOWN_BEAT_EVERY_S if self._stopping else leases.BEAT_EVERY_S
             # Checked on time, not after a failed renewal: one that hangs (a blackholed link)
             # takes up to the client's 2 s timeout, and the lease must not run out first.
-            deadline = self._renewed + ttl - leases.FENCE_MARGIN_S
+            # Never held, nothing to fence: no delivery is taken without Redis.
+            renewed = self._renewed if self._renewed is not None else time.monotonic()
+            deadline = renewed + ttl - leases.FENCE_MARGIN_S
             if time.monotonic() > deadline:
-                silent = time.monotonic() - self._renewed
+                silent = time.monotonic() - renewed
                 self.fence(f"its lease could not be renewed for {silent:.0f} s")
             try:
                 if not self.lease.renew(ttl):
@@ -130,10 +136,9 @@ class Keeper(threading.Thread):
                 continue
             restored = sum(self._restore(tag) for tag in tags)
             log.warning(
-                "worker %s is gone (no lease for %.0f s): %d of its unacknowledged message(s) "
+                "worker %s is gone (its lease expired): %d of its unacknowledged message(s) "
                 "put back on their queues",
                 dead,
-                leases.LEASE_TTL_S,
                 restored,
             )
 
