@@ -162,13 +162,19 @@ def status_command(
 
 def _print_broker(held: broker.BrokerReport, env: str) -> None:
     """Queues, workers and the runs they hold, after the jobs' table."""
-    from ela.ops import broker, status
+    from ela.ops import status
 
     if held.error is not None:
         click.echo(f"broker {held.url}: cannot read it ({held.error}); runs in flight unknown")
         return
-    for line in broker.summary(held):
-        click.echo(line)
+    alive = sum(1 for w in held.workers if w.alive)
+    lost = held.count("dead worker") + held.count("unknown worker")
+    click.echo(
+        f"broker {held.url}: {plural(alive, 'worker')} alive, "
+        f"{len(held.workers) - alive} dead; {plural(held.count('running'), 'run')} in flight, "
+        f"{held.count('retry waiting')} waiting to retry, "
+        f"{lost} held by dead or unknown workers, {sum(held.queued.values())} queued"
+    )
     click.echo("")
     print_table([[queue, str(n)] for queue, n in held.queued.items()], ["QUEUE", "WAITING"])
     now = datetime.now(UTC)

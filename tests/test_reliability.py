@@ -339,7 +339,7 @@ def test_sigterm_then_sigkill_10_s_later_the_next_worker_commits_within_30_s(
         )
         assert held["age_s"] >= 10 and held["worker"]
         text = ela(old.environ, "status").stdout
-        assert "0 run(s) in flight, 0 retries waiting, 1 held by dead or unknown workers" in text
+        assert "0 runs in flight, 0 waiting to retry, 1 held by dead or unknown workers" in text
         started = time.monotonic()
         new = worker_factory(extra_env=todoist.environ(), via_ela=True)
         manifest = naming.manifest("todoist", "todoist_tasks", run.id)

@@ -13,7 +13,7 @@ import base64
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -247,16 +247,3 @@ def _loads(raw: bytes | str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def summary(report: BrokerReport) -> Iterable[str]:
-    """The report as lines of text (the tables are printed by the command)."""
-    alive = sum(1 for w in report.workers if w.alive)
-    dead = len(report.workers) - alive
-    yield (
-        f"broker {report.url}: {alive} worker(s) alive, {dead} dead; "
-        f"{report.count('running')} run(s) in flight, {report.count('retry waiting')} "
-        f"retr{'y' if report.count('retry waiting') == 1 else 'ies'} waiting, "
-        f"{report.count('dead worker') + report.count('unknown worker')} held by dead or "
-        f"unknown workers, {sum(report.queued.values())} queued"
-    )
