@@ -7,8 +7,10 @@ tracebacks are for bugs. Commands that need Celery import it lazily, so ``ela va
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -224,7 +226,7 @@ def run(
     else:
         for o in outcomes:
             click.echo(f"{o['job']}: sent {o['task']} to {o['queue']} as {o['run_id']}")
-    if any(o["outcome"] == "failed" for o in outcomes):
+    if any(o["outcome"] in ("failed", "lost") for o in outcomes):
         sys.exit(1)
 
 
@@ -268,30 +270,88 @@ def _run_on_workers(
             sent.append((name, job, result))
     outcomes = []
     for name, job, result in sent:
+        queue = config.queue(job.service)
         outcome: dict[str, Any] = {
             "job": name,
             "task": job.task,
-            "queue": config.queue(job.service),
+            "queue": queue,
             "run_id": result.id,
             "outcome": "sent",
         }
         if wait:
             try:
-                outcome.update(result.get(timeout=timeout, propagate=True))
+                outcome.update(_wait(config, queue, result, timeout))
+            except _Lost as exc:
+                outcome.update(outcome="lost", error=str(exc))
             except Exception as exc:  # the task's own error, re-raised by Celery
                 outcome.update(outcome="failed", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                _unsubscribe(result)
         outcomes.append(outcome)
     return outcomes
+
+
+class _Lost(Exception):
+    """Redis no longer has the run: not queued, not held by a worker, no state or result."""
+
+
+WAIT_POLL_S = 2.0  # how often --wait checks that Redis still has the run
+
+
+def _wait(
+    config: config_module.IngestionConfig, queue: str, result: Any, timeout: float
+) -> dict[str, Any]:
+    """The run's result, or :class:`_Lost` as soon as Redis has lost it (a restart without
+    persistence, a FLUSHALL): seen nowhere twice in a row, two seconds apart."""
+    import redis
+    from celery.exceptions import TimeoutError as NotYet
+
+    from ela.ops import broker
+
+    client = broker.connect()
+    prefix = os.environ.get("ELA_REDIS_PREFIX", "")
+    deadline = time.monotonic() + timeout
+    missing = 0
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            value: dict[str, Any] = result.get(timeout=max(0.1, min(WAIT_POLL_S, left)))
+            return value
+        except (NotYet, redis.RedisError, OSError):
+            if left <= WAIT_POLL_S:
+                raise TimeoutError(f"no outcome after {timeout:.0f} s") from None
+        try:
+            where = broker.locate(client, prefix, config.env, queue, result.id)
+        except redis.RedisError:  # Redis is away: it may come back with the run, or without
+            time.sleep(WAIT_POLL_S)
+            continue
+        missing = missing + 1 if where is None else 0
+        if missing >= 2:
+            raise _Lost(
+                "Redis lost this run (not queued, held by no worker, no result): it restarted "
+                "empty or was flushed before a worker took it; nothing ran, so run it again"
+            )
+
+
+def _unsubscribe(result: Any) -> None:
+    """Drop the result's subscription now: left to ``AsyncResult.__del__`` at interpreter exit,
+    after a Redis restart it tries to reconnect with its modules half torn down and prints a
+    traceback."""
+    with contextlib.suppress(Exception):
+        result.backend.remove_pending_result(result)
 
 
 # -- processes ----------------------------------------------------------------------------------
 
 
-def _exec_celery(env: str | None, args: list[str]) -> NoReturn:
+def _exec_celery(
+    env: str | None, args: list[str], defaults: dict[str, str] | None = None
+) -> NoReturn:
     with user_errors():
         ready(env, broker=True)
     argv = [sys.executable, "-m", "celery", "-A", "worker", *args]
-    os.execvpe(argv[0], argv, {**os.environ, "PYTHONPATH": _pythonpath()})
+    environ = {**(defaults or {}), **os.environ, "PYTHONPATH": _pythonpath()}
+    os.execvpe(argv[0], argv, environ)
 
 
 def _pythonpath() -> str:
@@ -310,9 +370,14 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
     """A Celery worker for the env's queues (concurrency and limits from its config).
 
-    Extra arguments go to 'celery worker'.
+    SIGTERM stops it in bounded time: running tasks get the soft-shutdown grace
+    (worker_soft_shutdown_timeout), then whatever is left, retries waiting on a countdown
+    included, goes back to its queue. Extra arguments go to 'celery worker'.
     """
-    _exec_celery(env, ["worker", "-l", loglevel, *ctx.args])
+    # Celery (billiard) reads REMAP_SIGTERM from the environment at import, so it is set for the
+    # process we exec: SIGTERM then starts a cold shutdown with the soft grace period instead of
+    # a warm one that waits for every running task (up to the hard time limit).
+    _exec_celery(env, ["worker", "-l", loglevel, *ctx.args], {"REMAP_SIGTERM": "SIGQUIT"})
 
 
 @main.command(context_settings=PASSTHROUGH)
@@ -320,9 +385,11 @@ def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
 @click.option("-l", "--loglevel", default="info", show_default=True)
 @click.pass_context
 def beat(ctx: click.Context, env: str | None, loglevel: str) -> None:
-    """Celery beat with the env's schedule. Extra arguments go to 'celery beat'."""
-    state_dir = Path(os.environ.get("ELA_STATE_DIR", ".ela"))
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Celery beat with the env's schedule. Extra arguments go to 'celery beat'.
+
+    Every tick is sent once across beat restarts and leader changes; what was sent lives in
+    Redis beside the env's leader lock, so beat keeps no file.
+    """
     _exec_celery(env, ["beat", "-l", loglevel, *ctx.args])
 
 
@@ -419,7 +486,7 @@ def auth(provider: str) -> None:
 
     with user_errors():
         authorize(os.environ, store, ask, click.echo)
-    click.echo(f"{provider}: tokens stored in {store.directory}")
+    click.echo(f"{provider}: tokens stored in {store.where}")
 
 
 # -- sandbox ------------------------------------------------------------------------------------

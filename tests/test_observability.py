@@ -26,7 +26,7 @@ from ela.emulators.todoist import TodoistEmulator
 from ela.errors import ReauthError
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
-from tests.helpers import REPO, CeleryProcess, SentryEndpoint, todoist_only, wait_for
+from tests.helpers import REPO, Beat, SentryEndpoint, todoist_only, wait_for
 from worker import observability
 from worker.app import config as dev_config
 from worker.observability import FILTERED, JsonFormatter, Scrubber, credential_values, log_format
@@ -308,17 +308,13 @@ def test_beat_entries_are_sentry_cron_monitors_named_after_the_job(
         worker = worker_factory(
             extra_env={**todoist.environ(), "SENTRY_DSN": sentry.dsn}, config=config
         )
-        beat = CeleryProcess(
-            ["beat", "-l", "info", "-s", str(tmp_path / "beat-schedule")],
-            worker.environ,
-            tmp_path / "beat.log",
-        )
+        beat = Beat(worker.environ, tmp_path / "beat.log")
         try:
 
             def checkins(status: str) -> list[dict[str, Any]]:
                 return [c for _, c in sentry.items("check_in") if c["status"] == status]
 
-            [ok, *_] = wait_for(lambda: checkins("ok"), 95, "the run's ok check-in", 1)
+            [ok, *_] = wait_for(lambda: checkins("ok"), 70, "the run's ok check-in", 0.5)
         finally:
             beat.stop()
     started = {c["check_in_id"]: c for c in checkins("in_progress")}

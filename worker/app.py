@@ -11,13 +11,13 @@ from typing import Any
 from celery import Celery
 from celery.signals import before_task_publish
 
-from beat_schedules import build_schedule
+from beat_schedules import SCHEDULED_AT_HEADER, build_schedule
 from ela import config as config_module
 from ela.errors import ConfigError
-from worker import observability
+from worker import leases, observability
 from worker.settings import celery_settings
 
-SCHEDULED_AT_HEADER = "ela_scheduled_at"
+__all__ = ["SCHEDULED_AT_HEADER", "app", "config", "create_app"]
 
 
 def create_app(
@@ -27,6 +27,7 @@ def create_app(
     app = Celery(f"ela-{config.env}")
     app.conf.update(celery_settings(config, environ))
     app.conf.beat_schedule = build_schedule(config)
+    leases.install(app)  # a dead worker's runs back within a minute (worker/leases.py)
     return app
 
 
@@ -47,8 +48,9 @@ observability.setup(config)  # JSON/text logs and Sentry, both scrubbed of secre
 def stamp_scheduled_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Give every message the minute it was sent: the run's scheduled time.
 
-    Beat sends at the cron tick, so for scheduled runs this is the tick. The header survives
-    redelivery; a retry pins it into the task's kwargs (see tasks/base.py).
+    Beat sets it to the tick itself (a tick sent late, after a beat takeover, keeps its
+    minute); anything else gets the minute it was sent. The header survives redelivery; a
+    retry pins it into the task's kwargs (see tasks/base.py).
     """
     if headers is not None and SCHEDULED_AT_HEADER not in headers:
         now = datetime.now(UTC).replace(second=0, microsecond=0)
