@@ -8,6 +8,7 @@ tracebacks are for bugs. Commands that need Celery import it lazily, so ``ela va
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any, NoReturn
 import click
 
 from ela import config as config_module
+from ela import run_input
 from ela.cli_common import (
     ENV_OPTION,
     emit_json,
@@ -169,7 +171,7 @@ def _iso(value: datetime | None) -> str | None:
     type=float,
     default=3600,
     show_default=True,
-    help="Seconds --wait waits for each job.",
+    help="Seconds --wait waits for the runs to end.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def run(
@@ -184,7 +186,12 @@ def run(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Run TARGET (a job or a group) now: on the workers, or --inline in this process."""
+    """Run TARGET (a job or a group) now: on the workers, or --inline in this process.
+
+    With --wait, each job is printed as it ends, and retries as they happen. Exit status: 0
+    all ended well; 1 a run failed, was refused or was lost by Redis; 2 a run was still
+    queued or running at --timeout (it goes on).
+    """
     with user_errors():
         config = ready(env, broker=not inline)
         names = config.resolve(target)
@@ -202,13 +209,22 @@ def run(
         "dry_run": dry_run or None,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    with user_errors():  # the schema every entry point uses: one line naming the field
+        runs = [
+            run_input.check(config, config.jobs[name].task, {"job": name, **overrides})
+            for name in names
+        ]
+
+    def say(line: str) -> None:  # progress: on stderr when stdout is JSON for a script
+        click.echo(line, err=as_json)
+
     if inline:
-        outcomes = _run_inline(config, names, overrides)
+        outcomes = _run_inline(config, runs)
     else:
-        outcomes = _run_on_workers(config, names, overrides, wait, timeout)
+        outcomes = _run_on_workers(config, runs, wait, timeout, say)
     if as_json:
         emit_json(outcomes)
-    elif inline or wait:
+    elif inline or (wait and len(outcomes) > 1):
         print_table(
             [
                 [
@@ -228,109 +244,178 @@ def run(
             click.echo(f"{o['job']}: sent {o['task']} to {o['queue']} as {o['run_id']}")
     if any(o["outcome"] in ("failed", "lost") for o in outcomes):
         sys.exit(1)
+    if any(o["outcome"].startswith("still") for o in outcomes):
+        sys.exit(2)
 
 
 def _run_inline(
-    config: config_module.IngestionConfig, names: list[str], overrides: dict[str, Any]
+    config: config_module.IngestionConfig, runs: list[run_input.RunInput]
 ) -> list[dict[str, Any]]:
     from ela.pipeline import Overrides, run_job
 
     outcomes = []
     scheduled_at = datetime.now(UTC).replace(second=0, microsecond=0)
-    for name in names:
+    for run in runs:
         run_id = str(uuid.uuid4())
+        overrides = Overrides(
+            limit=run.limit, since=run.since, until=run.until, dry_run=run.dry_run
+        )
         try:
             result = run_job(
-                config,
-                name,
-                run_id=run_id,
-                scheduled_at=scheduled_at,
-                overrides=Overrides.from_kwargs(**overrides),
+                config, run.job, run_id=run_id, scheduled_at=scheduled_at, overrides=overrides
             )
         except IngestError as exc:
-            result = {"job": name, "run_id": run_id, "outcome": "failed", "error": str(exc)}
+            result = {"job": run.job, "run_id": run_id, "outcome": "failed", "error": str(exc)}
         outcomes.append(result)
     return outcomes
 
 
 def _run_on_workers(
     config: config_module.IngestionConfig,
-    names: list[str],
-    overrides: dict[str, Any],
+    runs: list[run_input.RunInput],
     wait: bool,
     timeout: float,
+    say: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     from worker.app import app
 
-    sent = []
+    sent: list[_Sent] = []
     with app.producer_or_acquire() as producer:
-        for name in names:
-            job = config.jobs[name]
-            result = app.send_task(job.task, kwargs={"job": name, **overrides}, producer=producer)
-            sent.append((name, job, result))
-    outcomes = []
-    for name, job, result in sent:
-        queue = config.queue(job.service)
-        outcome: dict[str, Any] = {
-            "job": name,
-            "task": job.task,
-            "queue": queue,
-            "run_id": result.id,
-            "outcome": "sent",
-        }
-        if wait:
-            try:
-                outcome.update(_wait(config, queue, result, timeout))
-            except _Lost as exc:
-                outcome.update(outcome="lost", error=str(exc))
-            except Exception as exc:  # the task's own error, re-raised by Celery
-                outcome.update(outcome="failed", error=f"{type(exc).__name__}: {exc}")
-            finally:
-                _unsubscribe(result)
-        outcomes.append(outcome)
-    return outcomes
+        for run in runs:
+            job = config.jobs[run.job]
+            result = app.send_task(job.task, kwargs=run.kwargs(), producer=producer)
+            sent.append(_Sent(run.job, job.task, config.queue(job.service), result))
+    if not wait:
+        return [s.outcome("sent") for s in sent]
+    try:
+        return _follow(config, sent, timeout, say)
+    finally:
+        for item in sent:
+            _unsubscribe(item.result)
 
 
-class _Lost(Exception):
-    """Redis no longer has the run: not queued, not held by a worker, no state or result."""
+@dataclasses.dataclass
+class _Sent:
+    """A run sent to the workers, and what ``--wait`` has seen of it."""
+
+    job: str
+    task: str
+    queue: str
+    result: Any  # celery.result.AsyncResult
+    retry_seen: tuple[Any, ...] = ()
+    missing: int = 0  # polls in a row that found the run nowhere in Redis
+
+    def outcome(self, outcome: str, **more: Any) -> dict[str, Any]:
+        base = {"job": self.job, "task": self.task, "queue": self.queue}
+        return {**base, "run_id": self.result.id, "outcome": outcome, **more}
 
 
+POLL_S = 0.5  # how often --wait looks at the runs' states
 WAIT_POLL_S = 2.0  # how often --wait checks that Redis still has the run
 
 
-def _wait(
-    config: config_module.IngestionConfig, queue: str, result: Any, timeout: float
-) -> dict[str, Any]:
-    """The run's result, or :class:`_Lost` as soon as Redis has lost it (a restart without
-    persistence, a FLUSHALL): seen nowhere twice in a row, two seconds apart."""
+def _follow(
+    config: config_module.IngestionConfig,
+    sent: list[_Sent],
+    timeout: float,
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Each run's outcome, said as it ends (in the order they end), retries as they happen.
+
+    A run Redis has lost (a restart without persistence, a FLUSHALL: seen nowhere twice in a
+    row, :data:`WAIT_POLL_S` apart) is ``lost``; one not ended at ``timeout`` is ``still
+    queued`` or ``still running``, never failed.
+    """
     import redis
-    from celery.exceptions import TimeoutError as NotYet
 
     from ela.ops import broker
 
     client = broker.connect()
     prefix = os.environ.get("ELA_REDIS_PREFIX", "")
+    outcomes: dict[str, dict[str, Any]] = {}
+    pending = list(sent)
     deadline = time.monotonic() + timeout
-    missing = 0
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            value: dict[str, Any] = result.get(timeout=max(0.1, min(WAIT_POLL_S, left)))
-            return value
-        except (NotYet, redis.RedisError, OSError):
-            if left <= WAIT_POLL_S:
-                raise TimeoutError(f"no outcome after {timeout:.0f} s") from None
-        try:
-            where = broker.locate(client, prefix, config.env, queue, result.id)
-        except redis.RedisError:  # Redis is away: it may come back with the run, or without
-            time.sleep(WAIT_POLL_S)
-            continue
-        missing = missing + 1 if where is None else 0
-        if missing >= 2:
-            raise _Lost(
-                "Redis lost this run (not queued, held by no worker, no result): it restarted "
-                "empty or was flushed before a worker took it; nothing ran, so run it again"
-            )
+    next_locate = time.monotonic() + WAIT_POLL_S
+    while pending and time.monotonic() < deadline:
+        locating = time.monotonic() >= next_locate
+        if locating:
+            next_locate = time.monotonic() + WAIT_POLL_S
+        for item in list(pending):
+            try:
+                state = item.result.state
+            except (redis.RedisError, OSError):
+                continue  # Redis is away: it may come back with the run, or without
+            outcome = None
+            if state in ("SUCCESS", "FAILURE"):
+                outcome = _ended(item)
+            elif state == "RETRY":
+                _say_retry(item, say)
+            elif locating:
+                outcome = _located(config, client, prefix, item)
+            if outcome is not None:
+                pending.remove(item)
+                outcomes[item.result.id] = outcome
+                say(_ended_line(outcome))
+        if pending:
+            time.sleep(POLL_S)
+    for item in pending:
+        running = item.result.state in ("STARTED", "RETRY")
+        outcome = item.outcome(
+            "still running" if running else "still queued",
+            error=f"not ended after {timeout:.0f} s (--timeout); it goes on without us",
+        )
+        outcomes[item.result.id] = outcome
+        say(_ended_line(outcome))
+    return [outcomes[item.result.id] for item in sent]
+
+
+def _ended(item: _Sent) -> dict[str, Any]:
+    try:
+        value: dict[str, Any] = item.result.get(timeout=5, propagate=True)
+    except Exception as exc:  # the task's own error, re-raised by Celery
+        return item.outcome("failed", error=f"{type(exc).__name__}: {exc}")
+    return {**item.outcome(value.get("outcome", "succeeded")), **value}
+
+
+def _located(
+    config: config_module.IngestionConfig, client: Any, prefix: str, item: _Sent
+) -> dict[str, Any] | None:
+    import redis
+
+    from ela.ops import broker
+
+    try:
+        where = broker.locate(client, prefix, config.env, item.queue, item.result.id)
+    except redis.RedisError:
+        return None
+    item.missing = item.missing + 1 if where is None else 0
+    if item.missing < 2:
+        return None
+    return item.outcome(
+        "lost",
+        error="Redis lost this run (not queued, held by no worker, no result): it restarted "
+        "empty or was flushed before a worker took it; nothing ran, so run it again",
+    )
+
+
+def _say_retry(item: _Sent, say: Callable[[str], None]) -> None:
+    """One line per retry, as Celery stores it (state RETRY, the error as its result)."""
+    seen = (item.result.state, str(item.result.info), item.result.date_done)
+    if seen != item.retry_seen:
+        item.retry_seen = seen
+        reason = str(item.result.info).splitlines()[0][:160] if item.result.info else "?"
+        say(click.style(f"↻ {item.job}: retrying after: {reason}", fg="yellow"))
+
+
+def _ended_line(outcome: dict[str, Any]) -> str:
+    job, state = outcome["job"], outcome["outcome"]
+    if state in ("succeeded", "already_committed", "dry_run"):
+        records = plural(int(outcome.get("records") or 0), "record")
+        objects = plural(len(outcome.get("objects") or []), "object")
+        took = f", {outcome['duration_s']:.1f} s" if "duration_s" in outcome else ""
+        return click.style(f"✓ {job}: {state}, {records}, {objects}{took}", fg="green")
+    mark, colour = ("…", "yellow") if state.startswith("still") else ("✗", "red")
+    return click.style(f"{mark} {job}: {state}: {outcome.get('error', '')}", fg=colour)
 
 
 def _unsubscribe(result: Any) -> None:

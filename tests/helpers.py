@@ -28,6 +28,7 @@ from celery.result import AsyncResult
 from ela import config as config_module
 from ela.sandbox import free_port, isolated_environ, redis_server_command
 from worker.app import create_app
+from worker.settings import celery_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -231,13 +232,24 @@ class Beat(CeleryProcess):
         return datetime.now(UTC) + timedelta(seconds=self.offset)
 
 
+def env_config(environ: Mapping[str, str]) -> config_module.IngestionConfig:
+    """The config a worker started with ``environ`` runs."""
+    if environ.get("ELA_CONFIG"):
+        return config_module.load(environ["ELA_CONFIG"])
+    return config_module.load(REPO / f"ingestion-config-{environ.get('ELA_ENV', 'dev')}.yaml")
+
+
 def client_app(environ: Mapping[str, str]) -> Celery:
     """A producer/result client with exactly the worker's settings for this environment."""
-    if environ.get("ELA_CONFIG"):
-        config = config_module.load(environ["ELA_CONFIG"])
-    else:
-        config = config_module.load(REPO / f"ingestion-config-{environ.get('ELA_ENV', 'dev')}.yaml")
-    return create_app(config, environ)
+    return create_app(env_config(environ), environ)
+
+
+def foreign_app(environ: Mapping[str, str]) -> Celery:
+    """A producer that is not ours: plain Celery with the worker's broker settings, sending
+    whatever a client that reaches Redis could send, unchecked by our app's ``send_task``."""
+    app = Celery("foreign")
+    app.conf.update(celery_settings(env_config(environ), environ))
+    return app
 
 
 @contextlib.contextmanager

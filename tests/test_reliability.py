@@ -571,6 +571,7 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
     assert "Connection to broker lost" in log and "Unrecoverable error" not in log
 
 
+@pytest.mark.integration  # a private Redis and `ela run` processes
 def test_run_wait_says_in_one_line_that_redis_lost_the_runs(
     private_redis: Any, tmp_path: Path
 ) -> None:

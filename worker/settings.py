@@ -11,6 +11,7 @@ from kombu import Queue
 
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES
+from ela.run_input import route
 from ela.settings import DEFAULT_BROKER
 
 # The longest a retry may wait in the broker (Strava's 15-minute window). Longer waits fail the
@@ -37,14 +38,6 @@ def ops_queue(config: IngestionConfig) -> str:
 
 def queues(config: IngestionConfig) -> list[str]:
     return [config.queue(service) for service in SERVICES] + [ops_queue(config)]
-
-
-def route(config: IngestionConfig, task_name: str) -> str:
-    """``tasks.<service>.<data_type>`` → ``{env}.{service}``; anything else → ``{env}.ops``."""
-    parts = task_name.split(".")
-    if len(parts) == 3 and parts[0] == "tasks" and parts[1] in SERVICES:
-        return config.queue(parts[1])
-    return ops_queue(config)
 
 
 def celery_settings(

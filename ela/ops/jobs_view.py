@@ -105,6 +105,9 @@ class CachedBucket:
     def put_bytes(self, name: str, data: bytes, content_type: str) -> None:
         self.inner.put_bytes(name, data, content_type)
 
+    def exists(self, name: str) -> bool:
+        return self.inner.exists(name)
+
     def delete(self, name: str) -> None:
         self.inner.delete(name)
 
