@@ -555,7 +555,7 @@ def test_worker_and_flower_have_healthchecks_that_work_in_the_image(
     flower = services[svc(env, "flower")]["healthcheck"]["test"]
     # Shell strings: podman's Docker API splits a CMD list's items at their spaces.
     assert worker[0] == flower[0] == "CMD-SHELL"
-    assert re.fullmatch(r"celery -A worker inspect ping .*-d celery@\$\$\(hostname\)", worker[1])
+    assert re.fullmatch(rf"celery -A worker inspect ping .*-d {env}@\$\$\(hostname\)", worker[1])
     assert "urlopen('http://127.0.0.1:5555/healthcheck'" in flower[1]
 
 

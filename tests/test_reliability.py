@@ -36,6 +36,7 @@ from ela.emulators.strava import StravaEmulator
 from ela.emulators.todoist import TodoistEmulator
 from ela.errors import PayloadError, TimeLimitError
 from ela.pipeline import run_job
+from ela.settings import broker_prefix
 from ela.sinks import LocalBucket
 from ela.state import JobState, read_cursor, read_state
 from ela.tokens import TokenStore
@@ -375,10 +376,11 @@ def test_sigterm_finishes_what_fits_the_grace_and_requeues_the_rest_at_once(
         worker.process.proc.send_signal(signal.SIGTERM)
         worker.process.proc.wait(SHUTDOWN_GRACE_S + 10)  # compose's stop_grace_period
         exited = time.monotonic() - sent
-        queued = redis_client.lrange(f"{redis_prefix}dev.todoist", 0, -1)
+        keys = broker_prefix("dev", {"ELA_REDIS_PREFIX": redis_prefix})
+        queued = redis_client.lrange(f"{keys}dev.todoist", 0, -1)
     assert bucket.get_bytes(naming.manifest("todoist", "todoist_tasks", short.id))
     assert {json.loads(m)["headers"]["id"] for m in queued} == {long.id, retry.id}
-    assert redis_client.hlen(f"{redis_prefix}unacked") == 0
+    assert redis_client.hlen(f"{keys}unacked") == 0
     assert SHUTDOWN_GRACE_S <= exited < SHUTDOWN_GRACE_S + 10, exited
 
 
