@@ -47,12 +47,14 @@ SECRETS = (
     "SENTRY_DSN",
     "FLOWER_BASIC_AUTH",
     "REDIS_URL",
+    "ELA_TOKEN_KEY",
 )
 PROVIDER_SECRETS = tuple(s for s in SECRETS if s.startswith(("SPOTIFY", "STRAVA", "TODOIST")))
 # The secrets each service may hold; every other one must be absent from its environment.
 NEEDS = {
     "redis": {"REDIS_URL"},
-    "worker": {"REDIS_URL", "SENTRY_DSN", *PROVIDER_SECRETS},
+    # ELA_TOKEN_KEY: the tokens in Redis are encrypted with it (the workers read and rotate them).
+    "worker": {"REDIS_URL", "SENTRY_DSN", "ELA_TOKEN_KEY", *PROVIDER_SECRETS},
     "beat": {"REDIS_URL", "SENTRY_DSN"},
     "flower": {"REDIS_URL", "FLOWER_BASIC_AUTH"},
 }

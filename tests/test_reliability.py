@@ -592,15 +592,19 @@ def test_run_wait_says_in_one_line_that_redis_lost_the_runs(
         text=True,
     )
     client = redis.Redis.from_url(private_redis.url)
-    wait_for(lambda: client.llen("dev.todoist") == 2, 30, "both runs queued")
+    queue = f"{broker_prefix('dev', environ)}dev.todoist"
+    wait_for(lambda: client.llen(queue) == 2, 30, "both runs queued")
     private_redis.restart(down_for=2)
     restarted = time.monotonic()
     out, err = waiting.communicate(timeout=60)
     took = time.monotonic() - restarted
     assert waiting.returncode == 1, (out, err)
-    lost = [line for line in out.splitlines() if " lost " in line]
+    # Said as each run is found lost, then in the table.
+    said = [line for line in out.splitlines() if line.startswith("✗ ")]
+    assert sorted(line.split()[1] for line in said) == ["todoist_projects:", "todoist_tasks:"]
+    assert all(": lost: Redis lost this run" in line for line in said), out
+    lost = [line for line in out.splitlines() if " lost " in line and not line.startswith("✗")]
     assert [line.split()[0] for line in lost] == ["todoist_tasks", "todoist_projects"], out
-    assert all("Redis lost this run" in line for line in lost)
     assert "Traceback" not in out + err, err
     assert took < 15, took
 
