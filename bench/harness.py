@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from bench import plugin
+from ela.settings import broker_prefix
 from tests import helpers
 from tests.helpers import CeleryProcess, base_environ, delete_prefixed, shipped_config
 
@@ -31,7 +32,8 @@ class Namespace:
         self.client.ping()
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
+        """A key of the dev env's Celery transport (queues, the unacked hash) in this run."""
+        return f"{broker_prefix('dev', {'ELA_REDIS_PREFIX': self.prefix})}{name}"
 
     def pending(self, queue: str) -> int:
         """Messages waiting in ``queue`` plus messages delivered but not yet acked."""

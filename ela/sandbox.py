@@ -26,6 +26,7 @@ from ela import config as config_module
 from ela.cli_common import plural
 from ela.emulators.registry import emulator_for
 from ela.errors import FatalError
+from ela.settings import redacted
 from ela.tokens import TokenStore
 
 BANNER = "ELA Ingest SANDBOX — local emulators, no real credentials, nothing leaves this machine"
@@ -101,6 +102,18 @@ def embedded_redis(folder: Path) -> Iterator[str]:
         proc.wait(10)
 
 
+def export_lines(environ: Mapping[str, str]) -> list[str]:
+    """What another shell exports to reach this sandbox. A REDIS_URL with a password is the
+    user's own: it is named, never printed."""
+    lines = []
+    for key in ("REDIS_URL", "ELA_BUCKET_URL", "ELA_REDIS_PREFIX"):
+        value = environ[key]
+        if key == "REDIS_URL" and redacted(value) != value:
+            value = "$REDIS_URL"
+        lines.append(f"export {key}={value}")
+    return lines
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -117,7 +130,7 @@ def run_demo(folder: Path | None = None, keep: bool = False) -> int:
 
     with contextlib.ExitStack() as stack:
         environ = _sandbox_environ(config, root, stack)
-        _say(f"  broker: {environ['REDIS_URL']}")
+        _say(f"  broker: {redacted(environ['REDIS_URL'])}")  # never a password
         worker = _start_worker(environ, root / "worker.log")
         stack.callback(_stop, worker)
         outcomes = _run_all(config, environ)
@@ -126,8 +139,8 @@ def run_demo(folder: Path | None = None, keep: bool = False) -> int:
         _say(f"Worker log: {root / 'worker.log'}")
         if keep:
             _say("Sandbox running (Ctrl-C to stop). In another shell, with the same env:")
-            for key in ("REDIS_URL", "ELA_BUCKET_URL", "ELA_REDIS_PREFIX"):
-                _say(f"  export {key}={environ[key]}")
+            for line in export_lines(environ):
+                _say(f"  {line}")
             with contextlib.suppress(KeyboardInterrupt):
                 while worker.poll() is None:
                     time.sleep(1)

@@ -147,12 +147,20 @@ class GCSBucket:
         else:
             from google.auth.exceptions import DefaultCredentialsError
 
+            key = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+            if key and not os.path.exists(key):
+                raise FatalError(
+                    f"{self.url}: GOOGLE_APPLICATION_CREDENTIALS={key}: no such file; point it "
+                    "at the service-account key (in compose, the key's path on the host, .env)"
+                )
             try:
                 client = storage.Client()
-            except DefaultCredentialsError:
+            except DefaultCredentialsError as exc:
+                said = f" ({key}: {exc})" if key else ""
                 raise FatalError(
-                    f"{self.url}: no Google credentials found; set GOOGLE_APPLICATION_CREDENTIALS "
-                    "to a service-account key file, or ELA_BUCKET_URL=file:///some/folder"
+                    f"{self.url}: no usable Google credentials{said}; set "
+                    "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or "
+                    "ELA_BUCKET_URL=file:///some/folder"
                 ) from None
             except PermissionError as exc:
                 # A key written by gcloud is 0600 and owned by whoever wrote it; the container

@@ -47,12 +47,14 @@ SECRETS = (
     "SENTRY_DSN",
     "FLOWER_BASIC_AUTH",
     "REDIS_URL",
+    "ELA_TOKEN_KEY",
 )
 PROVIDER_SECRETS = tuple(s for s in SECRETS if s.startswith(("SPOTIFY", "STRAVA", "TODOIST")))
 # The secrets each service may hold; every other one must be absent from its environment.
 NEEDS = {
     "redis": {"REDIS_URL"},
-    "worker": {"REDIS_URL", "SENTRY_DSN", *PROVIDER_SECRETS},
+    # ELA_TOKEN_KEY: the tokens in Redis are encrypted with it (the workers read and rotate them).
+    "worker": {"REDIS_URL", "SENTRY_DSN", "ELA_TOKEN_KEY", *PROVIDER_SECRETS},
     "beat": {"REDIS_URL", "SENTRY_DSN"},
     "flower": {"REDIS_URL", "FLOWER_BASIC_AUTH"},
 }
@@ -555,7 +557,7 @@ def test_worker_and_flower_have_healthchecks_that_work_in_the_image(
     flower = services[svc(env, "flower")]["healthcheck"]["test"]
     # Shell strings: podman's Docker API splits a CMD list's items at their spaces.
     assert worker[0] == flower[0] == "CMD-SHELL"
-    assert re.fullmatch(r"celery -A worker inspect ping .*-d celery@\$\$\(hostname\)", worker[1])
+    assert re.fullmatch(rf"celery -A worker inspect ping .*-d {env}@\$\$\(hostname\)", worker[1])
     assert "urlopen('http://127.0.0.1:5555/healthcheck'" in flower[1]
 
 

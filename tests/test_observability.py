@@ -24,6 +24,7 @@ from ela.config import load
 from ela.emulators.server import Fault
 from ela.emulators.todoist import TodoistEmulator
 from ela.errors import InputError, ReauthError
+from ela.run_input import RUN_ID
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
 from tests.helpers import REPO, Beat, SentryEndpoint, foreign_app, todoist_only, wait_for
@@ -277,6 +278,9 @@ def test_a_failed_run_reaches_sentry_tagged_and_no_secret_leaves(
         for record in in_task:
             assert record["job"] == "todoist_projects" and record["env"] == "dev"
             assert record["task_id"] == run_id and record["task"] == "tasks.todoist.projects"
+        # The worker's "received" line, written before the task runs, names the run too.
+        [received] = [r for r in mine if r["message"].endswith(" received")]
+        assert received["job"] == "todoist_projects", received
     assert {"time", "level", "logger", "message", "process", "env"} <= set(records[0])
 
 
@@ -336,5 +340,6 @@ def test_beat_entries_are_sentry_cron_monitors_named_after_the_job(
     assert begun["environment"] == ok["environment"] == "dev"
     assert ok["duration"] > 0
     beat_records = json_lines(beat.log())
-    assert any("Sending due task todoist_projects" in r["message"] for r in beat_records)
+    [sending, *_] = [r for r in beat_records if "Sending due task todoist_projects" in r["message"]]
+    assert sending["job"] == "todoist_projects" and RUN_ID.fullmatch(sending["run_id"]), sending
     assert all(r["env"] == "dev" for r in beat_records)

@@ -557,3 +557,17 @@ def test_a_garmin_day_without_data_lands_as_garmin_sent_it(providers: Providers,
     assert providers.landed(manifest) == [record_for(d) for d in days]
     empty = record_for(days[1])
     assert (empty.get("heartRateValues") or empty.get("dailySleepDTO", {}).get("id")) is None
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_body_that_is_not_utf8_lands_with_a_warning(providers: Providers, service: str) -> None:
+    """A server with the wrong charset: requests used to replace the bad byte without a word,
+    and Todoist's strict parse failed the whole run over it."""
+    job, path = PAGED[service]
+    providers[service].inject(Fault(latin1=True, path=path))
+
+    manifest = providers.run(job)
+
+    [warning] = [w for w in manifest["warnings"] if "not valid UTF-8" in w]
+    assert "byte 0xe9" in warning and path in warning
+    assert any("\ufffd" in json.dumps(r, ensure_ascii=False) for r in providers.landed(manifest))

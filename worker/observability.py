@@ -16,6 +16,7 @@ out. It starts in the worker's main process (``celeryd_init``) and in beat (``be
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from celery import Task, signals
 from celery._state import get_current_task
 from celery.utils.log import get_multiprocessing_logger
 
+from beat_schedules import beat_sending
 from ela.config import IngestionConfig
 from ela.tokens import token_dir
 
@@ -241,15 +243,30 @@ def run_fields(
 
 
 def record_fields(config: IngestionConfig, record: logging.LogRecord) -> dict[str, str]:
-    """The run a log record belongs to: the running task, else the task Celery's line is about."""
+    """The run a log record belongs to: the running task, else the message beat is sending,
+    else the task Celery's line is about."""
     task = get_current_task()
     if task is not None and task.request is not None and task.request.id:
         return run_fields(config, task.name, task.request.id, task.request.kwargs)
+    sending = beat_sending.get()  # beat's "Sending due task" line, and anything while it sends
+    if sending is not None:
+        return run_fields(config, *sending)
     data = getattr(record, "data", None)  # Celery's "received"/"succeeded" lines carry it
     if isinstance(data, Mapping) and data.get("id"):
-        # Outside the task the job is only a guess from the name: leave it out.
-        return run_fields(config, data.get("name"), data.get("id"), resolve_job=False)
+        return run_fields(config, data.get("name"), data.get("id"), _kwargs(data.get("kwargs")))
     return {}
+
+
+def _kwargs(text: Any) -> Mapping[str, Any] | None:
+    """The kwargs of Celery's "received" line, which carries their repr (the job is the
+    ``job`` kwarg if any, else the task's own job: ela.run_input's rule)."""
+    if isinstance(text, Mapping):
+        return text
+    try:
+        value = ast.literal_eval(text) if isinstance(text, str) else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, Mapping) else None
 
 
 # -- logging -----------------------------------------------------------------------------------

@@ -278,9 +278,17 @@ def http_error(
 
 
 def read_body(
-    chunks: Iterable[bytes], limit: int, where: str, declared: int | None = None
+    chunks: Iterable[bytes],
+    limit: int,
+    where: str,
+    declared: int | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> bytes:
     """A response body from its decoded (decompressed) chunks, refused once it passes ``limit``.
+
+    A body that is not valid UTF-8 (every API here sends UTF-8 JSON) has the bad bytes replaced
+    by U+FFFD and ``warn`` says where: requests would replace them without a word, and a strict
+    parser would fail the run over one bad byte in a name.
 
     Args:
         chunks: the body as it is decoded, a chunk at a time.
@@ -288,6 +296,7 @@ def read_body(
         where: the service and request, for the message.
         declared: the Content-Length, if any: a body that says it is too long is refused
             before a byte of it is read.
+        warn: where to say that bytes were replaced (the run's manifest warnings).
 
     Raises:
         PayloadError: the body is longer than ``limit``; the caller closes the response.
@@ -301,10 +310,24 @@ def read_body(
         if size > limit:
             raise _too_big(where, limit, None)
         parts.append(chunk)
-    return b"".join(parts)
+    body = b"".join(parts)
+    if body.isascii():
+        return body
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if warn is not None:
+            warn(
+                f"{where}: the body is not valid UTF-8 (byte 0x{body[exc.start]:02x} at "
+                f"{exc.start:,}); landed with such bytes replaced by U+FFFD"
+            )
+        return body.decode("utf-8", "replace").encode()
+    return body
 
 
-def read_response(response: Any, limit: int, service: str) -> None:
+def read_response(
+    response: Any, limit: int, service: str, warn: Callable[[str], None] | None = None
+) -> None:
     """Read a ``requests.Response``'s body through :func:`read_body` (decoded, capped), and
     keep it where requests keeps what ``.content`` read, so the client library reads the same
     bytes. For transports that sent the request with ``stream=True``.
@@ -319,7 +342,7 @@ def read_response(response: Any, limit: int, service: str) -> None:
     except ValueError:
         declared = None
     try:
-        response._content = read_body(response.iter_content(1 << 16), limit, where, declared)
+        response._content = read_body(response.iter_content(1 << 16), limit, where, declared, warn)
     except PayloadError:
         response.close()
         raise

@@ -176,7 +176,7 @@ class _Transport:
         self.ctx.count_call()
         response: requests.Response = self.inner.send(request, stream=True, **kwargs)
         if not stream:
-            read_response(response, self.max_body, "strava")
+            read_response(response, self.max_body, "strava", self.ctx.warn)
         if api:
             self._observe(response)
         return response

@@ -91,6 +91,9 @@ class Fault:
             body that is still valid JSON; with ``Emulator.gzip`` it compresses to almost
             nothing, a decompression bomb).
         redirect: answer ``302 Found`` with this ``Location`` (another host, say).
+        latin1: serve the real answer with the first string of its first record starting with
+            ``é`` encoded as Latin-1 (the byte 0xE9), as a server or proxy with the wrong
+            charset does: a body that is not valid UTF-8.
     """
 
     status: int = 500
@@ -103,6 +106,7 @@ class Fault:
     after: int = 0
     pad: int = 0
     redirect: str = ""
+    latin1: bool = False
 
 
 Handler = Callable[[Request, "re.Match[str]"], Response]
@@ -272,6 +276,8 @@ class Emulator:
                 return Response(302, {"redirect": fault.redirect}, {"Location": fault.redirect})
             if fault.pad:
                 return dataclasses.replace(self._handle(request), pad=fault.pad)
+            if fault.latin1:
+                return _in_latin1(self._handle(request))
             if fault.malformed:
                 return Response(200, raw=b'{"results": [ {"id": "truncated...')
             if fault.status:
@@ -327,6 +333,19 @@ class Emulator:
         http.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
             http.wfile.write(payload)
+
+
+def _in_latin1(response: Response) -> Response:
+    """``response`` with ``é`` (Latin-1's 0xE9, invalid in UTF-8) at the start of the first
+    string value of its first record (the first object in a list), else of the body."""
+    payload = json.dumps(response.body, ensure_ascii=False).encode()
+    records = re.search(rb"\[ ?\{", payload)
+    found = re.compile(rb'": ?"').search(payload, records.end() if records else 0)
+    if found is None:
+        return response
+    return dataclasses.replace(
+        response, raw=payload[: found.end()] + b"\xe9" + payload[found.end() :]
+    )
 
 
 def _gzipped(payload: bytes, pad: int) -> bytes:
