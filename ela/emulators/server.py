@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import orjson
+
 from ela.tokens import TokenStore
 
 
@@ -310,7 +312,7 @@ class Emulator:
         elif response.body is None:
             payload = b""
         else:
-            payload = json.dumps(response.body).encode()
+            payload = _encoded(response.body)
         if gzip:
             payload = _gzipped(payload, response.pad)
         elif response.pad:
@@ -325,6 +327,18 @@ class Emulator:
         http.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
             http.wfile.write(payload)
+
+
+def _encoded(body: Any) -> bytes:
+    """``body`` as compact JSON, as the real APIs send it, by orjson: the emulators run beside
+    the clients under test, and the standard library's encoder took a quarter of the time to
+    serve a page of 200 Strava activities. What orjson refuses (an integer past 64 bits, a lone
+    surrogate) is encoded by the standard library. (No emulator serves NaN, which orjson would
+    write as null.)"""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _gzipped(payload: bytes, pad: int) -> bytes:
