@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +24,13 @@ from ela import config as config_module
 from ela import naming
 from ela.config import IngestionConfig
 from ela.connectors.base import FetchContext
-from ela.connectors.strava import activities, authorize, rate_limit_reset, strava
+from ela.connectors.strava import (
+    _parse_once,
+    activities,
+    authorize,
+    rate_limit_reset,
+    strava,
+)
 from ela.emulators.server import Fault, Request, Response
 from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator, encode_polyline
 from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
@@ -243,6 +251,25 @@ def test_the_next_page_is_asked_for_while_this_one_is_read(tmp_path: Path) -> No
         assert [first, *rest] == emulator.window(after=0)
         pages = [q["page"] for _, path, q in emulator.calls if path.endswith("/activities")]
         assert pages == ["1", "2", "3"]  # two full pages and the empty one that ends the list
+
+
+def test_a_decoded_page_is_freed_as_soon_as_it_is_dropped() -> None:
+    """A response whose body was decoded once must not sit in a reference cycle: with the
+    cyclic garbage collector off (as between its rare full passes), dropping it frees it."""
+    response = requests.Response()
+    response.status_code = 200
+    response._content = b'[{"id": 1, "start_date": "2025-07-01T08:00:00Z"}]'
+    _parse_once(response)
+    first = response.json()
+    assert first == [{"id": 1, "start_date": "2025-07-01T08:00:00Z"}]
+    assert response.json() is first  # decoded once
+    freed = weakref.ref(response)
+    gc.disable()
+    try:
+        del response
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize(
