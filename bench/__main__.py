@@ -10,6 +10,8 @@
 5. Start-up: worker ready time, and the import time of the task modules.
 6. Completeness: plays lost over a simulated listening day at prd's schedule, with and without
    follow-up runs; the size and read/write time of a job state at its cap of landed keys.
+7. With ``--peer dlt``: Spotify, Todoist and Strava through a dlt REST API pipeline
+   (``bench/peer.py``, dlt in a virtual environment of its own) against the worker.
 
 Progress goes to stderr; the table to stdout. Redis: ``ELA_BENCH_REDIS_URL`` (default db 12),
 under a key prefix of this run's own, deleted at the end.
@@ -33,14 +35,15 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 from celery import Celery
 
-from bench import completeness, harness, plugin
+from bench import completeness, harness, peer, plugin
+from bench.harness import STRAVA_LIMITS, Runner, say
 from ela import config as config_module
 from ela.emulators.garmin import GarminEmulator
 from ela.emulators.server import Emulator
@@ -54,10 +57,6 @@ from tests.helpers import REPO, client_app, gcs_emulator, wait_for
 
 MB = 1024 * 1024
 X = "\u00d7"  # the multiplication sign of ratios
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
@@ -255,10 +254,6 @@ JOBS = (  # job, emulator attribute, label, the minimum calls and why, pages fet
 )
 
 
-STRAVA_LIMITS = {"limits": (2_000, 20_000), "read_limits": (1_000, 10_000)}
-STRAVA_BUDGET = {"ELA_STRAVA_READ_BUDGET": "1000,10000"}
-
-
 class Round:
     """One bucket kind: its emulators, token store, worker and the runs sent to it."""
 
@@ -267,7 +262,7 @@ class Round:
         # Strava rotates refresh tokens per client: the worker and the scripts each get their
         # own emulator, fresh for each round. Both allow ten times Strava's default 100 reads
         # per 15 minutes (it raises limits on request), so that repeated runs fit; the worker's
-        # shared budget is raised to match (STRAVA_BUDGET).
+        # shared budget is raised to match (harness.STRAVA_BUDGET).
         self.strava = StravaEmulator(activities=5_000, **STRAVA_LIMITS)
         self.strava_baseline = StravaEmulator(activities=5_000, **STRAVA_LIMITS)
         self.strava.start()
@@ -280,7 +275,7 @@ class Round:
         garmin.prepare_tokens(TokenStore(self.tokens))
 
     def environ(self, baseline: bool = False) -> dict[str, str]:
-        out: dict[str, str] = {"ELA_TOKEN_DIR": str(self.tokens), **STRAVA_BUDGET}
+        out: dict[str, str] = {"ELA_TOKEN_DIR": str(self.tokens), **harness.STRAVA_BUDGET}
         for name, em in self.emulators.items():
             out.update((self.strava_baseline if baseline and name == "strava" else em).environ())
         return out
@@ -401,48 +396,6 @@ def _garmin_year() -> GarminEmulator:
         garmin.heart_rate_for(day)
         day = date.fromordinal(day.toordinal() + 1)
     return garmin
-
-
-class Runner:
-    """Sends a job's task to the worker and waits for its manifest."""
-
-    def __init__(
-        self, app: Celery, config: config_module.IngestionConfig, log: Path | None = None
-    ) -> None:
-        self.app = app
-        self.config = config
-        self.log = log
-        self.full_runs: dict[str, int] = {}
-
-    def run(self, job: str, **kwargs: Any) -> dict[str, Any]:
-        task = self.config.jobs[job].task
-        sent = self.app.send_task(task, kwargs={"job": job, **kwargs})
-        try:
-            # Polled (every 5 ms) rather than get()'s pub/sub wait, which under redis-py 8 has
-            # been seen to raise TimeoutError a second into a long run.
-            wait_for(sent.ready, 120, f"{job} to finish", interval=0.005)
-            result: dict[str, Any] = sent.get(timeout=10)
-        except Exception:
-            if self.log:
-                say(f"!! {job} failed; the worker's log ends:\n" + self.log.read_text()[-4000:])
-            raise
-        return result
-
-    def timed(self, job: str) -> dict[str, Any]:
-        """A full run. Strava's first sets the cursor; later ones ask again from the epoch.
-        Garmin's year is asked for explicitly, or later runs would ask only for the days
-        after the last complete one."""
-        again = self.full_runs.get(job, 0) > 0 and job == "strava_activities"
-        kwargs: dict[str, Any] = {"since": "1970-01-01T00:00:01+00:00"} if again else {}
-        if job == "garmin_heart_rate":  # the baseline's year: 365 UTC days ending today
-            today = datetime.now(UTC).date()
-            kwargs = {"since": str(today - timedelta(days=364)), "until": str(today)}
-        start = time.perf_counter()
-        manifest = self.run(job, **kwargs)
-        seconds = time.perf_counter() - start
-        self.full_runs[job] = self.full_runs.get(job, 0) + 1
-        (obj,) = manifest["objects"]
-        return {**manifest, "s": seconds, "sha256": obj["sha256"]}
 
 
 def _steady_state(runner: Runner) -> list[Row]:
@@ -669,6 +622,35 @@ def completeness_rows(tmp: Path) -> list[Row]:
     ]
 
 
+# -- 7. the dlt peer ---------------------------------------------------------------------------
+
+
+def peer_rows(ns: harness.Namespace, tmp: Path, repeats: int) -> list[Row]:
+    rows = []
+    for source, ours, dlt in peer.compare(ns, tmp, repeats, say):
+        label = f"7. {source.label} → local folder, vs dlt"
+        rows += [
+            Row(
+                f"{label}: records/s",
+                ours.rate,
+                dlt.rate,
+                "rec/s",
+                f"≥ {source.speed:.2f}{X}",
+                ours.rate >= source.speed * dlt.rate and ours.records == dlt.records,
+            ),
+            Row(
+                f"{label}: peak RSS",
+                ours.peak_mb,
+                dlt.peak_mb,
+                "MB",
+                f"≤ {source.memory:.2f}{X}",
+                ours.peak_mb <= source.memory * dlt.peak_mb,
+            ),
+            Row(f"{label}: API calls", ours.calls, dlt.calls, "calls", "—", None),
+        ]
+    return rows
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -698,8 +680,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default="1,2,3,5,6", help="sections to run, e.g. 2 (item 4 rides on 2)"
     )
+    parser.add_argument(
+        "--peer",
+        choices=["dlt"],
+        help="also run section 7: the same sources through dlt (installed into .bench-venvs/)",
+    )
     args = parser.parse_args(argv)
-    sections = set(args.only.split(","))
+    sections = set(args.only.split(",")) | ({"7"} if args.peer else set())
     clock = time.perf_counter()
     ns = harness.Namespace()
     rows: list[Row] = []
@@ -719,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows += startup(ns, tmp, min(2, args.repeats))
             if "6" in sections:
                 rows += completeness_rows(tmp)
+            if "7" in sections:
+                rows += peer_rows(ns, tmp, args.repeats)
             about = machine(ns.client)  # before clean() closes the client
         finally:
             ns.clean()

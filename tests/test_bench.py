@@ -50,3 +50,13 @@ def test_completeness_section_loses_no_play_where_the_fixed_schedule_does(redis_
     ours, fixed = (int(cell.split()[0]) for cell in lost.split("|")[2:4])
     assert ours == 0 < fixed
     assert "| 6. job state at its cap (10,000 landed keys" in out.stdout
+
+
+def test_the_benchmark_needs_dlt_only_for_its_peer_section() -> None:
+    """dlt lives in the benchmark's own virtual environment, run as a separate process; the
+    benchmark itself (and so the product's environment) never imports it."""
+    code = (
+        "import sys, bench.__main__, bench.peer; "
+        "sys.exit(any(m == 'dlt' or m.startswith('dlt.') for m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
