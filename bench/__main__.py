@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from celery import Celery
 from bench import completeness, harness, peer, plugin
 from bench.harness import STRAVA_LIMITS, Runner, say
 from ela import config as config_module
+from ela.connectors.garmin import SETTLE_HOURS
 from ela.emulators.garmin import GarminEmulator
 from ela.emulators.server import Emulator
 from ela.emulators.spotify import SpotifyEmulator
@@ -247,10 +248,15 @@ def _fsync_ms(where: Path, count: int = 200) -> float:
 # -- 2 and 4. ingest throughput, API calls -------------------------------------------------------
 
 
-JOBS = (  # job, emulator attribute, label, the minimum calls and why, pages fetched concurrently
-    ("spotify_saved_tracks", "spotify", "Spotify saved tracks 10,000", 200, "⌈10,000/50⌉", True),
-    ("strava_activities", "strava", "Strava activities 5,000", 26, "⌈5,000/200⌉ + terminal", False),
-    ("garmin_heart_rate", "garmin", "Garmin heart rate 365 days", 365, "365 days, 1 a call", True),
+# job, emulator attribute, label, the minimum calls and why, the goal (ours ÷ the script, at least).
+# Spotify's offset pages and Garmin's days can be asked for several at a time: ahead of the
+# script. Strava's numbered pages cannot (each is known to exist only when the one before comes
+# back full): its next page is asked for while the last is being written, and the goal is issue
+# 17's. The 20 ms round shows the floor under it: the same calls with nothing else done.
+JOBS = (
+    ("spotify_saved_tracks", "spotify", "Spotify saved tracks 10,000", 200, "⌈10,000/50⌉", 1.0),
+    ("strava_activities", "strava", "Strava activities 5,000", 26, "⌈5,000/200⌉ + terminal", 1.5),
+    ("garmin_heart_rate", "garmin", "Garmin heart rate 365 days", 365, "365 days, 1 a call", 1.0),
 )
 
 
@@ -314,7 +320,7 @@ def ingest(
                 f"local folder, {latency * 1000:.0f} ms per call",
                 (tmp / "bucket-latency").as_uri(),
                 latency,
-                1,
+                repeats,  # one run each left the rows to chance (Strava 1.08-1.35x)
             ),
         ):
             round_ = Round(tmp, shared, delay)
@@ -335,7 +341,7 @@ def ingest(
             try:
                 for job in ("spotify_top_tracks", "strava_athlete", "garmin_sleep"):
                     runner.run(job)  # warm-up: the pool process imports each provider library
-                for job, attr, label, minimum, why, concurrent in JOBS:
+                for job, attr, label, minimum, why, goal in JOBS:
                     emulator = round_.emulators[attr]
                     base = _best(
                         runs,
@@ -353,8 +359,6 @@ def ingest(
                         f"{ours['api_calls']} calls, at most {emulator.peak_in_flight} at once), "
                         f"baseline {base_rate:,.0f} rec/s ({base['s']:.2f} s)"
                     )
-                    # "Ahead" where pages can be fetched concurrently; at least even elsewhere.
-                    ahead = rate / base_rate > 1.0 if concurrent else rate / base_rate >= 1.0
                     throughput.append(
                         Row(
                             f"2. {label} → {kind}"
@@ -362,10 +366,34 @@ def ingest(
                             rate,
                             base_rate,
                             "rec/s",
-                            f"{'>' if concurrent else '≥'} 1.00{X}",
-                            ahead,
+                            f"{'>' if goal == 1 else '≥'} {goal:.2f}{X}",
+                            rate / base_rate > goal if goal == 1 else rate / base_rate >= goal,
                         )
                     )
+                    if delay and job == "strava_activities":
+                        floor = _best(
+                            runs,
+                            functools.partial(
+                                _script,
+                                "strava_pages",
+                                bucket,
+                                script_environ,
+                                round_.strava_baseline,
+                            ),
+                        )
+                        floor_rate = floor["records"] / floor["s"]
+                        say(f"2. the floor: {floor_rate:,.0f} rec/s ({floor['s']:.2f} s)")
+                        throughput.append(
+                            Row(
+                                f"2. the same, vs the floor: its {minimum} calls alone, one "
+                                "after another (bench/baseline/strava_pages.py)",
+                                rate,
+                                floor_rate,
+                                "rec/s",
+                                "—",
+                                None,
+                            )
+                        )
                     if kind == "local folder":
                         calls.append(
                             Row(
@@ -399,25 +427,33 @@ def _garmin_year() -> GarminEmulator:
 
 
 def _steady_state(runner: Runner) -> list[Row]:
+    """A second run with nothing new since the first, per kind of completeness rule: Spotify
+    re-reads its last 50 plays, Strava its lookback, Garmin activities its days, Garmin heart
+    rate every day not yet final (today, and yesterday until it has settled)."""
+    now = datetime.now(UTC)
+    settling = now - datetime.combine(now.date(), datetime.min.time(), UTC)
+    days = 2 if settling < timedelta(hours=SETTLE_HOURS) else 1
     rows = []
-    for job, label, first in (
-        ("spotify_recently_played", "Spotify recently played", True),
-        ("strava_activities", "Strava activities", False),  # the full run set the cursor
-        ("garmin_activities", "Garmin activities (days 1)", False),
-        ("todoist_projects", "Todoist projects", False),
+    for job, label, first, minimum in (
+        ("spotify_recently_played", "Spotify recently played", True, 1),
+        ("strava_activities", "Strava activities (10 days' lookback)", False, 1),
+        ("garmin_activities", "Garmin activities (days 1)", False, 1),
+        # The first (scheduled) run lands the config's 365 days and marks them complete.
+        ("garmin_heart_rate", "Garmin heart rate (days not yet final)", True, days),
+        ("todoist_projects", "Todoist projects", False, 1),
     ):
         if first:
-            runner.run(job)  # lands the last plays and sets the cursor
+            runner.run(job)  # lands what there is and sets the state
         manifest = runner.run(job)
         say(f"4. steady state {job}: {manifest['api_calls']} calls, {manifest['records']} records")
         rows.append(
             Row(
                 f"4. calls/run, nothing new: {label}",
                 manifest["api_calls"],
-                1,
+                minimum,
                 "calls",
-                "= 1",
-                manifest["api_calls"] <= 1,
+                "= min",
+                manifest["api_calls"] <= minimum,
             )
         )
     return rows
@@ -610,8 +646,15 @@ def completeness_rows(tmp: Path) -> list[Row]:
             None,
         ),
         Row(
-            f"6. job state at its cap ({MAX_LANDED:,} landed keys, {state['kb']:.0f} KB): "
-            "commit (read, merge, write), local folder",
+            f"6. job state at its cap ({MAX_LANDED:,} landed keys): size",
+            state["kb"],
+            None,
+            "KB",
+            "—",
+            None,
+        ),
+        Row(
+            "6. the same: commit (read, merge, write), local folder",
             state["commit_ms"],
             None,
             "ms",
