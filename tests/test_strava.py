@@ -235,22 +235,23 @@ def test_limit_lands_the_oldest_and_the_next_run_continues(
     assert landed(bucket, rest) == everything[120:]
 
 
-def test_the_next_page_is_asked_for_while_this_one_is_read(tmp_path: Path) -> None:
-    """Page 2 travels while page 1's records are still being taken (here: held after the
-    first), and only one page is read ahead; the calls are the ones a sequential run makes."""
-    with StravaEmulator(activities=400) as emulator:
+def test_the_next_pages_are_asked_for_while_this_one_is_read(tmp_path: Path) -> None:
+    """Pages travel while page 1's records are still being taken (here: held after the first):
+    one waits beside it and one more is fetched, no further; the calls are the ones a
+    sequential run makes."""
+    with StravaEmulator(activities=800) as emulator:
         assert isinstance(emulator, StravaEmulator)
         ctx = FetchContext(job="strava_activities", now=WHEN, environ=environ(emulator, tmp_path))
         with strava.open_client(ctx) as client:
             records = activities(client, ctx)
             first = next(records)
-            wait_for(lambda: activity_calls(emulator) == 2, 10, "page 2 to be asked for")
-            time.sleep(0.2)  # page 2 has arrived: nothing more is asked for until it is read
-            assert activity_calls(emulator) == 2
+            wait_for(lambda: activity_calls(emulator) == 3, 10, "pages 2 and 3 to be asked for")
+            time.sleep(0.2)  # page 3 has arrived: nothing more is asked for until page 2 is read
+            assert activity_calls(emulator) == 3
             rest = list(records)
         assert [first, *rest] == emulator.window(after=0)
         pages = [q["page"] for _, path, q in emulator.calls if path.endswith("/activities")]
-        assert pages == ["1", "2", "3"]  # two full pages and the empty one that ends the list
+        assert pages == ["1", "2", "3", "4", "5"]  # four full pages and the empty one after
 
 
 def test_a_decoded_page_is_freed_as_soon_as_it_is_dropped() -> None:

@@ -33,7 +33,6 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -49,6 +48,7 @@ from ela.connectors.base import (
     Service,
     http_error,
     parse_retry_after,
+    read_ahead,
     read_response,
     require,
 )
@@ -470,6 +470,8 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     record into a pydantic model that would be discarded: records are landed as Strava sent
     them, after :func:`_checked_start`. The next page is asked for while this one is spooled.
     """
+    import requests
+
     cursor = _cursor_epoch(ctx.cursor)
     lookback = int(timedelta(days=ctx.lookback_days or LOOKBACK_DAYS).total_seconds())
     if ctx.since is not None:
@@ -484,28 +486,45 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     per_page = min(PAGE_SIZE, ctx.limit or PAGE_SIZE)  # no larger page than needed
     newest: int | None = None
     landed = 0
-    pages = Paginator(f"strava: {API_PREFIX}athlete/activities", ctx, token=1)
     since = _epoch_of(after)
+    what = f"strava: {API_PREFIX}athlete/activities"
 
-    def fetch(page: int) -> Any:
-        return client.api.protocol.get(
-            "/athlete/activities", before=before, after=since, page=page, per_page=per_page
-        )
+    def pages(settle: Callable[[], None]) -> Iterator[tuple[str, Any]]:
+        """Each page (its name, its body) in turn, the next asked for the moment this one shows
+        there is one: a full page is never the last. Runs in a thread of its own."""
+        paginator = Paginator(what, token=1)  # ctx.page follows the page being read, below
+        fetched = 0
+        while paginator.has_more:
+            body = client.api.protocol.get(
+                "/athlete/activities",
+                before=before,
+                after=since,
+                page=paginator.token,
+                per_page=per_page,
+            )
+            if not isinstance(body, list):
+                yield paginator.name, body  # refused where it is read, naming its records
+                return
+            yield paginator.name, paginator.read(body)  # a repeated page goes no further
+            fetched += len(body)
+            paginator.advance(paginator.token + 1 if len(body) >= per_page else None)
+            if paginator.has_more and ctx.limit and fetched >= ctx.limit:
+                settle()  # records already landed do not count: is the limit reached?
+                if landed >= ctx.limit:
+                    return
 
-    def wanted(reach: int) -> bool:
-        """Whether the next page is read even if ``reach`` records of this run land first."""
-        return pages.has_more and not (ctx.limit and reach >= ctx.limit)
-
-    # One page is read ahead: page N+1 is asked for as soon as page N arrives full, and travels
-    # while page N is checked and spooled. It is the call the loop makes next anyway (a full page
-    # is never the last, and a page that could reach the limit is read through first), so no
-    # call is added, and the calls still go one at a time, each through the transport's checks.
-    with ThreadPoolExecutor(1, thread_name_prefix="strava-pages") as pool:
-        ahead: Future[Any] | None = pool.submit(fetch, pages.token)
-        while ahead is not None:
-            body = pages.read(_page(ahead, pages.token, landed + 1))
-            pages.advance(pages.token + 1 if len(body) >= per_page else None)
-            ahead = pool.submit(fetch, pages.token) if wanted(landed + len(body)) else None
+    # Page N+1 is asked for as soon as page N arrives full, and travels while page N is checked
+    # and spooled. It is the call a sequential loop makes next anyway, so none is added (when
+    # the pages read so far could reach the limit, the next waits until they are landed); the
+    # calls still go one at a time, each through the transport's budget and rate-limit checks,
+    # and a page that repeats an earlier one is refused before the next is asked for.
+    number = 0
+    try:
+        for name, body in read_ahead(pages, "strava-pages"):
+            number += 1
+            if not isinstance(body, list):
+                raise PayloadError(f"{name} is not a list (records from #{landed + 1})")
+            ctx.page = name
             for raw in body:
                 if ctx.limit and landed >= ctx.limit:
                     break
@@ -524,8 +543,13 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
                 else:
                     newest = started if newest is None else max(newest, started)
                 yield raw
-            if ahead is None and wanted(landed):  # the limit was in reach: asked for now
-                ahead = pool.submit(fetch, pages.token)
+            if ctx.limit and landed >= ctx.limit:
+                break
+    except requests.exceptions.JSONDecodeError as exc:  # the thread's call, in its page's turn
+        raise PayloadError(
+            f"strava: malformed JSON in {API_PREFIX}athlete/activities page {number + 1} "
+            f"(records from #{landed + 1})"
+        ) from exc
     if joins and newest is not None and (cursor is None or newest > cursor):
         ctx.new_cursor = newest
     committed = ctx.new_cursor if ctx.new_cursor is not None else cursor
@@ -561,30 +585,6 @@ def athlete(client: _Client, ctx: FetchContext) -> Iterator[Record]:
             "profile lands as Strava sent it"
         )
     yield raw
-
-
-def _page(fetched: Future[Any], page: int, first: int) -> list[Any]:
-    """The activities of ``page`` once they have arrived; ``first`` is the number, in this run,
-    of the first record it may land (for messages).
-
-    Raises:
-        PayloadError: the page is not JSON, or not a list.
-    """
-    import requests
-
-    try:
-        body = fetched.result()
-    except requests.exceptions.JSONDecodeError as exc:
-        raise PayloadError(
-            f"strava: malformed JSON in {API_PREFIX}athlete/activities page {page} "
-            f"(records from #{first})"
-        ) from exc
-    if not isinstance(body, list):
-        raise PayloadError(
-            f"strava: {API_PREFIX}athlete/activities page {page} is not a list "
-            f"(records from #{first})"
-        )
-    return body
 
 
 def _cursor_epoch(cursor: Any) -> int | None:
