@@ -10,7 +10,7 @@
 5. Start-up: worker ready time, and the import time of the task modules.
 6. Completeness: plays lost over a simulated listening day at prd's schedule, with and without
    follow-up runs; the size and read/write time of a job state at its cap of landed keys.
-7. With ``--peer dlt``: Spotify, Todoist and Strava through a dlt REST API pipeline
+8. With ``--peer dlt``: Spotify, Todoist and Strava through a dlt REST API pipeline
    (``bench/peer.py``, dlt in a virtual environment of its own) against the worker.
 
 Progress goes to stderr; the table to stdout. Redis: ``ELA_BENCH_REDIS_URL`` (default db 12),
@@ -665,13 +665,13 @@ def completeness_rows(tmp: Path) -> list[Row]:
     ]
 
 
-# -- 7. the dlt peer ---------------------------------------------------------------------------
+# -- 8. the dlt peer ---------------------------------------------------------------------------
 
 
 def peer_rows(ns: harness.Namespace, tmp: Path, repeats: int) -> list[Row]:
     rows = []
     for source, ours, dlt in peer.compare(ns, tmp, repeats, say):
-        label = f"7. {source.label} → local folder, vs dlt"
+        label = f"8. {source.label} → local folder, vs dlt"
         rows += [
             Row(
                 f"{label}: records/s",
@@ -726,10 +726,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peer",
         choices=["dlt"],
-        help="also run section 7: the same sources through dlt (installed into .bench-venvs/)",
+        help="also run section 8: the same sources through dlt (installed into .bench-venvs/)",
     )
     args = parser.parse_args(argv)
-    sections = set(args.only.split(",")) | ({"7"} if args.peer else set())
+    sections = set(args.only.split(",")) | ({"8"} if args.peer else set())
     clock = time.perf_counter()
     ns = harness.Namespace()
     rows: list[Row] = []
@@ -749,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += startup(ns, tmp, min(2, args.repeats))
             if "6" in sections:
                 rows += completeness_rows(tmp)
-            if "7" in sections:
+            if "8" in sections:  # (7 is the Jobs page's, issue 14)
                 rows += peer_rows(ns, tmp, args.repeats)
             about = machine(ns.client)  # before clean() closes the client
         finally:

@@ -86,11 +86,11 @@ class LocalBucket:
         self._base = os.path.realpath(self.root)  # once: resolving on every write costs
         self.url = Path(self._base).as_uri()
 
-    def _path(self, name: str) -> str:
+    def _path(self, name: str) -> Path:
         path = os.path.normpath(os.path.join(self._base, name))
         if not path.startswith(self._base + os.sep):
             raise ValueError(f"object name escapes the bucket: {name!r}")
-        return path
+        return Path(path)
 
     def upload(self, name: str, file: IO[bytes], size: int, content_type: str) -> None:
         self._write(name, lambda out: _copy(file, out, size))
@@ -105,7 +105,7 @@ class LocalBucket:
         created without it, rather than asked for on every write.
         """
         path = self._path(name)
-        folder = os.path.dirname(path)
+        folder = path.parent
         temporary = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
@@ -133,7 +133,7 @@ class LocalBucket:
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = Path(self._base)
-        start = Path(self._path(prefix.rsplit("/", 1)[0])) if "/" in prefix else base
+        start = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else base
         if not start.exists():
             return
         for path in sorted(start.rglob("*")):
@@ -143,8 +143,7 @@ class LocalBucket:
                 yield ObjectInfo(name, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
 
     def delete(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(name))
+        self._path(name).unlink(missing_ok=True)
 
 
 def _copy(source: IO[bytes], target: IO[bytes], size: int) -> None:
