@@ -469,17 +469,8 @@ def _script(
 ) -> dict[str, Any]:
     if strava is not None:  # each script run starts from the bootstrap token, as the origin did
         strava.refresh_tokens.add(BOOTSTRAP_REFRESH_TOKEN)
-    out = subprocess.run(
-        [sys.executable, "-m", f"bench.baseline.{script}", bucket],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode:
-        raise RuntimeError(f"baseline {script} failed:\n{out.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    args = [sys.executable, "-m", f"bench.baseline.{script}", bucket]
+    result = harness.run_script(args, environ, f"baseline {script}")
     return {**result, "s": result["seconds"]}
 
 

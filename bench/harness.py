@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -122,6 +123,17 @@ def start_worker(
     except BaseException:
         process.stop()
         raise
+
+
+def run_script(args: list[Any], environ: Mapping[str, str], what: str) -> dict[str, Any]:
+    """Run a measured script (a baseline, a peer) and return the JSON of its last line."""
+    out = subprocess.run(
+        args, cwd=helpers.REPO, env=dict(environ), capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def vm_hwm_kib(pid: int) -> int:

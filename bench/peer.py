@@ -13,7 +13,6 @@ imported; the dlt process), and the API calls the emulator answered.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -189,16 +188,8 @@ def _dlt(exe: Path, tmp: Path, source: Source, emulator: Emulator, repeats: int)
             "DLT_DATA_DIR": str(folder / "data"),  # not ~/.dlt
         }
         emulator.reset_calls()
-        done = subprocess.run(
-            [exe, SCRIPT, source.name, folder],
-            env=environ,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode:
-            raise RuntimeError(f"dlt {source.name} failed:\n{done.stderr[-3000:]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        args = [exe, SCRIPT, source.name, folder]
+        result = harness.run_script(args, environ, f"dlt {source.name}")
         runs.append(
             Side(
                 result["records"], result["seconds"], result["peak_kib"] / 1024, len(emulator.calls)
