@@ -269,7 +269,7 @@ class StravaEmulator(Emulator):
     def _window_of(self, after: int | None, before: int | None) -> list[dict[str, Any]]:
         """The same, without copying (callers hold the lock): activities are kept in start
         order beside their start epochs, so two bisections find the window among thousands
-        without reading a date (a page of 5,000 took 5 ms to serve when each was parsed)."""
+        without reading a date (parsing all 5,000 dates took 5 ms of every page served)."""
         starts = self._starts
         low = 0 if after is None else bisect.bisect_right(starts, after)
         high = len(starts) if before is None else bisect.bisect_left(starts, before)
