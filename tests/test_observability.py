@@ -112,6 +112,27 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
     assert Scrubber({}).text(text) == text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The letters re's (?i) takes for ASCII ones: long s, Kelvin sign, dotted and dotless i.
+        "\u017fecret=abc123 and TO\u212aEN: xyz789",
+        "AUTHOR\u0130ZATION: Bearer abcdef123456",
+        "author\u0131zation=q1w2e3r4 oauth zzzzzzzzzz",
+        "api-KEY: k-1 API_key=k-2 apikey=k-3 PASSWD=p-1 Password: p-2",
+        "BASIC b3BzOmZsb3dlci1wdw== via HTTPS://u:p@host/",
+        "Task tasks.todoist.projects[0b1c] succeeded in 0.2s: {'records': 12}",
+    ],
+)
+def test_each_pattern_is_skipped_only_when_it_cannot_match(text: str) -> None:
+    """A pattern runs only when one of its words is in the line (most lines hold none); the
+    result is what running every pattern on every line gives."""
+    every = text
+    for _, pattern, replacement in observability._PATTERNS:
+        every = pattern.sub(replacement, every)
+    assert Scrubber({}).text(text) == every
+
+
 def test_environment_and_token_store_values_are_filtered_in_every_spelling(
     tmp_path: Path,
 ) -> None:

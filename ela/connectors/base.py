@@ -152,6 +152,88 @@ def in_order(
                 waiting.cancel()
 
 
+class _Handoff:
+    """Between :func:`read_ahead`'s producer thread and its consumer: at most one item waits."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.waiting: deque[tuple[bool, Any]] = deque()  # (True, item) or (False, error/None)
+        self.unfinished = 0  # items handed over that the consumer has not finished with
+        self.closed = False  # the consumer has stopped
+
+    def put(self, entry: tuple[bool, Any]) -> bool:
+        """Hand over ``entry`` once the slot is free; False if the consumer has stopped."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.closed or not self.waiting)
+            if self.closed:
+                return False
+            self.waiting.append(entry)
+            self.unfinished += 1
+            self.cond.notify_all()
+            return True
+
+    def settle(self) -> None:
+        """Return once the consumer has finished with every item handed over (or stopped)."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.closed or self.unfinished == 0)
+
+    def take(self, finished: bool) -> tuple[bool, Any]:
+        """The next entry; ``finished``: the consumer is done with the one it took before."""
+        with self.cond:
+            if finished:
+                self.unfinished -= 1
+                self.cond.notify_all()
+            self.cond.wait_for(lambda: bool(self.waiting))
+            entry = self.waiting.popleft()
+            self.cond.notify_all()
+            return entry
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+def read_ahead(produce: Callable[[Callable[[], None]], Iterator[T]], name: str) -> Iterator[T]:
+    """What ``produce`` yields, made by a thread of its own while the consumer works.
+
+    The producer goes on to its next item as soon as it has handed one over, without waiting
+    for the consumer to come back for it: a paged endpoint's next call leaves the moment the
+    last page shows there is one. At most one item waits, so the producer is at most one item
+    (and the one it is making) ahead. ``produce`` is given ``settle``, which returns once the
+    consumer has finished with everything handed over, for a producer whose next step depends
+    on what the consumer made of it. A failure of the producer is raised to the consumer in
+    its turn, after the items before it; a consumer that stops stops the producer once the
+    item it is making is done.
+    """
+    handoff = _Handoff()
+
+    def run() -> None:
+        try:
+            for item in produce(handoff.settle):
+                if not handoff.put((True, item)):
+                    return
+            handoff.put((False, None))
+        except BaseException as exc:  # the consumer raises it, with its traceback
+            handoff.put((False, exc))
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        finished = False
+        while True:
+            more, value = handoff.take(finished)
+            if not more:
+                if value is not None:
+                    raise value
+                return
+            yield value
+            finished = True
+    finally:
+        handoff.close()
+        thread.join()
+
+
 class Paginator:
     """The way through one paged endpoint: numbers its pages and refuses a source that loops.
 

@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import orjson
+
 from ela.tokens import TokenStore
 
 
@@ -318,7 +320,7 @@ class Emulator:
         elif response.body is None:
             payload = b""
         else:
-            payload = json.dumps(response.body).encode()
+            payload = _encoded(response.body)
         if gzip:
             payload = _gzipped(payload, response.pad)
         elif response.pad:
@@ -346,6 +348,18 @@ def _in_latin1(response: Response) -> Response:
     return dataclasses.replace(
         response, raw=payload[: found.end()] + b"\xe9" + payload[found.end() :]
     )
+
+
+def _encoded(body: Any) -> bytes:
+    """``body`` as compact JSON, as the real APIs send it, by orjson: the emulators run beside
+    the clients under test, and the standard library's encoder took a quarter of the time to
+    serve a page of 200 Strava activities. What orjson refuses (an integer past 64 bits, a lone
+    surrogate) is encoded by the standard library. (No emulator serves NaN, which orjson would
+    write as null.)"""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _gzipped(payload: bytes, pad: int) -> bytes:
