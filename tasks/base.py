@@ -14,14 +14,17 @@ from ela.connectors import DataType, all_data_types
 from ela.errors import IngestError, InputError, RetriableError
 from ela.pipeline import Overrides, record_failure, run_job
 from tasks import follow_up as follow_ups
-from worker.app import SCHEDULED_AT_HEADER, app, config
+from worker.app import SCHEDULED_AT_HEADER, app
 from worker.settings import MAX_RETRY_COUNTDOWN
 
 
 class IngestTask(Task):
     """Shared by every ingest task: retries from the env config, idempotent by run id."""
 
-    max_retries = config.global_.retry_attempts
+    @property
+    def max_retries(self) -> int:  # the env config's, read when asked
+        return app.ela_config.global_.retry_attempts
+
     acks_late = True
     reject_on_worker_lost = True
     # Expected failures: logged as one line, without a traceback (the error object has context).
@@ -40,11 +43,12 @@ class IngestTask(Task):
 
     def countdown(self, error: RetriableError) -> float:
         """Exponential backoff with full jitter, never shorter than the provider's Retry-After."""
-        base = config.global_.retry_backoff_seconds
+        base = app.ela_config.global_.retry_backoff_seconds
         backoff = min(MAX_RETRY_COUNTDOWN, base * 2**self.request.retries)
         return max(error.retry_after or 0.0, random.uniform(0, backoff))
 
     def ingest(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        config = app.ela_config
         try:
             given = run_input.check(config, self.name, kwargs, self.request.id)
         except InputError as exc:
@@ -83,6 +87,7 @@ class IngestTask(Task):
         """File the error object of a run refused for its inputs (kind ``input``): under the
         job it names if that is this task's, else the task's own job, else the task's name; a
         run id that is not a UUID is replaced by one derived from it."""
+        config = app.ela_config
         _, service, data_type = self.name.split(".")
         job = kwargs.get("job")
         if not (isinstance(job, str) and job in config.jobs and config.jobs[job].task == self.name):
@@ -109,12 +114,14 @@ class IngestTask(Task):
 def _register(data_type: DataType) -> Task:
     # Keyword arguments are checked by ela.run_input (in IngestTask.ingest), not by Python: an
     # unknown or mistyped one is a one-line refusal with an error object, not a TypeError.
-    @app.task(name=data_type.task_name, bind=True, base=IngestTask)
     def ingest(self: IngestTask, **kwargs: Any) -> dict[str, Any]:
         return self.ingest(kwargs)
 
+    # Before the decorator: the task Celery returns is a lazy proxy, and setting an attribute
+    # on it would build the task, which reads the app's (not yet loaded) configuration.
     ingest.__doc__ = data_type.doc
-    return ingest
+    task: Task = app.task(name=data_type.task_name, bind=True, base=IngestTask)(ingest)
+    return task
 
 
 INGEST_TASKS = {dt.task_name: _register(dt) for dt in all_data_types()}

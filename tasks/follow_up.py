@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ela.followup import follow_up
-from worker.app import config
+from worker.app import app
 from worker.settings import MAX_RETRY_COUNTDOWN
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ return 0
 
 
 def key(job: str) -> str:
-    return f"{os.environ.get('ELA_REDIS_PREFIX', '')}ela-{config.env}-follow-up:{job}"
+    return f"{os.environ.get('ELA_REDIS_PREFIX', '')}ela-{app.ela_config.env}-follow-up:{job}"
 
 
 def take(task: Task, job: str, chain: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -101,7 +101,7 @@ def plan(task: Task, job: str, manifest: dict[str, Any]) -> None:
 
 def _plan(task: Task, job: str, manifest: dict[str, Any]) -> None:
     now = datetime.now(UTC)
-    decision = follow_up(config, job, manifest, now)
+    decision = follow_up(app.ela_config, job, manifest, now)
     if decision is None:
         return
     client = task.backend.client

@@ -6,13 +6,14 @@ from typing import Any
 
 from ela import run_input
 from ela.errors import IngestError
-from worker.app import app, config
+from worker.app import app
 
 
 @app.task(name="tasks.run_group", throws=(IngestError,))
 def run_group(**kwargs: Any) -> list[dict[str, str]]:
     """Send each enabled job of ``group`` (or a single job name) to its queue, with the same
     overrides; returns their task ids. Overrides must apply to every job of the group."""
+    config = app.ela_config
     sent = []
     for run in run_input.check_group(config, kwargs):
         task = config.jobs[run.job].task

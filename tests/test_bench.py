@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO, base_environ
 
 ROWS = (
@@ -63,6 +65,7 @@ def test_the_jobs_page_section_prints_its_rows(redis_url: str) -> None:
         assert f"| {row}" in out.stdout, out.stdout
 
 
+@pytest.mark.integration  # a Python process
 def test_the_benchmark_needs_dlt_only_for_its_peer_section() -> None:
     """dlt lives in the benchmark's own virtual environment, run as a separate process; the
     benchmark itself (and so the product's environment) never imports it."""

@@ -19,11 +19,15 @@ from ela.errors import ConfigError, InputError
 from worker import leases, observability
 from worker.settings import celery_settings
 
-__all__ = ["SCHEDULED_AT_HEADER", "app", "config", "create_app"]
+__all__ = ["SCHEDULED_AT_HEADER", "EnvApp", "app", "create_app"]
 
 
 class EnvApp(Celery):
-    """Celery for one environment: every message it sends is checked first.
+    """Celery for one environment, configured from its config file when first needed.
+
+    Importing this module reads no file: ``app.conf`` (and :attr:`ela_config`) load the env's
+    config the first time something asks for them, so a typo in the config fails the commands
+    that use it, with one line per problem, not every import (a test module, say).
 
     ``send_task`` is where ``ela run``, beat, retries, follow-ups, backfill, ``celery call`` and
     Flower's API (``apply_async`` included) all publish, so a message with a wrong argument, a
@@ -32,9 +36,28 @@ class EnvApp(Celery):
     again (tasks/base.py): a message can reach Redis some other way.
     """
 
-    def __init__(self, config: config_module.IngestionConfig) -> None:
-        super().__init__(f"ela-{config.env}")
-        self.ela_config = config
+    def __init__(
+        self,
+        config: config_module.IngestionConfig | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        # The name carries the env (leases, beat's lock and Sentry read it): the one asked for,
+        # which load_env checks the file against.
+        super().__init__(f"ela-{config.env if config else _wanted_env(environ)}")
+        self._config = config
+        self._environ = environ
+        self.add_defaults(self._settings)  # a promise: called when the conf is first read
+
+    @property
+    def ela_config(self) -> config_module.IngestionConfig:
+        """The env's config, loaded once (a bad file: one line per problem, exit status 1)."""
+        if self._config is None:
+            self._config = _load(self._environ)
+        return self._config
+
+    def _settings(self) -> dict[str, Any]:
+        config = self.ela_config
+        return {**celery_settings(config, self._environ), "beat_schedule": build_schedule(config)}
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         queue = options.get("queue")
@@ -49,20 +72,23 @@ class EnvApp(Celery):
         return super().send_task(name, args, kwargs, **options)
 
 
+def _wanted_env(environ: Mapping[str, str]) -> str:
+    return environ.get("ELA_ENV") or "dev"
+
+
 def create_app(
-    config: config_module.IngestionConfig, environ: Mapping[str, str] = os.environ
-) -> Celery:
-    """A Celery app with the env's settings and beat schedule (no tasks registered)."""
-    app = EnvApp(config)
-    app.conf.update(celery_settings(config, environ))
-    app.conf.beat_schedule = build_schedule(config)
+    config: config_module.IngestionConfig | None = None, environ: Mapping[str, str] = os.environ
+) -> EnvApp:
+    """A Celery app with ``config``'s settings and beat schedule (no tasks registered); without
+    one, the env's (``ELA_ENV``, ``ELA_CONFIG``), read when the app is first configured."""
+    app = EnvApp(config, environ)
     leases.install(app)  # a dead worker's runs back within a minute (worker/leases.py)
     return app
 
 
-def _load() -> config_module.IngestionConfig:
+def _load(environ: Mapping[str, str] = os.environ) -> config_module.IngestionConfig:
     try:
-        return config_module.load_env()
+        return config_module.load_env(environ=environ)
     except ConfigError as exc:  # a one-line-per-problem message, never a traceback
         print("\n".join(exc.problems), file=sys.stderr)
         raise SystemExit(1) from None
@@ -83,9 +109,15 @@ def _one_line_refusals(
 _default_excepthook = sys.excepthook
 sys.excepthook = _one_line_refusals
 
-config = _load()
-app = create_app(config)
-observability.setup(config)  # JSON/text logs and Sentry, both scrubbed of secrets
+app = create_app()
+observability.setup(lambda: app.ela_config)  # JSON/text logs and Sentry, scrubbed of secrets
+
+
+def __getattr__(name: str) -> Any:
+    """``worker.app.config``: the env's config, loaded on first use (PEP 562)."""
+    if name == "config":
+        return app.ela_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @before_task_publish.connect

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -477,22 +477,27 @@ def _tune_monitors(config: IngestionConfig) -> None:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def setup(config: IngestionConfig, environ: Mapping[str, str] = os.environ) -> None:
+def setup(
+    config: Callable[[], IngestionConfig], environ: Mapping[str, str] = os.environ
+) -> None:
     """Hook logging and Sentry into Celery's worker and beat start-up (idempotent).
 
     Sentry starts in the worker's main process (``celeryd_init``), before the prefork pool
     forks: the integration patches Celery's tracer builder, and children build their tracers
     from it as they start; Sentry's transport restarts its thread in each child. Starting it in
     ``worker_process_init`` would be too late for that and would miss the main process's events.
+
+    ``config`` is asked for when a logger or Sentry is set up, not now (the app's config loads
+    when the app is configured).
     """
     scrubber = Scrubber(environ)
 
     def on_logger(logger: logging.Logger | None = None, **_: Any) -> None:
-        format_handlers(logger, config, scrubber, environ)
-        format_handlers(get_multiprocessing_logger(), config, scrubber, environ)
+        format_handlers(logger, config(), scrubber, environ)
+        format_handlers(get_multiprocessing_logger(), config(), scrubber, environ)
 
     def on_start(**_: Any) -> None:
-        init_sentry(config, environ)
+        init_sentry(config(), environ)
 
     signals.after_setup_logger.connect(on_logger, weak=False, dispatch_uid="ela-logs")
     signals.after_setup_task_logger.connect(on_logger, weak=False, dispatch_uid="ela-task-logs")

@@ -1,0 +1,60 @@
+"""Importing the app reads no config: a typo in it fails the commands that need it, once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ela.sandbox import isolated_environ
+from tests.helpers import REPO, write_config
+
+pytestmark = pytest.mark.integration  # each case is a Python or celery process
+
+
+def python(code: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=environ, capture_output=True, text=True
+    )
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> dict[str, str]:
+    bad = tmp_path / "ingestion-config-dev.yaml"
+    bad.write_text((REPO / "ingestion-config-dev.yaml").read_text().replace("jobs:", "jobz:", 1))
+    return {**isolated_environ(os.environ), "ELA_CONFIG": str(bad)}
+
+
+def test_a_config_typo_does_not_break_imports(broken: dict[str, str]) -> None:
+    done = python("import worker, tasks, beat_schedules, ela.sinks, tests.helpers", broken)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("command", [["worker"], ["beat"], ["call", "tasks.todoist.projects"]])
+def test_celery_with_a_config_typo_says_so_in_one_line_per_problem(
+    broken: dict[str, str], command: list[str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", *command],
+        cwd=REPO,
+        env=broken,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines and all(line.startswith(broken["ELA_CONFIG"] + ":") for line in lines), lines
+
+
+def test_retries_come_from_the_config_the_app_loads(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "ingestion-config-dev.yaml", retry_attempts=4)
+    environ = {**isolated_environ(os.environ), "ELA_CONFIG": str(config)}
+    done = python(
+        "import tasks; print(tasks.INGEST_TASKS['tasks.todoist.tasks'].max_retries)", environ
+    )
+    assert done.stdout.strip() == "4", done.stderr
