@@ -87,6 +87,19 @@ def landed(bucket: LocalBucket, manifest: dict[str, Any]) -> list[dict[str, Any]
     return read_jsonl(bucket.get_bytes(manifest["objects"][0]["name"]))
 
 
+def sleep_landed(emulator: GarminEmulator, day: date) -> dict[str, Any]:
+    """The emulator's sleep record for ``day`` as it lands: plus ``date`` and ``data_type``."""
+    return {**emulator.sleep_for(day), "date": day.isoformat(), "data_type": "sleep"}
+
+
+def heart_rate_landed(emulator: GarminEmulator, day: date) -> dict[str, Any]:
+    """The heart-rate record as it lands: ``[[ts, bpm], ...]`` as objects, plus the day."""
+    record = emulator.heart_rate_for(day)
+    pairs = record["heartRateValues"]
+    rows = None if pairs is None else [{"timestamp": t, "value": v} for t, v in pairs]
+    return {**record, "heartRateValues": rows, "date": day.isoformat(), "data_type": "heart_rate"}
+
+
 def days_ending(last: date, count: int) -> list[date]:
     return [last - timedelta(days=n) for n in reversed(range(count))]
 
@@ -123,8 +136,8 @@ def test_activities_of_the_configured_days(
 @pytest.mark.parametrize(
     ("job", "record_for", "date_of"),
     [
-        ("garmin_sleep", "sleep_for", lambda r: r["dailySleepDTO"]["calendarDate"]),
-        ("garmin_heart_rate", "heart_rate_for", lambda r: r["calendarDate"]),
+        ("garmin_sleep", sleep_landed, lambda r: r["dailySleepDTO"]["calendarDate"]),
+        ("garmin_heart_rate", heart_rate_landed, lambda r: r["calendarDate"]),
     ],
 )
 def test_daily_records_one_per_day_of_the_configured_days(
@@ -134,7 +147,7 @@ def test_daily_records_one_per_day_of_the_configured_days(
     bucket: LocalBucket,
     tmp_path: Path,
     job: str,
-    record_for: str,
+    record_for: Callable[[GarminEmulator, date], dict[str, Any]],
     date_of: Callable[[dict[str, Any]], str],
 ) -> None:
     emulator.prepare_tokens(store)
@@ -144,8 +157,8 @@ def test_daily_records_one_per_day_of_the_configured_days(
 
     window = days_ending(LAST_DAY, 5)
     records = landed(bucket, manifest)
-    assert records == [getattr(emulator, record_for)(day) for day in window]
-    assert [date_of(r) for r in records] == [d.isoformat() for d in window]
+    assert records == [record_for(emulator, day) for day in window]
+    assert [date_of(r) for r in records] == [r["date"] for r in records]
     endpoint = "dailySleepData" if job == "garmin_sleep" else "dailyHeartRate"
     assert emulator.calls_to(endpoint) == 5  # one library call per day
     assert manifest["api_calls"] == 6  # and the profile
@@ -171,7 +184,7 @@ def test_shipped_days_is_one_record(
 ) -> None:
     emulator.prepare_tokens(store)
     manifest = run("garmin_sleep")  # days: 1 in the shipped dev config
-    assert landed(bucket, manifest) == [emulator.sleep_for(LAST_DAY)]
+    assert landed(bucket, manifest) == [sleep_landed(emulator, LAST_DAY)]
 
 
 def test_explicit_window_for_backfill(
@@ -196,7 +209,7 @@ def test_explicit_window_for_backfill(
         environ=emulator.environ() | {"ELA_TOKEN_DIR": str(store.directory)},
     )
     window = [date(2025, 1, 30) + timedelta(days=n) for n in range(4)]
-    assert landed(other, sleep) == [emulator.sleep_for(d) for d in window]
+    assert landed(other, sleep) == [sleep_landed(emulator, d) for d in window]
 
 
 def test_window_longer_than_a_year_is_refused(
@@ -327,7 +340,8 @@ def test_a_renamed_account_refetches_the_profile_once(
 
     manifest = run("garmin_sleep", cfg=cfg)
 
-    assert landed(bucket, manifest) == [emulator.sleep_for(d) for d in days_ending(LAST_DAY, 3)]
+    expected = [sleep_landed(emulator, d) for d in days_ending(LAST_DAY, 3)]
+    assert landed(bucket, manifest) == expected
     assert emulator.calls_to("socialProfile") == 1  # once, however many days got the 403
     assert (store.read("garmin-profile") or {})["display_name"] == DISPLAY_NAME
     assert 1 <= emulator.calls_to("dailySleepData/old-name") <= 3  # in flight before the refetch
@@ -385,7 +399,7 @@ def test_authorize_with_mfa_stores_working_tokens(
             bucket=bucket,
             environ=environ | {"ELA_TOKEN_DIR": str(store.directory)},
         )
-        assert landed(bucket, manifest) == [em.sleep_for(LAST_DAY)]
+        assert landed(bucket, manifest) == [sleep_landed(em, LAST_DAY)]
 
 
 def test_authorize_with_a_wrong_mfa_code_stores_nothing(store: TokenStore) -> None:
@@ -475,8 +489,8 @@ def test_the_three_tasks_on_a_real_worker(
             assert manifest["outcome"] == "succeeded", task
             assert local_bucket.get_bytes(f"garmin/_runs/garmin_{task}/{manifest['run_id']}.json")
         today = datetime.fromisoformat(results["sleep"]["scheduled_at"]).date()
-        assert landed(local_bucket, results["sleep"]) == [em.sleep_for(today)]
-        assert landed(local_bucket, results["heart_rate"]) == [em.heart_rate_for(today)]
+        assert landed(local_bucket, results["sleep"]) == [sleep_landed(em, today)]
+        assert landed(local_bucket, results["heart_rate"]) == [heart_rate_landed(em, today)]
         activities_day = datetime.fromisoformat(results["activities"]["scheduled_at"]).date()
         expected = em.activities_between(activities_day - timedelta(days=2), activities_day)
         names = [o["name"] for o in results["activities"]["objects"]]  # none if no activities

@@ -21,7 +21,14 @@ from datetime import UTC, date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ela import endpoints
-from ela.connectors.base import FetchContext, Record, Service, in_order, parse_retry_after
+from ela.connectors.base import (
+    DayRecord,
+    FetchContext,
+    Record,
+    Service,
+    in_order,
+    parse_retry_after,
+)
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.tokens import TokenStore
 
@@ -458,7 +465,7 @@ def _daily(
             undated.append(day.isoformat())
         elif stamped != day.isoformat():
             raise PayloadError(f"garmin: {kind} {day}: the record is for {stamped!r}")
-        yield record
+        yield DayRecord(record, day)
     if undated:
         ctx.warn(f"{kind}: records without a calendarDate for {', '.join(undated)}")
 
