@@ -4,7 +4,8 @@ The order is the durability contract (SPEC §4):
 
 1. If this run id already has a manifest, the run was committed before (a redelivery after a
    crash, or a retry after the manifest was written): re-apply its cursor and return it.
-2. Records stream from the connector into a spooled JSONL file; nothing is in memory at once.
+2. Records stream from the connector, through the downstream's adaptations
+   (:mod:`ela.downstream`), into a spooled JSONL file; nothing is in memory at once.
 3. The landing object is uploaded under a name fixed by (scheduled time, run id), so a retry
    or redelivery of the same run overwrites it instead of adding a second copy.
 4. The manifest is written last; it is the commit.
@@ -28,10 +29,10 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ela import faults, naming
+from ela import downstream, faults, naming
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES, FetchContext, Record
-from ela.errors import IngestError, RetriableError
+from ela.errors import IngestError, ReauthError, RetriableError
 from ela.sinks import Bucket, JsonlSpool, bucket_url, get_json, open_bucket, put_json
 from ela.state import advance_cursor, read_cursor
 
@@ -113,8 +114,9 @@ def run_job(
     )
     spool = JsonlSpool()
     try:
+        _check_dependencies(job_name, job.missing_dependencies(environ))
         with service.open_client(ctx) as client:
-            records = data_type.fetch(client, ctx)
+            records = downstream.adapt(data_type, data_type.fetch(client, ctx))
             if faults.armed(environ):
                 records = _crash_midway(records, environ, job_name)
             spool.write_all(records)
@@ -182,6 +184,15 @@ def run_job(
     for warning in ctx.warnings:
         log.warning("%s run %s: %s", job_name, run_id, warning)
     return {"outcome": "succeeded", **manifest}
+
+
+def _check_dependencies(job_name: str, missing: list[str]) -> None:
+    """Refuse the run, naming every unset variable at once, as the origin's workflow did."""
+    if missing:
+        raise ReauthError(
+            f"{job_name}: {', '.join(missing)} not set (the job's dependencies); set them in "
+            "the environment (.env for docker compose) and run it again"
+        )
 
 
 @contextlib.contextmanager

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from ela import command
+from ela import command, naming
 from ela import config as config_module
-from ela.errors import ConfigError
+from ela.emulators.spotify import SpotifyEmulator
+from ela.errors import ConfigError, ReauthError
 from ela.ops import migrate
-from tests.helpers import REPO
+from ela.pipeline import run_job
+from ela.sinks import LocalBucket, get_json
+from ela.tokens import TokenStore
+from tests.conftest import WorkerFactory
+from tests.helpers import REPO, CeleryProcess
 from tests.test_config import GROUPS, ORIGIN
 
 FIXTURES = REPO / "tests" / "fixtures" / "origin"
@@ -324,3 +330,69 @@ def test_migrate_refuses_to_overwrite_and_bad_inputs(tmp_path: Path) -> None:
         bad = _ela("config", "migrate", str(path), "--out-dir", str(tmp_path))
         assert bad.returncode == 1 and "Traceback" not in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and message in bad.stderr
+
+
+def test_a_run_refuses_to_start_naming_every_unset_dependency(tmp_path: Path) -> None:
+    """Spotify's own check named SPOTIFY_CLIENT_SECRET alone here (the refresh token was a
+    second error, after the user fixed the first); the origin's workflow named them all."""
+    config = config_module.load(origin("dev"))
+    bucket = LocalBucket(tmp_path / "bucket")
+    with SpotifyEmulator(plays=50) as spotify:
+        environ = {
+            k: v
+            for k, v in spotify.environ().items()
+            if k not in ("SPOTIFY_CLIENT_SECRET", "SPOTIFY_REFRESH_TOKEN")
+        } | {"ELA_TOKEN_DIR": str(tmp_path / "tokens")}
+        with pytest.raises(ReauthError) as caught:
+            run_job(
+                config,
+                "spotify_recently_played",
+                run_id="r-1",
+                scheduled_at=datetime(2026, 11, 25, 14, tzinfo=UTC),
+                bucket=bucket,
+                environ=environ,
+            )
+        assert spotify.calls == []  # refused before any request
+    message = str(caught.value)
+    assert message == (
+        "spotify_recently_played: SPOTIFY_CLIENT_SECRET, SPOTIFY_REFRESH_TOKEN not set (the "
+        "job's dependencies); set them in the environment (.env for docker compose) and run "
+        "it again"
+    )
+    [error] = [o.name for o in bucket.list("spotify/errors/")]
+    assert get_json(bucket, error)["message"] == message
+    assert list(bucket.list("spotify/landing/")) == list(bucket.list("spotify/_runs/")) == []
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("env", ["dev", "prd"])
+def test_a_real_worker_and_beat_take_the_origin_file_as_it_is(
+    worker_factory: WorkerFactory, tmp_path: Path, env: str
+) -> None:
+    limit = 20 if env == "dev" else 50  # the command's --limit
+    with SpotifyEmulator(plays=300) as spotify:
+        assert isinstance(spotify, SpotifyEmulator)
+        spotify.prepare_tokens(TokenStore(tmp_path / "tokens"))
+        worker = worker_factory(extra_env=spotify.environ(), env=env, config=origin(env))
+        manifest = worker.call("tasks.spotify.recently_played", job="spotify_recently_played")
+    assert manifest["outcome"] == "succeeded" and manifest["env"] == env
+    assert manifest["params"] == {"limit": limit} and manifest["records"] == limit
+    [obj] = manifest["objects"]
+    assert obj["name"].endswith(f"_{naming.run8(manifest['run_id'])}_spotify_recently_played.jsonl")
+
+    beat = CeleryProcess(
+        ["beat", "-l", "debug", "-s", str(tmp_path / "beat-schedule")],
+        worker.environ,
+        tmp_path / "beat.log",
+    )
+    try:
+        beat.wait_log("Current schedule:", timeout=60)
+        beat.wait_log("ela_purge_errors", timeout=10)
+    finally:
+        beat.stop()
+    log = beat.log()
+    for name, (dev_cron, _, prd_cron, _) in ORIGIN.items():
+        expression = dev_cron if env == "dev" else prd_cron
+        task = f"tasks.{name.replace('_', '.', 1)}(job='{name}')"
+        assert f"<ScheduleEntry: {name} {task} <crontab: {expression} (m/h/dM/MY/d)>" in log, name
+    assert "Traceback" not in log
