@@ -20,30 +20,45 @@ dbt models depend on (README, What lands where):
      ``{"...DescriptorKey": ..., "...DescriptorIndex": ...}``), and ``field_{i}`` for a
      position no descriptor names;
    - without descriptors, the first field is taken to be the time stamp (every series of
-     this kind Garmin sends starts with one).
+     this kind Garmin sends starts with one);
+   - a null row is left out: it holds neither time stamp nor value, and an array cannot hold
+     null in BigQuery.
 
 Nothing else is touched: key order, numbers and strings stay as sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import Any
 
 from ela.connectors.base import DataType, DayRecord, Record
 from ela.errors import PayloadError
+from ela.sinks import jsonl_line
 
 _SUFFIXES = ("ValuesArray", "ValueArray", "Values", "Array", "s")
 
 
-def adapt(data_type: DataType, records: Iterator[Record]) -> Iterator[Record]:
-    """``records`` with the downstream's adaptations applied, one at a time."""
+def lines(data_type: DataType, records: Iterable[Record]) -> Iterator[bytes]:
+    """``records`` as the JSON Lines that land, with the downstream's adaptations applied.
+
+    Looking for arrays of arrays in every record would cost a landing as much CPU as writing
+    it (measured: 50 µs a Spotify track against 8 µs to write it). The line is written first
+    and searched instead: compact JSON holds an array of arrays only where ``[[`` (or, rows
+    after a null, ``[null,``) appears, and only those records are searched and rewritten.
+    """
     for record in records:
         if isinstance(record, DayRecord):
-            yield stamp_day(objects_for_rows(dict(record)), record.day, data_type.name)
-        else:
-            yield objects_for_rows(record)
+            adapted = stamp_day(objects_for_rows(dict(record)), record.day, data_type.name)
+            yield jsonl_line(adapted)
+            continue
+        line = jsonl_line(record)
+        if b"[[" in line or b"[null," in line:
+            adapted = objects_for_rows(record)
+            if adapted is not record:
+                line = jsonl_line(adapted)
+        yield line
 
 
 def stamp_day(record: Record, day: date, data_type: str) -> Record:
@@ -72,7 +87,8 @@ def objects_for_rows(value: Any) -> Any:
         changed: dict[str, Any] | None = None
         for key, item in value.items():
             if isinstance(item, list) and _is_rows(item):
-                new = [_row_object(row, _names(value, key)) for row in item]
+                names = _names(value, key)
+                new = [_row_object(row, names) for row in item if row is not None]
             elif isinstance(item, (dict, list)):
                 new = objects_for_rows(item)
             else:
@@ -83,7 +99,7 @@ def objects_for_rows(value: Any) -> Any:
         return value if changed is None else changed
     if isinstance(value, list):
         if _is_rows(value):
-            return [_row_object(row, {}) for row in value]
+            return [_row_object(row, {}) for row in value if row is not None]
         items = [objects_for_rows(item) for item in value]
         same = all(new is old for new, old in zip(items, value, strict=True))
         return value if same else items
@@ -97,9 +113,7 @@ def _is_rows(items: list[Any]) -> bool:
     )
 
 
-def _row_object(row: list[Any] | None, names: dict[int, str]) -> dict[str, Any] | None:
-    if row is None:
-        return None
+def _row_object(row: list[Any], names: dict[int, str]) -> dict[str, Any]:
     fields = [objects_for_rows(field) for field in row]
     if len(fields) == 2 and names.get(0, "timestamp") == "timestamp":
         return {"timestamp": fields[0], "value": fields[1]}

@@ -116,10 +116,10 @@ def run_job(
     try:
         _check_dependencies(job_name, job.missing_dependencies(environ))
         with service.open_client(ctx) as client:
-            records = downstream.adapt(data_type, data_type.fetch(client, ctx))
+            records = data_type.fetch(client, ctx)
             if faults.armed(environ):
                 records = _crash_midway(records, environ, job_name)
-            spool.write_all(records)
+            spool.write_lines(downstream.lines(data_type, records))
         objects = []
         if spool.records and not overrides.dry_run:
             name = naming.landing(job.service, job.data_type, scheduled_at, run_id)

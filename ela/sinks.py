@@ -248,8 +248,11 @@ class JsonlSpool:
         return self._file
 
     def write_all(self, records: Iterable[Mapping[str, Any]]) -> None:
-        for record in records:
-            line = jsonl_line(record)
+        self.write_lines(jsonl_line(record) for record in records)
+
+    def write_lines(self, lines: Iterable[bytes]) -> None:
+        """Lines already written by :func:`jsonl_line`, each ending in a newline."""
+        for line in lines:
             self.file.write(line)
             self.hash.update(line)
             self.size += len(line)

@@ -4,6 +4,7 @@ tests/test_landing.py."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 from ela.bqcheck import check_jsonl, check_records
 from ela.connectors import data_type
 from ela.connectors.base import DayRecord
-from ela.downstream import adapt, objects_for_rows
+from ela.downstream import lines, objects_for_rows
 from ela.errors import PayloadError
+from ela.sinks import jsonl_line
 
 SLEEP = data_type("garmin", "sleep")
 DAY = date(2026, 3, 29)
@@ -152,8 +154,7 @@ def test_rows_without_descriptors_and_rows_within_rows() -> None:
         "a": {
             "series": [
                 {"timestamp": 1, "field_1": 2, "field_2": 3},
-                None,
-                {"timestamp": 4, "value": 5},
+                {"timestamp": 4, "value": 5},  # the null row left out
             ]
         },
         "deep": [{"inner": [{"timestamp": 1, "value": 2}]}],
@@ -168,21 +169,36 @@ def test_records_without_rows_pass_through_as_the_same_objects() -> None:
 
 
 def test_a_per_day_record_gains_date_and_data_type_after_the_provider_s_keys() -> None:
-    [landed] = adapt(SLEEP, iter([DayRecord({"dailySleepDTO": {"id": 1}, "b": 2}, DAY)]))
-    assert landed == {
-        "dailySleepDTO": {"id": 1},
-        "b": 2,
-        "date": "2026-03-29",
-        "data_type": "sleep",
-    }
-    assert list(landed) == ["dailySleepDTO", "b", "date", "data_type"]
-    assert type(landed) is dict
-    [plain] = adapt(SLEEP, iter([{"id": 1}]))  # not a per-day record: unchanged
-    assert plain == {"id": 1}
-    [same] = adapt(SLEEP, iter([DayRecord({"date": "2026-03-29"}, DAY)]))  # agrees: kept
-    assert same == {"date": "2026-03-29", "data_type": "sleep"}
+    [line] = lines(SLEEP, [DayRecord({"dailySleepDTO": {"id": 1}, "b": 2}, DAY)])
+    assert line == (
+        b'{"dailySleepDTO":{"id":1},"b":2,"date":"2026-03-29","data_type":"sleep"}\n'
+    )  # the provider's keys first, in order
+    [plain] = lines(SLEEP, [{"id": 1}])  # not a per-day record: unchanged
+    assert plain == b'{"id":1}\n'
+    [same] = lines(SLEEP, [DayRecord({"date": "2026-03-29"}, DAY)])  # agrees: kept
+    assert same == b'{"date":"2026-03-29","data_type":"sleep"}\n'
 
 
 def test_a_provider_date_of_another_day_is_not_overwritten() -> None:
-    with pytest.raises(PayloadError, match="already has a top-level 'date' \\('2026-03-28'\\)"):
-        list(adapt(SLEEP, iter([DayRecord({"date": "2026-03-28"}, DAY)])))
+    with pytest.raises(PayloadError, match=r"already has a top-level 'date' \('2026-03-28'\)"):
+        list(lines(SLEEP, [DayRecord({"date": "2026-03-28"}, DAY)]))
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"v": [[1, 2]]},
+        {"a": {"v": [None, [1, 2]]}},
+        {"a": [{"b": [[1, 2], [3, 4]]}]},
+        {"text": "[[not rows]]", "v": [[1, 2]]},
+    ],
+)
+def test_any_record_with_rows_lands_them_as_objects(record: dict[str, Any]) -> None:
+    [line] = lines(SLEEP, [record])
+    assert line == jsonl_line(objects_for_rows(record)) != jsonl_line(record)
+    assert findings(json.loads(line)) == []
+
+
+def test_a_record_that_only_looks_like_it_has_rows_lands_as_sent() -> None:
+    record = {"text": "a [[wiki link]] and [null, x]", "v": [1, [2]]}
+    assert list(lines(SLEEP, [record])) == [jsonl_line(record)]
