@@ -135,20 +135,19 @@ class _File:
         )
 
 
+# JSON value → the column type auto-detection gives it. bool before int: True is an int too.
+_KINDS = (
+    (bool, "BOOLEAN"),
+    (int, "INTEGER"),
+    (float, "FLOAT"),
+    (str, "STRING"),
+    (dict, "RECORD"),
+    (list, "ARRAY"),
+)
+
+
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOLEAN"
-    if isinstance(value, int):
-        return "INTEGER"
-    if isinstance(value, float):
-        return "FLOAT"
-    if isinstance(value, str):
-        return "STRING"
-    if isinstance(value, dict):
-        return "RECORD"
-    if isinstance(value, list):
-        return "ARRAY"
-    return type(value).__name__
+    return next((name for kind, name in _KINDS if isinstance(value, kind)), type(value).__name__)
 
 
 def check_records(records: Iterable[Any]) -> list[Finding]:

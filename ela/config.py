@@ -20,7 +20,14 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from ela import command as command_module
 from ela import cron
@@ -122,10 +129,18 @@ class IngestionConfig(_Strict):
     job_groups: dict[str, JobGroup] = {}
     services: dict[str, ServiceSettings] = {}
     path: str = Field(default="<memory>", exclude=True)
-    # ``FILE:LINE: message`` lines about things that load but should change.
-    notices: tuple[str, ...] = Field(default=(), exclude=True)
-    # The line of every key, by its path (("jobs", "x", "cron")): later checks cite them.
-    lines: dict[tuple[Any, ...], int] = Field(default_factory=dict, exclude=True, repr=False)
+    # Set by loads(), never read from the file: ``FILE:LINE: message`` lines about things that
+    # load but should change, and the line of every key by its path (("jobs", "x", "cron")).
+    _notices: tuple[str, ...] = PrivateAttr(default=())
+    _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        return self._notices
+
+    def line_of(self, *path: Any) -> int:
+        """The line of the deepest key of ``path`` in the file (1 if none is known)."""
+        return _line_of(self._lines, path)
 
     @property
     def env(self) -> Env:
@@ -238,9 +253,9 @@ def loads(text: str, filename: str = "<string>", expect_env: str | None = None) 
 
     model: IngestionConfig | None = None
     try:
-        model = IngestionConfig.model_validate({**data, "path": filename}).model_copy(
-            update={"notices": tuple(problems.render(problems.notices)), "lines": lines}
-        )
+        model = IngestionConfig.model_validate({**data, "path": filename})
+        model._notices = tuple(problems.render(problems.notices))
+        model._lines = lines
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(error["loc"])
@@ -249,6 +264,14 @@ def loads(text: str, filename: str = "<string>", expect_env: str | None = None) 
     if problems.items or model is None:
         raise problems.error()
     return model
+
+
+def _line_of(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
+    """The line of the deepest key of ``loc`` that ``lines`` knows (1 if none)."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
 
 
 class _Problems:
@@ -260,10 +283,7 @@ class _Problems:
         self.found: list[tuple[tuple[Any, ...], str]] = []
 
     def line_of(self, loc: tuple[Any, ...]) -> int:
-        for end in range(len(loc), -1, -1):
-            if loc[:end] in self.lines:
-                return self.lines[loc[:end]]
-        return 1
+        return _line_of(self.lines, loc)
 
     def add(self, loc: tuple[Any, ...], message: str, line: int | None = None) -> None:
         self._put(self.items, loc, message, line)
@@ -570,15 +590,13 @@ def _check_job(name: str, job: Any, problems: _Problems, flags: Mapping[str, str
 def unset_dependencies(config: IngestionConfig, environ: Mapping[str, str]) -> list[str]:
     """``FILE:LINE: jobs.NAME.dependencies: A, B not set`` for each enabled job missing some.
 
-    The line is the job's ``dependencies`` key (or the job's, when it lists none).
+    The line is the job's ``dependencies`` key.
     """
     found = []
     for name, job in config.enabled_jobs().items():
         missing = job.missing_dependencies(environ)
         if missing:
-            line = config.lines.get(
-                ("jobs", name, "dependencies"), config.lines.get(("jobs", name), 1)
-            )
+            line = config.line_of("jobs", name, "dependencies")
             found.append(
                 f"{config.path}:{line}: jobs.{name}.dependencies: {', '.join(missing)} not set; "
                 "the job refuses to run without them"
