@@ -23,7 +23,9 @@ from ela.cli_common import (
     emit_json,
     fail,
     load,
+    plural,
     print_table,
+    ready,
     user_errors,
 )
 from ela.errors import IngestError
@@ -217,8 +219,15 @@ def run(
 ) -> None:
     """Run TARGET (a job or a group) now: on the workers, or --inline in this process."""
     with user_errors():
-        config = load(env)
+        config = ready(env, broker=not inline)
         names = config.resolve(target)
+    if target in config.job_groups:  # a group runs what beat would run; a job named runs anyway
+        disabled = [name for name in names if not config.jobs[name].enabled]
+        names = [name for name in names if name not in disabled]
+        if disabled:
+            click.echo(f"skipping {', '.join(disabled)}: disabled in {config.path}", err=True)
+        if not names:
+            fail(f"every job of {target} is disabled in {config.path}")
     overrides: dict[str, Any] = {
         "limit": limit,
         "since": _iso(since.replace(tzinfo=UTC) if since else None),
@@ -315,7 +324,7 @@ def _run_on_workers(
 
 def _exec_celery(env: str | None, args: list[str]) -> NoReturn:
     with user_errors():
-        load(env)
+        ready(env, broker=True)
     argv = [sys.executable, "-m", "celery", "-A", "worker", *args]
     os.execvpe(argv[0], argv, {**os.environ, "PYTHONPATH": _pythonpath()})
 
@@ -336,7 +345,7 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
     """A Celery worker for the env's queues (concurrency and limits from its config).
 
-    Extra arguments go to ``celery worker``.
+    Extra arguments go to 'celery worker'.
     """
     _exec_celery(env, ["worker", "-l", loglevel, *ctx.args])
 
@@ -346,7 +355,7 @@ def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
 @click.option("-l", "--loglevel", default="info", show_default=True)
 @click.pass_context
 def beat(ctx: click.Context, env: str | None, loglevel: str) -> None:
-    """Celery beat with the env's schedule. Extra arguments go to ``celery beat``."""
+    """Celery beat with the env's schedule. Extra arguments go to 'celery beat'."""
     state_dir = Path(os.environ.get("ELA_STATE_DIR", ".ela"))
     state_dir.mkdir(parents=True, exist_ok=True)
     _exec_celery(env, ["beat", "-l", loglevel, *ctx.args])
@@ -363,10 +372,12 @@ def flower(ctx: click.Context, env: str | None, address: str, port: int) -> None
     Every page, API call and /metrics needs the credentials (worker/flower_app.py); only
     /healthcheck answers without them. Extra arguments go to Flower.
     """
-    if not os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")[2]:
-        fail("FLOWER_BASIC_AUTH is not set: Flower can send tasks, so it needs user:password")
+    user, _, password = os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")
+    if not user or not password:
+        said = " is not set" if not user else f"={user!r} has no password"
+        fail(f"FLOWER_BASIC_AUTH{said}: Flower can send tasks, so it needs user:password")
     with user_errors():
-        load(env)
+        ready(env, broker=True)
     argv = [sys.executable, "-m", "worker.flower_app", f"--address={address}", f"--port={port}"]
     os.execvpe(argv[0], [*argv, *ctx.args], {**os.environ, "PYTHONPATH": _pythonpath()})
 
@@ -416,8 +427,8 @@ def bucket_purge_errors(env: str | None) -> None:
         config = load(env)
         deleted = purge_errors(open_bucket(bucket_url(config.global_.gcs_bucket)), config)
     click.echo(
-        f"deleted {len(deleted)} error objects older than "
-        f"{config.global_.error_retention_days} days"
+        f"deleted {plural(len(deleted), 'error object')} older than "
+        f"{plural(config.global_.error_retention_days, 'day')}"
     )
 
 

@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from ela.cli_common import ENV_OPTION, emit_json, fail, load, print_table, user_errors
+from ela.cli_common import ENV_OPTION, emit_json, fail, load, plural, print_table, user_errors
 from ela.errors import FatalError, IngestError
 
 if TYPE_CHECKING:
@@ -105,10 +105,6 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{m:02d}m"
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 class Progress:
     """A redrawn ``\\r`` line with a bar on a terminal; one plain line per event otherwise."""
 
@@ -140,7 +136,7 @@ class Progress:
         if result.outcome == "already_committed":
             return f"{chunk.label} already committed"
         return (
-            f"{chunk.label} {_count(result.records, 'record')}, {_count(result.api_calls, 'call')}"
+            f"{chunk.label} {plural(result.records, 'record')}, {plural(result.api_calls, 'call')}"
         )
 
     def _draw(self, event: bf.Event) -> None:
@@ -270,7 +266,7 @@ def execute(
     failed = state.failed
     if failed is not None:
         before = len(state.results) - 1
-        kept = f"the {_count(before, 'chunk')} before it stay committed; " if before else ""
+        kept = f"the {plural(before, 'chunk')} before it stay committed; " if before else ""
         fail(
             f"chunk {failed.chunk.index}/{failed.chunk.count} ({failed.chunk.label}) failed: "
             f"{failed.error}; {kept}run the same command again to resume"

@@ -22,6 +22,11 @@ ENV_OPTION = click.option(
 )
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 record``, ``2 records``, ``1,000 records``."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
 def fail(message: str) -> NoReturn:
     click.echo(f"ela: {message}", err=True)
     sys.exit(1)
@@ -43,6 +48,24 @@ def load(env: str | None) -> config_module.IngestionConfig:
     if env:
         os.environ["ELA_ENV"] = env  # so worker/app.py, imported later, agrees
     return config_module.load_env(env)
+
+
+def ready(env: str | None, *, broker: bool = False) -> config_module.IngestionConfig:
+    """The env's config, once the process environment checks out (ela.settings): every problem
+    is one line and the command exits 1 before starting anything. ``broker``: also connect to
+    Redis, for commands that cannot work without it."""
+    from ela import settings
+
+    config = load(env)
+    found = settings.problems(config, os.environ)
+    if broker and not found:
+        problem = settings.redis_problem(os.environ.get("REDIS_URL") or settings.DEFAULT_BROKER)
+        found = [problem] if problem else []
+    if found:
+        for line in found:
+            click.echo(f"ela: {line}", err=True)
+        sys.exit(1)
+    return config
 
 
 def emit_json(value: Any) -> None:

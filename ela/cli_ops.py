@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ela import config as config_module
-from ela.cli_common import ENV_OPTION, emit_json, fail, load, print_table, user_errors
+from ela.cli_common import ENV_OPTION, emit_json, fail, load, plural, print_table, user_errors
 
 if TYPE_CHECKING:
     from ela.ops import status
@@ -226,9 +226,10 @@ def diff_command(left: str, right: str, as_json: bool, color: bool | None) -> No
         lconf = config_module.load(_config_file(left))
         rconf = config_module.load(_config_file(right))
     rows = configdiff.compare(lconf, rconf)
+    differs = any(row.differs for row in rows)
     if as_json:
         emit_json(configdiff.as_json(lconf, rconf, rows))
-        return
+        sys.exit(1 if differs else 0)
     use_color = color if color is not None else sys.stdout.isatty()
     lname, rname = lconf.env.upper(), rconf.env.upper()
     if lname == rname:
@@ -249,7 +250,8 @@ def diff_command(left: str, right: str, as_json: bool, color: bool | None) -> No
             click.echo(text, color=use_color)
         click.echo("")
     count = sum(row.differs for row in rows)
-    click.echo(f"{count} difference{'s' if count != 1 else ''} ({lconf.path} vs {rconf.path})")
+    click.echo(f"{plural(count, 'difference')} ({lconf.path} vs {rconf.path})")
+    sys.exit(1 if differs else 0)  # as diff(1) does: 0 the same, 1 different
 
 
 def _line(marker: str, cells: list[str], widths: list[int]) -> str:

@@ -12,6 +12,7 @@ Things that load but should change (the old ``schedule`` key) are notices, not p
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -37,7 +38,17 @@ from ela.errors import ConfigError
 Env = Literal["dev", "prd"]
 ENVS: tuple[Env, ...] = ("dev", "prd")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")  # fullmatch: `$` would let a trailing newline through
+# Limits that keep validation quick and small whatever the bytes (a config is a few KiB with a
+# few hundred values): a file is read only up to MAX_BYTES, aliases may expand it to MAX_VALUES
+# values, nested MAX_DEPTH deep; beyond MAX_PROBLEMS problems the rest are counted, not listed.
+MAX_BYTES = 256 << 10
+MAX_VALUES = 100_000
+MAX_DEPTH = 50
+MAX_PROBLEMS = 100
+# The one-line fallback for an exception validation did not expect (a bug): a user still gets
+# FILE:LINE and no traceback; tests/test_config_fuzz.py fails if any input reaches it.
+INTERNAL = "internal error while validating"
 # SPEC §2. The origin's files have no error_retention_days: the seed's table states these.
 ERROR_RETENTION_DAYS: dict[str, int] = {"dev": 7, "prd": 14}
 # The origin's legacy single file named both buckets; an env file names one.
@@ -169,9 +180,11 @@ class IngestionConfig(_Strict):
             return [target]
         if target in self.job_groups:
             return list(self.job_groups[target].jobs)
+        close = difflib.get_close_matches(target, [*self.jobs, *self.job_groups], n=1)
+        hint = f"did you mean {close[0]}?" if close else f"jobs: {', '.join(self.jobs)}"
         raise KeyError(
-            f"{target!r} is neither a job nor a group of {self.path}; jobs: "
-            f"{', '.join(self.jobs)}; groups: {', '.join(self.job_groups) or 'none'}"
+            f"{target!r} is neither a job nor a group of {self.path}; {hint}; "
+            f"groups: {', '.join(self.job_groups) or 'none'}"
         )
 
     def job_for_task(self, task: str) -> str:
@@ -219,9 +232,25 @@ def load(path: str | os.PathLike[str], expect_env: str | None = None) -> Ingesti
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():
+            raise ConfigError([f"{path}:1: not a regular file"])
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise ConfigError([f"{path}:1: cannot read the file: {exc.strerror}"]) from None
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([f"{path}:1: cannot read the file: {reason}"]) from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(
+            [f"{path}:1: the file is over {MAX_BYTES // 1024} KiB; a config is a few KiB"]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = data[exc.start]
+        raise ConfigError(
+            [f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8"]
+        ) from None
     return loads(text, str(path), expect_env=expect_env)
 
 
@@ -241,25 +270,36 @@ def load_env(env: str | None = None, environ: Mapping[str, str] = os.environ) ->
 
 def loads(text: str, filename: str = "<string>", expect_env: str | None = None) -> IngestionConfig:
     """Validate YAML text; see :func:`load`."""
+    try:
+        return _loads(text, filename, expect_env)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a bug: still one line, no traceback (the fuzz test finds these)
+        raise ConfigError(
+            [f"{filename}:1: {INTERNAL} ({type(exc).__name__}: {str(exc)[:200]}); please report it"]
+        ) from exc
+
+
+def _loads(text: str, filename: str, expect_env: str | None) -> IngestionConfig:
     problems = _Problems(filename)
-    data, lines = _parse_yaml(text, problems)
+    data = _parse_yaml(text, problems)
     if data is None and problems.items:
         raise problems.error()
     if not isinstance(data, dict):
         problems.add((), "the file must be a mapping with global, jobs, job_groups and services")
         raise problems.error()
-    problems.lines = lines
     from_command = _origin_forms(data, problems)
 
     model: IngestionConfig | None = None
     try:
         model = IngestionConfig.model_validate({**data, "path": filename})
         model._notices = tuple(problems.render(problems.notices))
-        model._lines = lines
+        model._lines = problems.lines
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(error["loc"])
-            problems.add(loc, _pydantic_message(error))
+            if not problems.covers(loc):  # e.g. a recursive alias, already said, read as None
+                problems.add(loc, _pydantic_message(error))
     _check_semantics(data, filename, problems, expect_env, from_command)
     if problems.items or model is None:
         raise problems.error()
@@ -278,16 +318,22 @@ class _Problems:
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self.lines: dict[tuple[Any, ...], int] = {}
-        self.items: list[tuple[int, str]] = []
-        self.notices: list[tuple[int, str]] = []
+        self.items: dict[tuple[int, str], None] = {}  # ordered, and a set: 40,000 stay fast
+        self.notices: dict[tuple[int, str], None] = {}
+        self.locs: set[tuple[Any, ...]] = set()
         self.found: list[tuple[tuple[Any, ...], str]] = []
+
+    def covers(self, loc: tuple[Any, ...]) -> bool:
+        """A problem was already reported at ``loc`` or at a value containing it."""
+        return any(loc[:end] in self.locs for end in range(len(loc) + 1))
 
     def line_of(self, loc: tuple[Any, ...]) -> int:
         return _line_of(self.lines, loc)
 
     def add(self, loc: tuple[Any, ...], message: str, line: int | None = None) -> None:
-        self._put(self.items, loc, message, line)
+        self.locs.add(loc)
         self.found.append((loc, message))
+        self._put(self.items, loc, message, line)
 
     def error(self) -> ConfigError:
         return ConfigError(self.render(), self.found)
@@ -297,68 +343,159 @@ class _Problems:
         self._put(self.notices, loc, message, None)
 
     def _put(
-        self, into: list[tuple[int, str]], loc: tuple[Any, ...], message: str, line: int | None
+        self,
+        into: dict[tuple[int, str], None],
+        loc: tuple[Any, ...],
+        message: str,
+        line: int | None,
     ) -> None:
-        where = ".".join(str(part) for part in loc)
+        where = ".".join(_printable(part) for part in loc)
         text = f"{where}: {message}" if where else message
-        item = (line if line is not None else self.line_of(loc), text)
-        if item not in into:
-            into.append(item)
+        into[(line if line is not None else self.line_of(loc), text)] = None
 
-    def render(self, items: list[tuple[int, str]] | None = None) -> list[str]:
-        chosen = self.items if items is None else items
-        return [f"{self.filename}:{line}: {text}" for line, text in sorted(chosen)]
+    def render(self, items: dict[tuple[int, str], None] | None = None) -> list[str]:
+        chosen = sorted(self.items if items is None else items)
+        lines = [f"{self.filename}:{line}: {text}" for line, text in chosen]
+        if len(lines) > MAX_PROBLEMS:
+            more = len(lines) - MAX_PROBLEMS
+            lines = [
+                *lines[:MAX_PROBLEMS],
+                f"{self.filename}:{chosen[MAX_PROBLEMS][0]}: and {more:,} more problems; "
+                "fix these first",
+            ]
+        return lines
 
 
-def _parse_yaml(text: str, problems: _Problems) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    """YAML → Python, remembering the line of every key and rejecting duplicate keys."""
-    lines: dict[tuple[Any, ...], int] = {}
+def _printable(part: Any) -> str:
+    """A key as it goes into a one-line message: quoted if it holds anything unprintable."""
+    text = str(part)
+    return text if text.isprintable() and len(text) <= 80 else repr(text[:80])
+
+
+# LibYAML's parser when PyYAML was built with it: four times as fast on a large file.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _TooLarge(Exception):
+    """The document expands past MAX_VALUES values (an alias bomb)."""
+
+
+def _parse_yaml(text: str, problems: _Problems) -> Any:
+    """YAML → Python, noting the line of every key in ``problems`` and rejecting duplicates.
+
+    Aliases are expanded here, once per use, up to :data:`MAX_VALUES` values in all; an alias
+    inside the value it names (recursion) and nesting beyond :data:`MAX_DEPTH` are problems.
+    Merge keys (``<<: *defaults``) merge, as YAML 1.1 says.
+    """
+    lines = problems.lines  # filled as keys are read: problems found meanwhile get their line
     if not text.strip():
         problems.add((), "the file is empty; expected global, jobs, job_groups and services")
-        return None, lines
-    loader = yaml.SafeLoader(text)
+        return None
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters such as NUL
+        problems.add((), f"not valid YAML: {_yaml_reason(exc)}", line=_yaml_line(exc, text))
+        return None
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        problems.add((), f"not valid YAML: {reason}", line=mark.line + 1 if mark else 1)
-        return None, lines
+        problems.add((), f"not valid YAML: {_yaml_reason(exc)}", line=_yaml_line(exc, text))
+        return None
+    except RecursionError:
+        problems.add((), f"nested more than {MAX_DEPTH} levels deep; a config is a few levels")
+        return None
     finally:
         loader.dispose()
     if node is None:
         problems.add((), "the file is empty; expected global, jobs, job_groups and services")
-        return None, lines
+        return None
+    values = 0
+    # The nodes being built, and where: meeting one again is an alias inside what it names.
+    active: dict[int, tuple[Any, ...]] = {}
 
     def build(node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        nonlocal values
+        values += 1
+        if values > MAX_VALUES:
+            raise _TooLarge
         lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str):
-                    key = str(key)
-                child = (*path, key)
-                if key in result:
-                    problems.add(
-                        child,
-                        f"duplicate key (first defined on line {lines[child]}); "
-                        "YAML would silently keep only the last one",
-                        line=key_node.start_mark.line + 1,
-                    )
-                    continue
-                lines[child] = key_node.start_mark.line + 1
-                result[key] = build(value_node, child)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [build(item, (*path, i)) for i, item in enumerate(node.value)]
-        try:
-            return loader.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            problems.add(path, f"cannot read value: {exc}")
+        if id(node) in active:
+            problems.add(active[id(node)], "an alias inside this value refers to it (recursive)")
             return None
+        if len(path) > MAX_DEPTH:
+            problems.add(path[:MAX_DEPTH], f"nested more than {MAX_DEPTH} levels deep")
+            return None
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                return loader.construct_object(node, deep=True)
+            except Exception as exc:  # `!!int abc`, `!!bool maybe`, unknown tags
+                problems.add(path, f"cannot read value: {_yaml_reason(exc)}")
+                return None
+        active[id(node)] = path
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return build_mapping(node, path)
+            return [build(item, (*path, i)) for i, item in enumerate(node.value)]
+        finally:
+            del active[id(node)]
 
-    return build(node, ()), lines
+    def build_mapping(node: yaml.MappingNode, path: tuple[Any, ...]) -> dict[str, Any]:
+        try:
+            loader.flatten_mapping(node)  # merge keys, in place
+        except yaml.YAMLError as exc:
+            problems.add(path, f"cannot merge: {_yaml_reason(exc)}")
+        except RecursionError:
+            problems.add(path, "an alias inside this value refers to it (recursive)")
+            return {}
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.add(path, "keys must be plain names, not lists or mappings", key_line)
+                continue
+            try:
+                key = loader.construct_object(key_node)
+            except Exception as exc:
+                problems.add(path, f"cannot read key: {_yaml_reason(exc)}", key_line)
+                continue
+            key = key if isinstance(key, str) else str(key)
+            child = (*path, key)
+            if key in result:
+                problems.add(
+                    child,
+                    f"duplicate key (first defined on line {lines[child]}); "
+                    "YAML would silently keep only the last one",
+                    line=key_line,
+                )
+                continue
+            lines[child] = key_line
+            result[key] = build(value_node, child)
+        return result
+
+    try:
+        return build(node, ())
+    except _TooLarge:
+        problems.add(
+            (),
+            f"the file expands to more than {MAX_VALUES:,} values through its aliases "
+            "(&anchor / *alias); write the values out",
+            line=1,
+        )
+        return None
+
+
+def _yaml_reason(exc: BaseException) -> str:
+    """What went wrong, in one short line, without the library's multi-line context."""
+    reason = getattr(exc, "problem", None) or str(exc)
+    return " ".join(str(reason).split())[:200]
+
+
+def _yaml_line(exc: BaseException, text: str) -> int:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return int(mark.line) + 1
+    position = getattr(exc, "position", None)  # a ReaderError has the offending character's
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
 
 
 def _pydantic_message(error: Mapping[str, Any]) -> str:
@@ -376,8 +513,14 @@ def _pydantic_message(error: Mapping[str, Any]) -> str:
             "list_type": "a list",
             "dict_type": "a mapping",
         }[kind]
-        return f"expected {wanted}, got {value!r}"
-    return f"{error['msg']} (got {value!r})" if value is not None else str(error["msg"])
+        return f"expected {wanted}, got {_shown(value)}"
+    return f"{error['msg']} (got {_shown(value)})" if value is not None else str(error["msg"])
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: its repr, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _mapping(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -491,7 +634,7 @@ def _check_semantics(
     if isinstance(timezone, str):
         try:
             ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, "Europe"
             problems.add(
                 ("global", "timezone"), f"{timezone!r} is not an IANA time zone (e.g. UTC)"
             )
@@ -526,6 +669,8 @@ def _check_semantics(
             continue
         seen: set[str] = set()
         for i, member in enumerate(members):
+            if not isinstance(member, str):
+                continue  # the model reports it: expected a string
             if member not in jobs:
                 problems.add(
                     ("job_groups", group, "jobs", i),
@@ -539,7 +684,7 @@ def _check_semantics(
 def _check_job(name: str, job: Any, problems: _Problems, flags: Mapping[str, str]) -> None:
     """One job's cron and parameters; a parameter its ``command`` set is reported there."""
     loc: tuple[Any, ...] = ("jobs", name)
-    if not _NAME.match(str(name)):
+    if not _NAME.fullmatch(str(name)):
         problems.add(loc, "job names are lower_snake_case (letters, digits, underscores)")
     if not isinstance(job, dict):
         return

@@ -49,6 +49,13 @@ class TimeLimitError(IngestError):
     kind = "time_limit"
 
 
+class InputError(IngestError):
+    """The run was asked for with arguments it cannot take (a wrong type, an unknown job, a bad
+    run id): refused before anything is fetched; the message names the field."""
+
+    kind = "input"
+
+
 class ConfigError(Exception):
     """A configuration problem; ``problems`` holds one ``FILE:LINE: message`` line each.
 

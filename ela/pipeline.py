@@ -29,11 +29,11 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ela import downstream, faults, naming
+from ela import downstream, faults, limits, naming
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES, FetchContext, Record
-from ela.errors import IngestError, ReauthError, RetriableError
-from ela.sinks import Bucket, JsonlSpool, bucket_url, get_json, open_bucket, put_json
+from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
+from ela.sinks import Bucket, JsonlSpool, SpoolFull, bucket_url, get_json, open_bucket, put_json
 from ela.state import advance_cursor, read_cursor
 
 log = logging.getLogger("ela.pipeline")
@@ -115,11 +115,19 @@ def run_job(
     spool = JsonlSpool()
     try:
         _check_dependencies(job_name, job.missing_dependencies(environ))
+        spool.max_bytes = limits.max_spool_bytes(environ)
         with service.open_client(ctx) as client:
             records = data_type.fetch(client, ctx)
             if faults.armed(environ):
                 records = _crash_midway(records, environ, job_name)
-            spool.write_lines(downstream.lines(data_type, records))
+            try:
+                spool.write_lines(downstream.lines(data_type, records))
+            except SpoolFull as full:
+                raise PayloadError(
+                    f"{ctx.page or job.service + ': ' + job_name}: the run's landing data "
+                    f"passed ELA_MAX_SPOOL_BYTES ({full.limit:,} bytes) at record "
+                    f"#{full.records + 1}; nothing was committed"
+                ) from full
         objects = []
         if spool.records and not overrides.dry_run:
             name = naming.landing(job.service, job.data_type, scheduled_at, run_id)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ela import config as config_module
+from ela.cli_common import plural
 from ela.emulators.registry import emulator_for
 from ela.tokens import TokenStore
 
@@ -215,7 +216,8 @@ def _run_all(
             outcomes[name] = {"job": name, **outcome}
             mark = "✓" if outcome["outcome"] == "succeeded" else "✗"
             done = len(outcomes)
-            detail = f"{outcome.get('records', 0)} records" if mark == "✓" else outcome["error"]
+            records = int(outcome.get("records") or 0)
+            detail = plural(records, "record") if mark == "✓" else outcome["error"]
             _say(f"  [{done:>2}/{len(config.jobs)}] {mark} {name}: {detail}")
         time.sleep(0.1)
     for name in pending:

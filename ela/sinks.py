@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -130,6 +131,9 @@ class GCSBucket:
         if emulator := environ.get("STORAGE_EMULATOR_HOST"):
             from google.auth.credentials import AnonymousCredentials
 
+            # `.env.example` and the emulator's own docs write host:port; the client needs a URL.
+            emulator = emulator if "://" in emulator else f"http://{emulator}"
+
             # Passed explicitly: the client itself only looks at os.environ.
             client = storage.Client(
                 credentials=AnonymousCredentials(),
@@ -176,6 +180,42 @@ class GCSBucket:
             self.bucket.blob(name).delete()
 
 
+class BucketURLError(ValueError):
+    """``ELA_BUCKET_URL`` names no bucket we can write to; the message says what would."""
+
+
+# GCS bucket names: 3-63 lowercase letters, digits, dots, dashes and underscores.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+
+
+def parse_bucket_url(url: str) -> tuple[str, str]:
+    """``gs://NAME`` → ("gs", NAME); ``file:///FOLDER`` → ("file", "/FOLDER").
+
+    Raises:
+        BucketURLError: a prefix inside a GCS bucket (not supported: give each environment a
+            bucket of its own), a relative ``file://`` path (``file://data`` names a host
+            "data", and wrote at the filesystem root), or any other scheme.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "gs":
+        if parsed.path.strip("/"):
+            raise BucketURLError(
+                f"ELA_BUCKET_URL={url!r}: a folder inside a bucket ({parsed.path}) is not "
+                f"supported; use the bucket itself, gs://{parsed.netloc}"
+            )
+        if not _BUCKET_NAME.fullmatch(parsed.netloc):
+            raise BucketURLError(f"ELA_BUCKET_URL={url!r}: {parsed.netloc!r} is not a bucket name")
+        return "gs", parsed.netloc
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise BucketURLError(
+                f"ELA_BUCKET_URL={url!r}: a file:// URL needs an absolute path, "
+                "file:///absolute/folder (three slashes)"
+            )
+        return "file", unquote(parsed.path)
+    raise BucketURLError(f"ELA_BUCKET_URL={url!r}: expected gs://BUCKET or file:///FOLDER")
+
+
 def bucket_url(default_bucket: str, environ: Mapping[str, str] = os.environ) -> str:
     return environ.get("ELA_BUCKET_URL") or f"gs://{default_bucket}"
 
@@ -196,12 +236,8 @@ def open_bucket(url: str, environ: Mapping[str, str] = os.environ) -> Bucket:
 
 
 def _open_bucket(url: str, environ: Mapping[str, str]) -> Bucket:
-    parsed = urlparse(url)
-    if parsed.scheme == "gs" and parsed.netloc:
-        return GCSBucket(parsed.netloc, environ)
-    if parsed.scheme == "file":
-        return LocalBucket(unquote(parsed.path))
-    raise ValueError(f"ELA_BUCKET_URL: {url!r} is neither gs://BUCKET nor file:///FOLDER")
+    scheme, location = parse_bucket_url(url)
+    return GCSBucket(location, environ) if scheme == "gs" else LocalBucket(location)
 
 
 def jsonl_line(record: Any) -> bytes:
@@ -229,17 +265,29 @@ class WrittenObject:
     records: int
 
 
+class SpoolFull(Exception):
+    """The run's landing data would pass the spool's ``max_bytes``."""
+
+    def __init__(self, limit: int, records: int) -> None:
+        super().__init__(f"spool full: {limit} bytes after {records} records")
+        self.limit = limit
+        self.records = records
+
+
 class JsonlSpool:
     """Records → JSON Lines in a temporary file, hashed as they are written.
 
     Memory stays flat however many records a run has; the file is uploaded whole at the end.
+    The file has no name (it is unlinked when made), so its disk space goes back when it is
+    closed, or when the process dies; it never grows past ``max_bytes``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = None) -> None:
         self._file: IO[bytes] | None = None  # created on the first record: empty runs need none
         self.hash = hashlib.sha256()
         self.size = 0
         self.records = 0
+        self.max_bytes = max_bytes
 
     @property
     def file(self) -> IO[bytes]:
@@ -248,11 +296,23 @@ class JsonlSpool:
         return self._file
 
     def write_all(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Spool ``records``.
+
+        Raises:
+            SpoolFull: the next record would take the file past ``max_bytes``.
+        """
         self.write_lines(jsonl_line(record) for record in records)
 
     def write_lines(self, lines: Iterable[bytes]) -> None:
-        """Lines already written by :func:`jsonl_line`, each ending in a newline."""
+        """Spool lines already written by :func:`jsonl_line`, each ending in a newline.
+
+        Raises:
+            SpoolFull: the next line would take the file past ``max_bytes``.
+        """
+        limit = self.max_bytes or sys.maxsize
         for line in lines:
+            if self.size + len(line) > limit:
+                raise SpoolFull(limit, self.records)
             self.file.write(line)
             self.hash.update(line)
             self.size += len(line)

@@ -21,6 +21,51 @@ from tests.helpers import (
     start_worker,
 )
 
+# Two tiers. The fast one (`scripts/test --fast`, `pytest -m "not integration"`) is unit tests:
+# no processes, no Redis, no GCS emulator. A test is `integration` when it uses a fixture that
+# needs those (below) or its module says so (`pytestmark`). In the fast tier a test that starts a
+# process or opens a Redis connection anyway fails, saying to mark it, so the tiers stay honest.
+INTEGRATION_FIXTURES = frozenset(
+    {
+        "redis_url",
+        "redis_prefix",
+        "redis_client",
+        "storage_emulator",
+        "gcs_bucket",
+        "worker_factory",
+    }
+)
+FAST_TIER = os.environ.get("ELA_TEST_TIER") == "fast"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the fast tier, starting a process or connecting to Redis fails the test."""
+    if not FAST_TIER or request.node.get_closest_marker("integration"):
+        return
+    import subprocess
+
+    import redis.connection
+
+    def refuse(what: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(
+                f"{request.node.nodeid} {what} in the fast tier: mark it "
+                "`pytest.mark.integration` (or use a fixture that does)"
+            )
+
+        return call
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
+    monkeypatch.setattr(redis.connection.AbstractConnection, "connect", refuse("connects to Redis"))
+
+
 # Tests use this Redis database (override with ELA_TEST_REDIS_URL), and within it a key prefix
 # of their own per session and per test, so concurrent runs never take each other's tasks.
 # Only our own keys are deleted afterwards.

@@ -221,15 +221,18 @@ def gcs_emulator() -> Iterator[str]:
 class PrivateRedis:
     """A redis-server of this test's own on a free port, to restart or flush at will."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, password: str | None = None) -> None:
         self.folder = folder
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PrivateRedis:
+        extra = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(
-            redis_server_command(self.port, self.folder),
+            [*redis_server_command(self.port, self.folder), *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

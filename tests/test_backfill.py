@@ -334,7 +334,7 @@ def test_a_failed_chunk_stops_the_backfill_and_a_rerun_fetches_only_the_rest(
 
     assert first.exit_code == 1
     assert (
-        "ela: chunk 4/6 (2025-04-01..2025-04-30) failed: strava: HTTP 404 on "
+        "ela: chunk 4/6 (2025-04-01..2025-04-30) failed: strava: HTTP 404 from "
         "/api/v3/athlete/activities"
     ) in first.output
     assert "the 3 chunks before it stay committed; run the same command again" in first.output

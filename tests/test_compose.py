@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -64,11 +64,19 @@ def compose_command() -> tuple[str, ...] | None:
     return None
 
 
-needs_compose = pytest.mark.skipif(
+_no_compose = pytest.mark.skipif(
     compose_command() is None,
     reason="docker-compose is not installed (scripts/test installs it with apt-get when run "
     "as root; otherwise: apt-get install docker-compose)",
 )
+
+
+T = TypeVar("T")
+
+
+def needs_compose(test: T) -> T:
+    """Runs ``docker-compose`` (a process): skipped without it, and not in the fast tier."""
+    return pytest.mark.integration(_no_compose(test))
 
 
 def example_env() -> dict[str, str]:

@@ -367,6 +367,7 @@ def _ela(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_validate_cli_ok_and_bad(tmp_path: Path) -> None:
     ok = _ela("validate")
     assert ok.returncode == 0, ok.stderr
@@ -383,6 +384,7 @@ def test_validate_cli_ok_and_bad(tmp_path: Path) -> None:
     assert "ingestion-config-prd.yaml: ok" in result.stdout
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_cli_bad_env_config_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("global: [\n")
@@ -398,6 +400,7 @@ def test_cli_bad_env_config_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"{bad}:")
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_missing_file_is_one_line(tmp_path: Path) -> None:
     result = _ela("validate", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1

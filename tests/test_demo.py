@@ -14,6 +14,8 @@ from ela.sandbox import isolated_environ
 from ela.sinks import LocalBucket
 from tests.helpers import REPO
 
+pytestmark = pytest.mark.integration  # the demo runs a real worker process
+
 
 @pytest.mark.timeout(300)
 def test_demo_runs_every_job_through_a_real_worker(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from tests.conftest import WorkerFactory, read_jsonl
 from tests.helpers import REPO, free_port, todoist_only, wait_for
 from worker.flower_app import broker_uri_for_flower, flower_argv
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.integration]  # Flower processes
 
 USER = "ela-admin"
 PASSWORD = "flower-test-password-4f9c"

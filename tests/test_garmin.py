@@ -353,7 +353,7 @@ def test_a_403_to_a_freshly_fetched_name_is_not_retried(
 ) -> None:
     emulator.prepare_tokens(store)
     emulator.inject(Fault(403, path="dailySleepData"))
-    with pytest.raises(FatalError, match="403"):
+    with pytest.raises(ReauthError, match="HTTP 403 from sleep 2025-06-30"):
         run("garmin_sleep")
     assert emulator.calls_to("socialProfile") == 1
     assert emulator.calls_to("dailySleepData") == 1

@@ -260,10 +260,18 @@ def test_status_retention_and_backfill_keep_working_on_the_names_landed_before(
     assert NAME.match(new) and new.endswith("_garmin_heart_rate.jsonl")
     assert first[0]["objects"][0]["name"] not in names  # renamed, as before the upgrade
 
-    # Status reads manifests, whatever the objects are called.
-    report = {job.job: job for job in status.collect(CONFIG, bucket, now=datetime.now(UTC)).jobs}
+    # A scheduled run lands beside them; status reads manifests, whatever the objects' names.
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    scheduled = run_job(
+        CONFIG, "garmin_heart_rate", run_id=str(uuid.uuid4()), scheduled_at=now,
+        bucket=bucket, environ=environ,
+    )  # fmt: skip
+    report = {job.job: job for job in status.collect(CONFIG, bucket, now=now).jobs}
     last_success = report["garmin_heart_rate"].last_success
-    assert last_success is not None and last_success["run_id"] == results[2]["run_id"]
+    assert last_success is not None and last_success["run_id"] == scheduled["run_id"]
+    assert report["garmin_heart_rate"].freshness.state == "fresh"
+    names = sorted(o.name for o in bucket.list("garmin/landing/"))
+    assert len(names) == 4 and [n for n in names if n in old] == sorted(old)
 
     # Retention deletes the old error, and no landing object of either name.
     deleted = purge_errors(bucket, CONFIG)

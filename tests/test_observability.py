@@ -171,6 +171,7 @@ def test_log_format_follows_the_terminal_unless_told() -> None:
     assert log_format(None, {}) == "json"
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_without_a_dsn_sentry_is_neither_started_nor_imported() -> None:
     code = (
         "import sys, worker, tasks\n"

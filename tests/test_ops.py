@@ -48,8 +48,12 @@ def write_run(
     records: int = 3,
     api_calls: int = 2,
     cpu_s: float | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> str:
-    """A landing object and its manifest, shaped as ela.pipeline.run_job writes them."""
+    """A landing object and its manifest, shaped as ela.pipeline.run_job writes them.
+
+    ``window``: an explicit since/until, as a backfill chunk runs (stamped with its end).
+    """
     config = config_module.load(REPO / "ingestion-config-dev.yaml")
     spec = config.jobs[job]
     run_id = str(uuid.uuid4())
@@ -74,7 +78,10 @@ def write_run(
         "cursor_after": None,
         "api_calls": api_calls,
         "params": spec.params(),
-        "window": {"since": None, "until": None},
+        "window": {
+            "since": window[0].isoformat() if window else None,
+            "until": window[1].isoformat() if window else None,
+        },
         "warnings": [],
         "dry_run": False,
         "bucket": bucket.url,
@@ -105,7 +112,7 @@ def write_error(bucket: Bucket, job: str, service: str, failed_at: datetime) -> 
     return run_id
 
 
-@pytest.fixture(params=["local", "gcs"])
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.integration)])
 def bucket(request: pytest.FixtureRequest) -> Bucket:
     """The same status tests against a local folder and the GCS emulator."""
     fixture = "local_bucket" if request.param == "local" else "gcs_bucket"
@@ -156,6 +163,21 @@ def test_status_freshness_from_manifests_and_errors(bucket: Bucket) -> None:
     assert by_job["todoist_projects"].freshness.state == "never"
     assert by_job["todoist_projects"].last_failure is not None
     assert by_job["spotify_recently_played"].last_success is None
+
+
+def test_status_is_right_after_a_backfill_wrote_many_chunks(bucket: Bucket) -> None:
+    """Backfill chunks are stamped with their window's end, years back; written after the job's
+    own run, they used to be taken for its last run: 'stale: 5,836 ticks missed'."""
+    config = config_module.load(REPO / "ingestion-config-dev.yaml")
+    tick = NOW.replace(minute=0)  # strava_activities runs every two hours; 10:00 is due
+    own = write_run(bucket, "strava_activities", tick)
+    for month in range(1, 13):  # a year of monthly chunks, written after the run
+        start = datetime(2024, month, 1, tzinfo=UTC)
+        write_run(bucket, "strava_activities", start + timedelta(days=27), window=(start, start))
+    report = status.collect(config, bucket, now=NOW)
+    job = next(j for j in report.jobs if j.job == "strava_activities")
+    assert job.last_success is not None and job.last_success["run_id"] == own
+    assert (job.freshness.state, job.freshness.missed_ticks) == ("fresh", 0)
 
 
 def test_status_stats_over_window(bucket: Bucket) -> None:
@@ -211,7 +233,8 @@ def test_status_bad_inputs_are_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     environ = {"ELA_BUCKET_URL": (tmp_path / "b").as_uri()}
     assert_one_line_error(invoke("status", "--stats", "--window", "7x", env=environ), "7x")
     assert_one_line_error(
-        invoke("status", env={"ELA_BUCKET_URL": "s3://nope"}), "neither gs://BUCKET"
+        invoke("status", env={"ELA_BUCKET_URL": "s3://nope"}),
+        "expected gs://BUCKET or file:///FOLDER",
     )
     empty = invoke("status", env=environ)  # an empty bucket is not an error: nothing ran yet
     assert empty.exit_code == 0 and "never succeeded" in empty.output
@@ -230,7 +253,7 @@ def test_parse_window() -> None:
 
 def test_diff_side_by_side_plain_and_json() -> None:
     plain = invoke("diff", "dev", "prd")
-    assert plain.exit_code == 0, plain.output
+    assert plain.exit_code == 1, plain.output  # as diff(1): 1 when the two differ
     assert "\x1b[" not in plain.output  # not a terminal: markers, no colour
     lines = plain.output.splitlines()
     assert any(line.startswith("* retry_attempts") and "2" in line for line in lines)
@@ -243,7 +266,9 @@ def test_diff_side_by_side_plain_and_json() -> None:
     coloured = invoke("diff", "dev", "prd", "--color")
     assert "\x1b[" in coloured.output
 
-    data = json.loads(invoke("diff", "--json").output)
+    as_json = invoke("diff", "--json")
+    assert as_json.exit_code == 1
+    data = json.loads(as_json.output)
     schedules = {row["key"]: row for row in data["sections"]["schedules"]}
     assert schedules["garmin_sleep"] == {
         "key": "garmin_sleep", "left": "0 13 * * *", "right": "0 8 * * *", "differs": True,

@@ -7,15 +7,16 @@ from ../shared/seed/ORIGIN_CONFIGS.md: double-quoted scalars, flow lists, traili
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from ela import command, naming
 from ela import config as config_module
+from ela.cli import main
 from ela.emulators.spotify import SpotifyEmulator
 from ela.errors import ConfigError, ReauthError
 from ela.ops import migrate
@@ -51,14 +52,21 @@ def origin(env: str) -> Path:
     return FIXTURES / f"ingestion-config-{env}.yaml"
 
 
-def _ela(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ela.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+@dataclasses.dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _ela(*args: str, env: dict[str, str] | None = None) -> Ran:
+    """``ela ARGS`` in this process, with only ``env`` of the variables it reads set."""
+    cleared: dict[str, str | None] = {"ELA_CONFIG": None, "ELA_ENV": None}
+    cleared |= {name: None for names in DEPENDENCIES.values() for name in names}
+    result = CliRunner().invoke(main, list(args), env={**cleared, **(env or {})})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback: what no user may see
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.mark.parametrize("env", ["dev", "prd"])
@@ -212,7 +220,7 @@ def test_validate_and_schedule_accept_the_origin_files() -> None:
         result.stdout
     )
     assert "env prd, 13 jobs (13 enabled), 6 groups" in result.stdout
-    shown = _ela("schedule", "--env", "prd", env={"ELA_CONFIG": str(origin("prd")), "PATH": ""})
+    shown = _ela("schedule", "--env", "prd", env={"ELA_CONFIG": str(origin("prd"))})
     assert shown.returncode == 0, shown.stderr
     row = next(line for line in shown.stdout.splitlines() if line.startswith("spotify_top_tracks"))
     assert "0 9 1 * *" in row and "limit=50 time_range=medium_term" in row
@@ -224,7 +232,7 @@ def test_validate_and_schedule_accept_the_origin_files() -> None:
 
 
 def test_validate_check_env_reports_every_unset_dependency_of_the_file() -> None:
-    environ = {"PATH": "", "SPOTIFY_CLIENT_ID": "x", "TODOIST_API_TOKEN": "t"}
+    environ = {"SPOTIFY_CLIENT_ID": "x", "TODOIST_API_TOKEN": "t"}
     result = _ela("validate", "--check-env", str(origin("dev")), env=environ)
     assert result.returncode == 1
     lines = [line for line in result.stdout.splitlines() if ".dependencies: " in line]
@@ -238,7 +246,7 @@ def test_validate_check_env_reports_every_unset_dependency_of_the_file() -> None
     named = {line.split(".dependencies")[0].rsplit("jobs.", 1)[1] for line in lines}
     assert named == set(ORIGIN) - {"todoist_tasks", "todoist_projects"}
     full = {name: "set" for names in DEPENDENCIES.values() for name in names}
-    ok = _ela("validate", "--check-env", str(origin("dev")), env={"PATH": "", **full})
+    ok = _ela("validate", "--check-env", str(origin("dev")), env=full)
     assert ok.returncode == 0 and ".dependencies" not in ok.stdout
 
 

@@ -150,6 +150,7 @@ def test_disabled_jobs_are_not_scheduled(tmp_path) -> None:  # type: ignore[no-u
     assert "todoist_tasks" not in schedule and "todoist_projects" in schedule
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_schedule_cli_json() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ela.cli", "schedule", "--env", "prd", "--json", "--next", "3"],
@@ -176,6 +177,7 @@ def test_schedule_cli_json() -> None:
         assert datetime.fromisoformat(run.replace("Z", "+00:00")) == in_paris
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_jobs_cli_lists_groups() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ela.cli", "jobs", "--env", "dev", "--json"],

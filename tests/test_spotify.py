@@ -457,6 +457,7 @@ def test_spotipy_never_prompts(
             client.sp.current_user_saved_tracks(limit=1)
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_a_worker_without_stdin_fails_instead_of_blocking(
     spotify_emu: SpotifyEmulator, tmp_path: Path
 ) -> None:
@@ -511,6 +512,7 @@ def test_authorize_stores_a_refresh_token_the_jobs_use(
     assert manifest["records"] == 25
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_connector_modules_do_not_import_their_client_library() -> None:
     # A worker serving one provider must not pay for another's import.
     probe = "import sys, ela.connectors; print(sorted({'spotipy', 'requests'} & set(sys.modules)))"

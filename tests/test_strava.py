@@ -87,6 +87,7 @@ def test_polyline_encoding_matches_googles_example() -> None:
     assert encode_polyline(points) == "_p~iF~ps|U_ulLnnqC_mqNvxq`@"
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_importing_the_connectors_does_not_import_stravalib() -> None:
     code = "import sys, ela.connectors; sys.exit('stravalib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
@@ -575,10 +576,22 @@ def test_fields_we_do_not_rely_on_land_as_strava_sent_them(
     assert landed(bucket, manifest)[205]["moving_time"] == "a while"
 
 
-def test_malformed_athlete_is_a_payload_error(
+def test_an_athlete_stravalib_refuses_lands_as_sent_with_a_warning(
     emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
 ) -> None:
     emu.athlete["sex"] = 17
+    manifest = run(emu, bucket, tmp_path, "strava_athlete")
+    assert landed(bucket, manifest) == [emu.athlete]
+    assert manifest["warnings"] == [
+        "strava: athlete: stravalib's DetailedAthlete model refuses sex (literal_error); the "
+        "profile lands as Strava sent it"
+    ]
+
+
+def test_an_athlete_that_is_not_an_object_is_a_payload_error(
+    emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    emu.athlete = ["not", "a", "profile"]  # type: ignore[assignment]
     error = fail(emu, bucket, tmp_path, PayloadError, job="strava_athlete")
     assert "record #1" in str(error)
 

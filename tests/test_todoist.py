@@ -150,6 +150,7 @@ def test_dry_run_writes_nothing(todoist: TodoistEmulator, tmp_path: Path) -> Non
     assert list(bucket.list("")) == []
 
 
+@pytest.mark.integration  # runs the `ela` command or a Python in a process
 def test_inline_run_without_gcs_credentials_is_one_line(tmp_path: Path) -> None:
     """The default bucket is GCS: with no credentials anywhere, say so, don't trace back."""
     import subprocess

@@ -11,8 +11,8 @@ from kombu import Queue
 
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES
+from ela.settings import DEFAULT_BROKER
 
-DEFAULT_BROKER = "redis://localhost:6379/0"
 # The longest a retry may wait in the broker (Strava's 15-minute window). Longer waits fail the
 # run instead: the next scheduled run picks up from the same cursor.
 MAX_RETRY_COUNTDOWN = 15 * 60

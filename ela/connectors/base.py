@@ -7,27 +7,45 @@ error map. Each of its data types is one generator function registered with
 provider's records unchanged (a per-day record wrapped in :class:`DayRecord`; what the
 downstream needs of records is done in one place, :mod:`ela.downstream`). Adding a data type
 is adding one such function.
+
+What every provider shares lives here, once: :class:`Paginator` (the way through a paged
+endpoint, which refuses a source that loops), :func:`http_error` (what an HTTP status means to
+the caller) and :func:`read_body` (a response body, refused past ``ELA_MAX_BODY_BYTES``). The
+one URL rewrite and host check is :class:`ela.endpoints.Hosts`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import date, datetime
 from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from ela.errors import FatalError, IngestError, ReauthError, RetriableError, TimeLimitError
+import orjson
+
+from ela.endpoints import origin
+from ela.errors import (
+    FatalError,
+    IngestError,
+    PayloadError,
+    ReauthError,
+    RetriableError,
+    TimeLimitError,
+)
 
 Param = Literal["limit", "time_range", "days"]
 Record = dict[str, Any]
 C = TypeVar("C")
 K = TypeVar("K")
 T = TypeVar("T")
+Page = TypeVar("Page", bound=Sequence[Any])
 
 
 class DayRecord(dict[str, Any]):
@@ -53,6 +71,8 @@ class FetchContext:
         new_cursor: set by incremental data types; committed only after the manifest.
         api_calls: incremented by the adapter (:meth:`count_call`) for every HTTP request.
         warnings: things the manifest should carry (e.g. a possible gap in recently played).
+        page: the page whose records are being read (set by :class:`Paginator`), so that an
+            error raised further on, such as the spool's disk cap, can say where it happened.
     """
 
     job: str
@@ -67,12 +87,15 @@ class FetchContext:
     new_cursor: Any = None
     api_calls: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
+    page: str = ""
     _calls_lock: threading.Lock = dataclasses.field(
         default_factory=threading.Lock, repr=False, compare=False
     )
 
     def warn(self, message: str) -> None:
-        self.warnings.append(message)
+        """Add a warning to the manifest, once however often it is raised."""
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def count_call(self) -> None:
         """One HTTP request made; safe from the threads of :func:`in_order`."""
@@ -102,6 +125,187 @@ def in_order(
         finally:
             for _, waiting in window:
                 waiting.cancel()
+
+
+class Paginator:
+    """The way through one paged endpoint: numbers its pages and refuses a source that loops.
+
+    As in Meltano SDK's paginator, the loop asks :attr:`has_more`, fetches the page for
+    :attr:`token`, hands its records to :meth:`read` and the next page's token to
+    :meth:`advance` (None at the end)::
+
+        pages = Paginator("todoist: tasks", ctx)
+        while pages.has_more:
+            body = fetch(pages.token)
+            yield from pages.read(body["results"])
+            pages.advance(body["next_cursor"])
+
+    A token seen before (a cursor or ``next`` link that repeats or cycles) means the source
+    loops, and so does a page whose records repeat an earlier page's (paging by number or
+    offset, where the token never repeats, against a server that ignores it): either is a
+    :class:`PayloadError` naming the page, instead of spooling the same records until the
+    time limit. A page is known by its length and its first and last records, which costs two
+    small serialisations a page, nothing per record.
+
+    Args:
+        what: names the endpoint in messages (``"todoist: tasks"``).
+        ctx: the run's context; its ``page`` follows the page being read.
+        token: the first page's token (None: the endpoint's first page).
+    """
+
+    def __init__(self, what: str, ctx: FetchContext | None = None, token: Any = None) -> None:
+        self.what = what
+        self.ctx = ctx
+        self.token = token
+        self.number = 1  # of the page being fetched or read
+        self.has_more = True
+        self._tokens: dict[Hashable, int] = {} if token is None else {token: 1}
+        self._pages: dict[bytes, int] = {}
+
+    @property
+    def name(self) -> str:
+        """The current page, for messages: ``"todoist: tasks page 3"``."""
+        return f"{self.what} page {self.number}"
+
+    def read(self, items: Page) -> Page:
+        """The current page's records, once they are known not to repeat an earlier page's."""
+        if items:
+            first = self._pages.setdefault(_fingerprint(items), self.number)
+            if first != self.number:
+                raise PayloadError(
+                    f"{self.name} repeats page {first} (the same {len(items)} records): the "
+                    "source loops; nothing was committed"
+                )
+        if self.ctx is not None:
+            self.ctx.page = self.name
+        return items
+
+    def advance(self, token: Any) -> None:
+        """Move on to the page for ``token``; a falsy token means there is none."""
+        if not token:
+            self.has_more = False
+            return
+        self.number += 1
+        first = self._tokens.setdefault(token, self.number)
+        if first != self.number:
+            shown = str(token) if len(str(token)) <= 120 else str(token)[:117] + "..."
+            raise PayloadError(
+                f"{self.name}: its token {shown!r} is page {first}'s again: the source loops; "
+                "nothing was committed"
+            )
+        self.token = token
+
+
+def _fingerprint(items: Sequence[Any]) -> bytes:
+    """What identifies a page: its length and its first and last records."""
+    digest = hashlib.blake2b(len(items).to_bytes(8, "little"), digest_size=16)
+    for item in (items[0], items[-1]):
+        try:
+            digest.update(orjson.dumps(item))
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, say
+            digest.update(repr(item).encode())
+    return digest.digest()
+
+
+def http_error(
+    service: str,
+    status: int,
+    where: str,
+    *,
+    retry_after: float | None = None,
+    reauth: str = "",
+    location: str | None = None,
+) -> IngestError:
+    """The one map from an HTTP status to what the caller must do; every provider uses it.
+
+    - 429, 408 and 5xx: try again later (after ``retry_after``, the provider's Retry-After).
+    - 401 and 403: the credentials were refused or lack a scope: re-authorize (``reauth``).
+    - 3xx: the API redirected a call, which it never does for these endpoints, and following
+      it could carry the credentials elsewhere: a ``payload`` error naming where it pointed.
+    - any other 4xx (400, 404, 410, ...): ``fatal``: the request is wrong or the endpoint has
+      gone, and asking again will not change that.
+
+    Args:
+        service: the provider, first in the message.
+        status: the HTTP status.
+        where: what was asked for (a path, a day), for the message.
+        retry_after: seconds the provider asked to wait, if it said.
+        reauth: what a person does about a refused credential.
+        location: a redirect's ``Location``.
+    """
+    said = f"{service}: HTTP {status} from {where}"
+    if status in (408, 429) or status >= 500:
+        return RetriableError(said, retry_after=retry_after)
+    if status in (401, 403):
+        what = (
+            "the credentials were refused"
+            if status == 401
+            else "access was refused (revoked, or a scope is missing)"
+        )
+        return ReauthError(f"{said}: {what}; {reauth}" if reauth else f"{said}: {what}")
+    if 300 <= status < 400:
+        target = origin(location) if location else "somewhere not said"
+        return PayloadError(
+            f"{said}: redirected to {target}; not followed (credentials go only to the "
+            "configured hosts)"
+        )
+    return FatalError(f"{said}: the request is refused; retrying will not change that")
+
+
+def read_body(
+    chunks: Iterable[bytes], limit: int, where: str, declared: int | None = None
+) -> bytes:
+    """A response body from its decoded (decompressed) chunks, refused once it passes ``limit``.
+
+    Args:
+        chunks: the body as it is decoded, a chunk at a time.
+        limit: ``ELA_MAX_BODY_BYTES``.
+        where: the service and request, for the message.
+        declared: the Content-Length, if any: a body that says it is too long is refused
+            before a byte of it is read.
+
+    Raises:
+        PayloadError: the body is longer than ``limit``; the caller closes the response.
+    """
+    if declared is not None and declared > limit:
+        raise _too_big(where, limit, declared)
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(where, limit, None)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def read_response(response: Any, limit: int, service: str) -> None:
+    """Read a ``requests.Response``'s body through :func:`read_body` (decoded, capped), and
+    keep it where requests keeps what ``.content`` read, so the client library reads the same
+    bytes. For transports that sent the request with ``stream=True``.
+
+    Raises:
+        PayloadError: the body passed ``limit`` (the response is closed).
+    """
+    request = response.request
+    where = f"{service}: {request.method} {urlsplit(request.url or '').path}"
+    try:
+        declared: int | None = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        declared = None
+    try:
+        response._content = read_body(response.iter_content(1 << 16), limit, where, declared)
+    except PayloadError:
+        response.close()
+        raise
+
+
+def _too_big(where: str, limit: int, declared: int | None) -> PayloadError:
+    said = f"says it is {declared:,} bytes" if declared is not None else "goes on"
+    return PayloadError(
+        f"{where}: the body {said}, more than ELA_MAX_BODY_BYTES ({limit:,} bytes, counted "
+        "after decompression); nothing was committed"
+    )
 
 
 FetchFn = Callable[[Any, FetchContext], Iterator[Record]]

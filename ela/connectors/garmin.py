@@ -19,15 +19,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from ela import endpoints
+from ela import endpoints, limits
 from ela.connectors.base import (
     DayRecord,
     FetchContext,
+    Paginator,
     Record,
     Service,
+    http_error,
     in_order,
     parse_retry_after,
+    read_response,
 )
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.tokens import TokenStore
@@ -47,10 +51,9 @@ ACTIVITY_PAGE = 20  # what the library and Connect's web UI ask for per activity
 # bursting, and records are still yielded in day order.
 PARALLEL_DAYS = 4
 
-# What garminconnect hard-codes for the DI OAuth2 token endpoint (ticket exchange and refresh).
-# It lives on its own host; with GARMIN_SSO_URL redirected it is served under that base instead.
-LIBRARY_DI_TOKEN_URL = "https://diauth.garmin.com/di-oauth2-service/oauth/token"
-DI_TOKEN_PATH = "/di-oauth2-service/oauth/token"
+# Where garminconnect sends DI OAuth2 token requests (ticket exchange and refresh): a host of
+# its own; with GARMIN_SSO_URL redirected they are served under that base instead.
+LIBRARY_DI_BASE = "https://diauth.garmin.com"
 PROFILE_PATH = "/userprofile-service/socialProfile"
 
 # garminconnect turns every HTTP error of a data call into "... API Error 429 - ..." and a
@@ -102,11 +105,14 @@ def adapt(
     Every request a worker makes goes through one of two places, both hooked here: data calls
     through the session ``Client._fresh_api_session`` returns (one per thread here, not one per
     call as in the library), DI token exchange and refresh through ``Client._http_post``
-    (curl_cffi). Each gets the project's timeout (``endpoints.http_timeout``) instead of the
-    library's own, and is counted by ``on_request``; ``on_response`` sees each response (for
-    Retry-After, which the library's errors drop). The password login flows of
-    :func:`authorize` use sessions the library builds inside its methods: they are redirected
-    through ``_sso`` and time out after the library's 30 s.
+    (curl_cffi). Each is routed by :class:`ela.endpoints.Hosts` (the library's URLs moved onto
+    the configured bases; any other host refused, so the bearer token goes nowhere else), gets
+    the project's timeout (``endpoints.http_timeout``) instead of the library's own, and is
+    counted by ``on_request``; ``on_response`` sees each response (for Retry-After, which the
+    library's errors drop). Data calls follow no redirect (a redirected API call is a
+    ``payload`` error) and read no body past ``ELA_MAX_BODY_BYTES``. The password login flows
+    of :func:`authorize` use sessions the library builds inside its methods: they are
+    redirected through ``_sso`` and time out after the library's 30 s.
 
     Args:
         garmin: a ``garminconnect.Garmin``, before it makes any request.
@@ -117,26 +123,39 @@ def adapt(
     Returns:
         A function that closes the data-call sessions (one per thread that made calls).
     """
-    import garminconnect.client as library
-
     client = garmin.client
-    client._connectapi = endpoints.url("GARMIN_API_URL", environ)
-    client._sso = sso = endpoints.url("GARMIN_SSO_URL", environ)
-    # The library reads this module constant at call time (_exchange_service_ticket,
-    # _refresh_di_token), so it must be set, and that is process-wide: every Garmin client in
-    # this process uses the last value. Harmless here: a worker process serves one environment,
-    # and every client opened sets it again before its first token request.
+    sso = endpoints.url("GARMIN_SSO_URL", environ)
     redirected = sso != endpoints.url("GARMIN_SSO_URL", {})
-    library.DI_TOKEN_URL = f"{sso}{DI_TOKEN_PATH}" if redirected else LIBRARY_DI_TOKEN_URL
+    hosts = endpoints.Hosts.of(
+        "garmin",
+        environ,
+        "GARMIN_API_URL",
+        "GARMIN_SSO_URL",
+        **{LIBRARY_DI_BASE: sso if redirected else LIBRARY_DI_BASE},
+    )
+    # Only the login flows, whose sessions the library builds where no hook reaches, still
+    # read their base from the client.
+    client._sso = sso
 
     timeout = endpoints.http_timeout(environ)
+    max_body = limits.max_body_bytes(environ)
 
-    def hooked(send: Callable[..., Any]) -> Callable[..., Any]:
+    def hooked(send: Callable[..., Any], url_at: int, data: bool) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
+            args = (*args[:url_at], hosts.route(args[url_at]), *args[url_at + 1 :])
             kwargs["timeout"] = timeout
+            if data:  # a requests session: no redirects, the body read up to the cap
+                kwargs["allow_redirects"] = False
+                kwargs["stream"] = True
             if on_request:
                 on_request()
             response = send(*args, **kwargs)
+            if data:
+                read_response(response, max_body, "garmin")
+                if response.is_redirect:
+                    where = urlsplit(args[url_at]).path
+                    location = response.headers.get("Location")
+                    raise http_error("garmin", response.status_code, where, location=location)
             if on_response:
                 on_response(response)
             return response
@@ -144,7 +163,7 @@ def adapt(
         return call
 
     def instrument(session: Any) -> Any:
-        session.request = hooked(session.request)
+        session.request = hooked(session.request, 1, data=True)  # (method, url, ...)
         return session
 
     # The library builds (and never closes) a new session for every data call: a new
@@ -168,7 +187,7 @@ def adapt(
             session.close()
 
     client._fresh_api_session = session_per_thread
-    client._http_post = hooked(client._http_post)
+    client._http_post = hooked(client._http_post, 0, data=False)  # (url, ...), curl_cffi
     instrument(client.cs)  # only the JWT_WEB fallback uses it; hooked so nothing escapes
     return close
 
@@ -220,12 +239,11 @@ def _classify(
         if not (found or refresh):
             continue
         status = int((found or refresh).group(1))  # type: ignore[union-attr]
-        if status == 429 or status >= 500:
-            return RetriableError(f"{prefix}HTTP {status} from Garmin", retry_after=retry_after)
-        if status == 401 or refresh:
-            what = "token refresh was refused" if refresh else "Garmin refused the tokens"
-            return ReauthError(f"{prefix}HTTP {status}: {what}; {fix}")
-        return FatalError(f"{prefix}HTTP {status}: {detail}")
+        if refresh and status < 500 and status != 429:
+            return ReauthError(f"{prefix}HTTP {status}: token refresh was refused; {fix}")
+        return http_error(
+            "garmin", status, where or "Garmin Connect", retry_after=retry_after, reauth=fix
+        )
     if any(isinstance(e, GarminConnectTooManyRequestsError) for e in chain):
         return RetriableError(f"{prefix}rate limited: {detail}", retry_after=retry_after)
     for error in chain:
@@ -494,15 +512,15 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     """Activities started in the window, newest first, as the activity search returns them.
 
     The paging of ``Garmin.get_activities_by_date``, through the same library call and URL,
-    but checked page by page: the library extends its list with whatever a page is, and loops
-    forever on a page that is a non-empty object.
+    but checked page by page: the library extends its list with whatever a page is, loops
+    forever on a page that is a non-empty object, and on a search that ignores ``start``.
     """
     days = window(ctx)
     span = f"activities {days[0]}..{days[-1]}"
     params = {"startDate": days[0].isoformat(), "endDate": days[-1].isoformat()}
-    position = 0
-    previous: list[Any] = []
-    while True:
+    pages = Paginator(f"garmin: {span}", ctx, token=0)
+    while pages.has_more:
+        position = pages.token
         page = client.call(
             f"{span} from {position}",
             client.garmin.connectapi,
@@ -514,13 +532,8 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
         for offset, record in enumerate(page):
             if not isinstance(record, dict):
                 raise PayloadError(f"garmin: {span}: record {position + offset} is not an object")
-        if page and page == previous:
-            raise PayloadError(f"garmin: {span}: page at {position} repeats the previous page")
-        yield from page
-        if len(page) < ACTIVITY_PAGE:
-            return
-        previous = page
-        position += len(page)
+        yield from pages.read(page)
+        pages.advance(position + len(page) if len(page) >= ACTIVITY_PAGE else None)
 
 
 # -- ela auth garmin ------------------------------------------------------------------------

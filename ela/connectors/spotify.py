@@ -1,8 +1,10 @@
 """Spotify via spotipy: recently played (incremental), the saved library, playlists, top items.
 
-The adapter (:func:`_open`) is the one place that points spotipy at ``SPOTIFY_API_URL`` /
-``SPOTIFY_ACCOUNTS_URL``, gives it a session with timeouts and a retry policy that lets a 429
-surface with its Retry-After, counts every HTTP request, and authenticates by refresh token
+The adapter (:func:`_session`, :func:`_open`) gives spotipy a session that routes every request
+to ``SPOTIFY_API_URL`` / ``SPOTIFY_ACCOUNTS_URL`` (and refuses any other host: the ``next``
+links Spotify sends are followed only on the configured API host, so the bearer token goes
+nowhere else), with timeouts, ``ELA_MAX_BODY_BYTES`` and a retry policy that lets a 429
+surface with its Retry-After; it counts every HTTP request, and authenticates by refresh token
 without ever falling back to spotipy's interactive prompt. The access token and its expiry are
 kept in the TokenStore next to the refresh token and reused by later runs while more than
 :data:`REUSE_MARGIN` seconds remain, so a run that has a token spends no call on the token
@@ -22,13 +24,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ela import endpoints
+from ela import endpoints, limits
 from ela.connectors.base import (
     FetchContext,
+    Paginator,
     Record,
     Service,
+    http_error,
     in_order,
     parse_retry_after,
+    read_response,
     require,
 )
 from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
@@ -72,8 +77,13 @@ RETRY_STATUSES = (500, 502, 503, 504)  # not 429: it must reach the task with it
 # -- the adapter ----------------------------------------------------------------------------
 
 
-def _session(count: Callable[[], None]) -> requests.Session:
-    """A requests session with the retry policy, counting every HTTP attempt into ``count``."""
+def _hosts(environ: Mapping[str, str]) -> endpoints.Hosts:
+    return endpoints.Hosts.of("spotify", environ, "SPOTIFY_API_URL", "SPOTIFY_ACCOUNTS_URL")
+
+
+def _session(count: Callable[[], None], hosts: endpoints.Hosts, max_body: int) -> requests.Session:
+    """A requests session with the retry policy, counting every HTTP attempt into ``count``,
+    sending each request only to ``hosts`` and reading no body past ``max_body`` bytes."""
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
@@ -87,9 +97,21 @@ def _session(count: Callable[[], None]) -> requests.Session:
             return retry
 
     class CountingAdapter(HTTPAdapter):
-        def send(self, *args: Any, **kwargs: Any) -> requests.Response:
+        def send(
+            self,
+            request: requests.PreparedRequest,
+            stream: bool = False,
+            timeout: Any = None,
+            verify: bool | str = True,
+            cert: Any = None,
+            proxies: Mapping[str, str] | None = None,
+        ) -> requests.Response:
             count()
-            return super().send(*args, **kwargs)
+            request.url = hosts.route(request.url or "")
+            response = super().send(request, True, timeout, verify, cert, proxies)
+            if not stream:
+                read_response(response, max_body, "spotify")
+            return response
 
     retry = CountingRetry(
         total=STATUS_RETRIES,
@@ -111,7 +133,8 @@ def _session(count: Callable[[], None]) -> requests.Session:
 
 @functools.cache  # one class per process, built on first use (spotipy loads lazily)
 def _oauth_class() -> type[spotipy.SpotifyOAuth]:
-    """SpotifyOAuth redirected to ``SPOTIFY_ACCOUNTS_URL`` that never prompts.
+    """SpotifyOAuth that never prompts (its token requests reach ``SPOTIFY_ACCOUNTS_URL``
+    through the session's routing).
 
     spotipy starts its interactive flow (``input()``) when the cache is empty or the scopes
     differ; a worker must fail with a ReauthError instead of blocking on stdin. Refreshes hold
@@ -125,14 +148,11 @@ def _oauth_class() -> type[spotipy.SpotifyOAuth]:
         def __init__(
             self,
             *args: Any,
-            accounts_url: str,
             store: TokenStore | None = None,
             from_store: str | None = None,
             **kwargs: Any,
         ) -> None:
             super().__init__(*args, **kwargs)
-            self.OAUTH_AUTHORIZE_URL = f"{accounts_url}/authorize"
-            self.OAUTH_TOKEN_URL = f"{accounts_url}/api/token"
             self.store = store
             self.from_store = from_store  # the stored access token this run started with
             self.rejected: set[str] = set()  # access tokens the API answered 401 to
@@ -241,16 +261,13 @@ def _spotify_class() -> type[spotipy.Spotify]:
 class _Client:
     """A spotipy client plus the paging every data type shares."""
 
-    def __init__(self, sp: spotipy.Spotify, api_base: str) -> None:
+    def __init__(self, sp: spotipy.Spotify, hosts: endpoints.Hosts, ctx: FetchContext) -> None:
         self.sp = sp
-        self.api_base = api_base
+        self.hosts = hosts
+        self.ctx = ctx
 
     def follow(self, url: str) -> Any:
-        # The real API's `next` links name api.spotify.com; keep following them through the
-        # redirected endpoint (a proxy, an emulator) rather than around it.
-        default = endpoints.DEFAULTS["SPOTIFY_API_URL"]
-        if url.startswith(default) and self.api_base != default:
-            url = self.api_base + url[len(default) :]
+        """GET a link the API sent (the session routes it, or refuses it)."""
         return self.sp._get(url)
 
     def pages(self, what: str, first: Callable[[int], Any], limit: int | None) -> Iterator[Record]:
@@ -262,23 +279,29 @@ class _Client:
 
         Raises:
             PayloadError: a page is not JSON or not a paging object, an item is not an object,
-                a page is not at the offset asked for, or the API repeats a ``next`` link
-                (which would loop forever).
+                a page is not at the offset asked for, a ``next`` link names another host
+                than the configured API's, or the pages loop (:class:`Paginator`).
         """
         size = min(PAGE_MAX, limit) if limit else PAGE_MAX
+        pages = Paginator(f"spotify: {what}", self.ctx)
         page = first(size)
         items = _items(page, what, 1)
         total = page.get("total")
         following = page.get("next")
         wanted = total if limit is None else min(limit, total or 0)
         if following and isinstance(total, int) and isinstance(page.get("offset"), int):
-            yield from _objects(items[:wanted], what, 1)
-            yield from self._by_offset(what, following, page["offset"] + len(items), wanted)
+            yield from _objects(pages.read(items)[:wanted], what, 1)
+            start = page["offset"] + len(items)
+            yield from self._by_offset(what, pages, following, start, wanted)
         else:
-            yield from self._by_next(what, page, limit)
+            yield from self._by_next(what, pages, page, limit)
 
-    def _by_offset(self, what: str, link: str, start: int, wanted: int) -> Iterator[Record]:
+    def _by_offset(
+        self, what: str, pages: Paginator, link: str, start: int, wanted: int
+    ) -> Iterator[Record]:
         """Pages from offset ``start`` until ``wanted`` items, several requests in flight."""
+        if start < wanted:
+            link = self.hosts.route(link, f"{what} page {pages.number + 1}")
         split = urlsplit(link)
         query = dict(parse_qsl(split.query))
         size = int(query.get("limit", PAGE_MAX))
@@ -297,30 +320,28 @@ class _Client:
             return _items(page, what, number)
 
         for offset, items in in_order(page_at, offsets, PARALLEL_PAGES, "spotify-page"):
-            yield from _objects(items[: wanted - offset], what, offset // size + 1)
+            pages.advance(offset)
+            yield from _objects(pages.read(items)[: wanted - offset], what, pages.number)
             if not items:  # the library shrank while we read it: nothing further
                 return
 
-    def _by_next(self, what: str, page: Any, limit: int | None) -> Iterator[Record]:
+    def _by_next(
+        self, what: str, pages: Paginator, page: Any, limit: int | None
+    ) -> Iterator[Record]:
         """Follow ``next`` links one by one (an endpoint that does not say its ``total``)."""
         remaining = limit
-        seen: set[str] = set()
-        number = 1
         while remaining is None or remaining > 0:
-            for item in _objects(_items(page, what, number), what, number):
+            number = pages.number
+            for item in _objects(pages.read(_items(page, what, number)), what, number):
                 yield item
                 if remaining is not None:
                     remaining -= 1
                     if remaining <= 0:  # and the items after it are not looked at
                         return
-            following = page.get("next")
-            if not following:
+            pages.advance(page.get("next"))
+            if not pages.has_more:
                 return
-            if following in seen:
-                raise PayloadError(f"spotify: {what} page {number}: `next` repeats {following}")
-            seen.add(following)
-            number += 1
-            page = self.follow(following)
+            page = self.follow(self.hosts.route(pages.token, pages.name))
 
 
 def _objects(items: list[Any], what: str, number: int) -> Iterator[Record]:
@@ -365,7 +386,8 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         raise ReauthError(f"spotify: SPOTIFY_REFRESH_TOKEN not set and none stored; {REAUTH_HINT}")
 
     timeout = endpoints.http_timeout(ctx.environ)
-    session = _session(ctx.count_call)
+    hosts = _hosts(ctx.environ)
+    session = _session(ctx.count_call, hosts, limits.max_body_bytes(ctx.environ))
     # The stored access token while it has more than REUSE_MARGIN left; otherwise an expired
     # entry with the refresh token: spotipy's first call refreshes it, never prompts.
     reusable = _reusable(stored) if stored.get("refresh_token") == refresh_token else None
@@ -386,15 +408,12 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         requests_session=session,
         requests_timeout=timeout,
         open_browser=False,
-        accounts_url=endpoints.url("SPOTIFY_ACCOUNTS_URL", ctx.environ),
         store=store,
         from_store=reusable["access_token"] if reusable else None,
     )
     sp = _spotify_class()(auth_manager=auth, requests_session=session, requests_timeout=timeout)
-    api_base = endpoints.url("SPOTIFY_API_URL", ctx.environ) + "/"
-    sp.prefix = api_base
     try:
-        yield _Client(sp, api_base)
+        yield _Client(sp, hosts, ctx)
     finally:
         session.close()
 
@@ -421,15 +440,17 @@ def _classify(exc: BaseException) -> IngestError | None:
 
     status: int | None = None
     headers: Mapping[str, str] = {}
+    http = _http_error(exc)
+    where = urlsplit(http.response.url).path if http is not None else "the API"
     if isinstance(exc, SpotifyException):
         status, headers = exc.http_status, exc.headers or {}
-    elif (http := _http_error(exc)) is not None:
+    elif http is not None:
         status, headers = http.response.status_code, http.response.headers
     oauth_error = exc.error if isinstance(exc, SpotifyOauthError) else None
 
     if status == 429 or (status is not None and status >= 500):
         retry_after = parse_retry_after(headers.get("Retry-After"))
-        return RetriableError(f"spotify: HTTP {status}", retry_after=retry_after)
+        return http_error("spotify", status, where, retry_after=retry_after)
     if oauth_error == "invalid_grant":
         return ReauthError(
             "spotify: the refresh token was rejected (invalid_grant: expired or revoked); "
@@ -440,12 +461,13 @@ def _classify(exc: BaseException) -> IngestError | None:
             "spotify: the token endpoint rejected SPOTIFY_CLIENT_ID / SPOTIFY_CLIENT_SECRET; "
             "copy them again from developer.spotify.com/dashboard"
         )
-    if isinstance(exc, SpotifyOauthError) or status == 401:
+    if isinstance(exc, SpotifyOauthError):
         return ReauthError(
-            f"spotify: authorization failed ({status or oauth_error}); {REAUTH_HINT}"
+            f"spotify: authorization failed ({oauth_error or status}); {REAUTH_HINT}"
         )
-    if status == 403:
-        return ReauthError(f"spotify: 403, the token lacks a scope these jobs need; {REAUTH_HINT}")
+    if status is not None and status >= 300:
+        location = headers.get("Location")
+        return http_error("spotify", status, where, reauth=REAUTH_HINT, location=location)
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return RetriableError(f"spotify: {type(exc).__name__}")
     if isinstance(exc, ValueError) and status is None:  # e.g. a token response that is not JSON
@@ -589,7 +611,8 @@ def authorize(
         "SPOTIFY_REDIRECT_URI",
         fix="from the app at developer.spotify.com/dashboard",
     )
-    session = _session(lambda: None)  # no run to report calls to
+    hosts = _hosts(environ)
+    session = _session(lambda: None, hosts, limits.max_body_bytes(environ))  # no run to count
     cache = MemoryCacheHandler()
     auth = _oauth_class()(
         client_id=client_id,
@@ -600,12 +623,11 @@ def authorize(
         requests_session=session,
         requests_timeout=endpoints.http_timeout(environ),
         open_browser=False,
-        accounts_url=endpoints.url("SPOTIFY_ACCOUNTS_URL", environ),
     )
     state = secrets.token_urlsafe(16)
     with session:
         say("Open this URL in a browser, approve access, then paste the URL you land on:")
-        say(auth.get_authorize_url(state=state))
+        say(hosts.rewrite(auth.get_authorize_url(state=state)))
         code = _code_from(ask("Redirected URL (or just the code): ", False).strip(), state)
         try:
             auth.get_access_token(code=code, as_dict=False, check_cache=False)

@@ -4,19 +4,22 @@ stravalib is driven through its own ``Client`` methods, but four of its habits w
 worker, so the client is built around them:
 
 * it hard-codes ``https://www.strava.com`` (``ApiV3.server``, the token URL built from it): one
-  transport adapter on the injected requests session rewrites URLs to ``STRAVA_API_URL``, adds
-  timeouts, counts every request into ``ctx.api_calls`` and keeps the raw JSON it received;
+  transport adapter on the injected requests session routes URLs to ``STRAVA_API_URL`` (and
+  refuses any other host), adds timeouts, reads no body past ``ELA_MAX_BODY_BYTES`` and counts
+  every request into ``ctx.api_calls``;
 * its ``DefaultRateLimiter`` sleeps up to 15 minutes inside a call: it is disabled, and an
   exhausted rate-limit window becomes a :class:`RetriableError` whose ``retry_after`` is the time
   until the window resets (:func:`rate_limit_reset`);
 * it refreshes expired tokens by itself, without a lock, and keeps the rotated refresh token
   only on the client object: we refresh under ``TokenStore.locked("strava")`` instead and
   persist the new tokens at once (:func:`_tokens`);
-* its ``get_activities`` parses every record into pydantic models, which we would only discard
-  (we land the provider's JSON unchanged): activities are paged through the client's protocol
-  layer (``Client.protocol``, ``ApiV3``: the same requests, auth header and error handling
-  below the model layer) and checked lightly for what we rely on, an object with an integer
-  ``id`` and a parseable ``start_date`` (:func:`_checked_start`).
+* its ``get_activities`` and ``get_athlete`` parse records into pydantic models, which we would
+  only discard (we land the provider's JSON unchanged), and which refuse real payloads (its own
+  recorded athlete has ``agreed_to_terms: true``, a bool where the model wants a string): both
+  are read through the client's protocol layer (``Client.protocol``, ``ApiV3``: the same
+  requests, auth header and error handling below the model layer). Activities are checked
+  lightly for what we rely on, an object with an integer ``id`` and a parseable
+  ``start_date`` (:func:`_checked_start`); the athlete is shown to the model only to warn.
 
 stravalib (pint, pydantic, arrow) and requests are imported only when a client is opened.
 """
@@ -35,8 +38,17 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from ela import endpoints, ratelimit
-from ela.connectors.base import FetchContext, Record, Service, parse_retry_after, require
+from ela import endpoints, limits, ratelimit
+from ela.connectors.base import (
+    FetchContext,
+    Paginator,
+    Record,
+    Service,
+    http_error,
+    parse_retry_after,
+    read_response,
+    require,
+)
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.tokens import TokenStore
 
@@ -45,7 +57,6 @@ if TYPE_CHECKING:
     from stravalib.client import Client
 
 PAGE_SIZE = 200  # Strava's maximum per_page for list endpoints.
-LIBRARY_BASE = "https://www.strava.com"  # what stravalib hard-codes (https + ApiV3.server)
 API_PREFIX = "/api/v3/"  # rate-limited, JSON records; /oauth/ is neither
 # Strava hands out a new access token only when the current one has an hour or less left, and
 # the longest run (the prd soft limit, 45 min) fits in that hour: refresh inside it, not sooner.
@@ -106,20 +117,16 @@ class _Transport:
 
     It is a duck-typed ``requests.adapters.BaseAdapter`` (``send`` and ``close``) wrapping a
     plain ``HTTPAdapter``, so this module need not import requests until a client is opened.
-
-    Attributes:
-        last_body: the raw JSON of the last successful API response that is not a list page
-            (the athlete); list pages are read by the data type from the protocol layer.
     """
 
-    def __init__(self, base: str, ctx: FetchContext) -> None:
+    def __init__(self, ctx: FetchContext) -> None:
         from requests.adapters import HTTPAdapter
 
         self.inner = HTTPAdapter()
-        self.base = base
+        self.hosts = endpoints.Hosts.of("strava", ctx.environ, "STRAVA_API_URL")
         self.ctx = ctx
         self.timeout = endpoints.http_timeout(ctx.environ)
-        self.last_body: Any = None
+        self.max_body = limits.max_body_bytes(ctx.environ)
         self.blocked_until: float | None = None  # wall clock: an exhausted window resets then
         # Every worker of every env spends the same application's quota: count it in Redis.
         self.shared = ratelimit.shared_windows(
@@ -135,10 +142,10 @@ class _Transport:
             ),
         )
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        url = request.url or ""
-        if self.base != LIBRARY_BASE and url.startswith(LIBRARY_BASE + "/"):
-            url = request.url = self.base + url[len(LIBRARY_BASE) :]
+    def send(
+        self, request: requests.PreparedRequest, stream: bool = False, **kwargs: Any
+    ) -> requests.Response:
+        url = request.url = self.hosts.route(request.url or "")
         api = urlsplit(url).path.startswith(API_PREFIX)
         if api and self.blocked_until is not None:
             # The last answer said the window is spent: another call would be refused and would
@@ -161,7 +168,9 @@ class _Transport:
         if kwargs.get("timeout") is None:  # stravalib sets none: never hang a worker
             kwargs["timeout"] = self.timeout
         self.ctx.count_call()
-        response: requests.Response = self.inner.send(request, **kwargs)
+        response: requests.Response = self.inner.send(request, stream=True, **kwargs)
+        if not stream:
+            read_response(response, self.max_body, "strava")
         if api:
             self._observe(response)
         return response
@@ -176,16 +185,8 @@ class _Transport:
         usage = ratelimit.pair(response.headers.get("X-ReadRateLimit-Usage"))
         if self.shared is not None and usage is not None:
             self.shared.observe(usage, now)
-        if not response.ok:
-            return  # stravalib raises its Fault; the error map reads it
-        _parse_once(response)
-        split = urlsplit(response.url)
-        if "page" in parse_qs(split.query):
-            return  # a list page: the data type reads it from the protocol layer
-        try:
-            self.last_body = response.json()
-        except ValueError as exc:
-            raise PayloadError(f"strava: malformed JSON in {split.path}") from exc
+        if response.ok:
+            _parse_once(response)
 
 
 def _parse_once(response: requests.Response) -> None:
@@ -311,7 +312,7 @@ def _stravalib_client(ctx: FetchContext) -> Iterator[_Client]:
     import requests
     from stravalib.client import Client
 
-    transport = _Transport(endpoints.url("STRAVA_API_URL", ctx.environ), ctx)
+    transport = _Transport(ctx)
     session = requests.Session()
     for prefix in ("https://", "http://"):  # every request, whatever stravalib builds
         session.mount(prefix, cast(requests.adapters.BaseAdapter, transport))
@@ -390,29 +391,20 @@ def _classify_status(exc: requests.HTTPError, response: requests.Response) -> In
         )
     if isinstance(exc, ApplicationInactive):
         return FatalError(f"strava: {said}")
-    if status in (401, 403):
-        return ReauthError(
-            f"strava: {status} from {path}: access was revoked or lacks the "
-            f"{','.join(SCOPES)} scopes; " + REAUTH_FIX
-        )
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 429:
-        waits = [
-            w
-            for w in (
-                rate_limit_reset(response.headers, datetime.now(UTC)),
-                parse_retry_after(response.headers.get("Retry-After")),
-            )
-            if w is not None
-        ]
+        reset = rate_limit_reset(response.headers, datetime.now(UTC))
+        waits = [w for w in (reset, retry_after) if w is not None]
         # A 429 without usable headers is most likely the 15-minute window.
-        wait = max(waits) if waits else _seconds_to_quarter_hour()
-        return RetriableError(f"strava: rate limited (429) on {path}", retry_after=wait)
-    if status >= 500:
-        return RetriableError(
-            f"strava: HTTP {status} on {path}",
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
-    return FatalError(f"strava: HTTP {status} on {path}: {said}")
+        retry_after = max(waits) if waits else _seconds_to_quarter_hour()
+    return http_error(
+        "strava",
+        status,
+        path,
+        retry_after=retry_after,
+        reauth=f"it needs the {','.join(SCOPES)} scopes; {REAUTH_FIX}",
+        location=response.headers.get("Location"),
+    )
 
 
 def _seconds_to_quarter_hour() -> float:
@@ -461,8 +453,9 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     per_page = min(PAGE_SIZE, ctx.limit or PAGE_SIZE)  # no larger page than needed
     newest: int | None = None
     landed = 0
-    page = 1
-    while not (ctx.limit and landed >= ctx.limit):
+    pages = Paginator(f"strava: {API_PREFIX}athlete/activities", ctx, token=1)
+    while pages.has_more and not (ctx.limit and landed >= ctx.limit):
+        page = pages.token
         try:
             body = client.api.protocol.get(
                 "/athlete/activities",
@@ -481,34 +474,45 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
                 f"strava: {API_PREFIX}athlete/activities page {page} is not a list "
                 f"(records from #{landed + 1})"
             )
-        for raw in body:
+        for raw in pages.read(body):
             if ctx.limit and landed >= ctx.limit:
                 break
             landed += 1
             started = _checked_start(raw, landed)
             newest = started if newest is None else max(newest, started)
             yield raw
-        if len(body) < per_page:
-            break
-        page += 1
+        pages.advance(page + 1 if len(body) >= per_page else None)
     if joins and newest is not None and (cursor is None or newest > cursor):
         ctx.new_cursor = newest
 
 
 @strava.data_type("athlete")
 def athlete(client: _Client, ctx: FetchContext) -> Iterator[Record]:
-    """The authenticated athlete's profile (one record)."""
+    """The authenticated athlete's profile (one record), as Strava sent it.
+
+    The request ``Client.get_athlete`` makes, without its model round trip: stravalib's
+    ``DetailedAthlete`` only says, as a warning, where the profile differs from what it expects.
+    """
+    import requests
     from pydantic import ValidationError
+    from stravalib.model import DetailedAthlete
 
     try:
-        parsed = client.api.get_athlete()
+        raw = client.api.protocol.get("/athlete")
+    except requests.exceptions.JSONDecodeError as exc:
+        raise PayloadError(f"strava: malformed JSON in {API_PREFIX}athlete (record #1)") from exc
+    if not isinstance(raw, dict):
+        raise PayloadError("strava: the athlete profile (record #1) is not an object")
+    try:
+        DetailedAthlete.model_validate(raw)
     except ValidationError as exc:
-        raise PayloadError(
-            f"strava: the athlete profile (record #1) failed validation: {exc}"
-        ) from exc
-    raw = client.transport.last_body
-    if not isinstance(raw, dict) or raw.get("id") != parsed.id:
-        raise PayloadError("strava: the athlete profile (record #1) is not an athlete object")
+        fields = ", ".join(
+            f"{'.'.join(map(str, e['loc']))} ({e['type']})" for e in exc.errors()[:5]
+        )
+        ctx.warn(
+            f"strava: athlete: stravalib's DetailedAthlete model refuses {fields}; the "
+            "profile lands as Strava sent it"
+        )
     yield raw
 
 
@@ -591,9 +595,7 @@ def authorize(
             approval_prompt="force",
             scope=SCOPES,  # type: ignore[arg-type]  # Literal list, checked by stravalib
         )
-        base = client.transport.base
-        if base != LIBRARY_BASE and url.startswith(LIBRARY_BASE + "/"):
-            url = base + url[len(LIBRARY_BASE) :]
+        url = client.transport.hosts.rewrite(url)
         say("Open this URL, approve access, then paste the code from the page you land on")
         say(f"(or that page's whole URL): {url}")
         code = _code_from(ask("Strava code: ", False))

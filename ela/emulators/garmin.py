@@ -22,7 +22,12 @@ rate (one day per call, by display name).
 Data: a year of days ending on ``last_day`` (default: today, UTC). A day's sleep and heart rate
 are generated on first request from ``(seed, day)``, so they are the same whatever order days
 are asked in; days outside the year answer Garmin's "no data" shapes. Activities are generated
-up front, a few hundred over the year.
+up front, a few hundred over the year. Days in :attr:`GarminEmulator.no_data_days` (a watch not
+worn, a flat battery) answer the no-data shapes too, as Garmin does for such a day: the record,
+its calendarDate, and nulls where the measurements would be.
+
+With ``loop`` on, the activity search wraps ``start`` round two pages (page 3 is page 1 again,
+and so on): paging never reaches a short page.
 """
 
 from __future__ import annotations
@@ -116,6 +121,7 @@ class GarminEmulator(Emulator):
         self.activities: list[dict[str, Any]] = []
         self._sleep: dict[str, dict[str, Any]] = {}
         self._heart_rate: dict[str, dict[str, Any]] = {}
+        self.no_data_days: set[date] = set()  # days inside the year without measurements
         self.add_activities(activities)
 
         sso, api = SSO_PREFIX, API_PREFIX
@@ -276,7 +282,7 @@ class GarminEmulator(Emulator):
             self._heart_rate[str(day)] = record
 
     def _has_data(self, day: date) -> bool:
-        return self.first_day <= day <= self.last_day
+        return self.first_day <= day <= self.last_day and day not in self.no_data_days
 
     def _day_random(self, kind: str, day: date) -> random.Random:
         return random.Random(f"{self.seed}:{kind}:{day.isoformat()}")
@@ -661,7 +667,9 @@ class GarminEmulator(Emulator):
         found = self.activities_between(first, last)
         if request.query.get("sortOrder") == "asc":
             found.reverse()
-        return Response(200, found[start : start + limit])
+        if self.loop and len(found) >= 2 * limit:
+            start %= 2 * limit
+        return Response(200, self.drifted(found[start : start + limit]))
 
     def _daily(self, record_for: Any) -> Any:
         def handler(request: Request, match: re.Match[str]) -> Response:
@@ -671,6 +679,6 @@ class GarminEmulator(Emulator):
                 day = date.fromisoformat(request.query["date"])
             except (KeyError, ValueError):
                 return Response(400, {"message": "date must be YYYY-MM-DD"})
-            return Response(200, record_for(day))
+            return Response(200, self.drifted([record_for(day)])[0])
 
         return handler

@@ -1,4 +1,11 @@
-"""A small threaded HTTP server with routing, a call log and fault injection."""
+"""A small threaded HTTP server with routing, a call log and fault injection.
+
+Besides faults, every emulator has the switches for what real APIs do that a client must
+survive (issue 10): :class:`Drift` (records with fields dropped, added or retyped), ``loop``
+(paging that never ends; each provider's emulator says how its paging loops), ``gzip``
+(compressed bodies, as the real services send them) and, through :class:`Fault`, huge bodies
+(``pad``) and redirects to another host (``redirect``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +46,32 @@ class Response:
     body: Any = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     raw: bytes | None = None  # sent as-is (malformed payloads)
+    pad: int = 0  # bytes of JSON whitespace after the body: still valid JSON, only huge
+
+
+@dataclasses.dataclass
+class Drift:
+    """Schema drift: what a provider does to its records between two client-library releases.
+
+    Applied to every record an emulator serves (a copy: the stored data stays as it was).
+
+    Attributes:
+        drop: fields removed (a field the client library's model requires, say).
+        add: fields added, with their values (a field the model has never heard of).
+        retype: fields whose value is replaced by one of another type.
+    """
+
+    drop: tuple[str, ...] = ()
+    add: dict[str, Any] = dataclasses.field(default_factory=dict)
+    retype: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def apply(self, record: Any) -> Any:
+        if not isinstance(record, dict):
+            return record
+        drifted = {k: v for k, v in record.items() if k not in self.drop}
+        drifted.update({k: v for k, v in self.retype.items() if k in drifted})
+        drifted.update(self.add)
+        return drifted
 
 
 @dataclasses.dataclass
@@ -53,6 +87,10 @@ class Fault:
         times: how many requests it hits (None: until cleared).
         rate: probability per matching request (1.0: every one).
         after: let this many matching requests through first (fail page 2, not page 1).
+        pad: serve the real answer followed by this many bytes of JSON whitespace (a huge
+            body that is still valid JSON; with ``Emulator.gzip`` it compresses to almost
+            nothing, a decompression bomb).
+        redirect: answer ``302 Found`` with this ``Location`` (another host, say).
     """
 
     status: int = 500
@@ -63,6 +101,8 @@ class Fault:
     times: int | None = 1
     rate: float = 1.0
     after: int = 0
+    pad: int = 0
+    redirect: str = ""
 
 
 Handler = Callable[[Request, "re.Match[str]"], Response]
@@ -85,6 +125,10 @@ class Emulator:
         self.latency = 0.0
         self.in_flight = 0
         self.peak_in_flight = 0  # the most API calls answered at once since reset_calls()
+        self.drift: Drift | None = None  # schema drift applied to every record served
+        self.loop = False  # paging never ends (each provider's emulator says how)
+        self.gzip = False  # compress answers for clients that accept gzip
+        self.compressed = 0  # answers sent gzip-compressed
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -158,6 +202,11 @@ class Emulator:
         with self.lock:
             self.faults.clear()
 
+    def drifted(self, records: list[Any]) -> list[Any]:
+        """``records`` as served: with :attr:`drift` applied, if any (the same list if none)."""
+        drift = self.drift
+        return records if drift is None else [drift.apply(r) for r in records]
+
     def calls_to(self, fragment: str) -> int:
         with self.lock:
             return sum(1 for _, path, _ in self.calls if fragment in path)
@@ -206,13 +255,21 @@ class Emulator:
             finally:
                 with self.lock:
                     self.in_flight -= 1
-        self._send(http, response)
+        gzip = self.gzip and "gzip" in request.headers.get("accept-encoding", "")
+        if gzip:
+            with self.lock:
+                self.compressed += 1
+        self._send(http, response, gzip)
 
     def _answer(self, request: Request) -> Response:
         fault = self._take_fault(request.path)
         if fault:
             if fault.delay:
                 time.sleep(fault.delay)
+            if fault.redirect:
+                return Response(302, {"redirect": fault.redirect}, {"Location": fault.redirect})
+            if fault.pad:
+                return dataclasses.replace(self._handle(request), pad=fault.pad)
             if fault.malformed:
                 return Response(200, raw=b'{"results": [ {"id": "truncated...')
             if fault.status:
@@ -220,6 +277,9 @@ class Emulator:
                 if fault.retry_after is not None:
                     headers["Retry-After"] = str(int(fault.retry_after))
                 return Response(fault.status, {"error": f"injected {fault.status}"}, headers)
+        return self._handle(request)
+
+    def _handle(self, request: Request) -> Response:
         for method, pattern, handler in self.routes:
             match = pattern.match(request.path)
             if match and method == request.method:
@@ -244,21 +304,40 @@ class Emulator:
         return Response(404, {"error": "unknown control endpoint"})
 
     @staticmethod
-    def _send(http: BaseHTTPRequestHandler, response: Response) -> None:
+    def _send(http: BaseHTTPRequestHandler, response: Response, gzip: bool = False) -> None:
         if response.raw is not None:
             payload = response.raw
         elif response.body is None:
             payload = b""
         else:
             payload = json.dumps(response.body).encode()
+        if gzip:
+            payload = _gzipped(payload, response.pad)
+        elif response.pad:
+            payload += b" " * response.pad
         http.send_response(response.status)
         http.send_header("Content-Type", "application/json")
+        if gzip:
+            http.send_header("Content-Encoding", "gzip")
         http.send_header("Content-Length", str(len(payload)))
         for key, value in response.headers.items():
             http.send_header(key, value)
         http.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
             http.wfile.write(payload)
+
+
+def _gzipped(payload: bytes, pad: int) -> bytes:
+    """``payload`` and ``pad`` spaces, gzip-compressed, the spaces a megabyte at a time (a
+    100 MB pad compresses to about 100 KB without ever being in memory)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: gzip framing
+    parts = [packer.compress(payload)]
+    block = b" " * (1 << 20)
+    while pad > 0:
+        parts.append(packer.compress(block[: min(pad, len(block))]))
+        pad -= len(block)
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 def bearer(request: Request) -> str | None:

@@ -8,7 +8,10 @@ library endpoints with absolute ``next`` links, and top items per ``time_range``
 Retry-After, 5xx, delays, malformed bodies) come from the base :class:`Fault` mechanism.
 
 Records embed ``https://api.spotify.com`` hrefs like the real objects, so the data does not depend
-on the emulator's port; only paging links (``href``/``next``/``previous``) point at the emulator.
+on the emulator's port; only paging links (``href``/``next``/``previous``) point at the emulator,
+or at :attr:`SpotifyEmulator.link_base` when a test sets it (a ``next`` link to another host).
+As on the real API, the playlists of ``/me/playlists`` page under ``/users/{id}/playlists``.
+With ``loop`` on, the last page of a library's ``next`` link leads back to its first page.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class SpotifyEmulator(Emulator):
         self.refresh_tokens: set[str] = {REFRESH_TOKEN}
         self.access_tokens: dict[str, float] = {}  # token → expiry (time.time())
         self.codes: dict[str, str] = {}  # authorization code → redirect_uri
+        self.link_base: str | None = None  # where paging links point (None: this emulator)
         self.user = {
             "display_name": "Ela Listener",
             "external_urls": {"spotify": f"{WEB}/user/ela-listener"},
@@ -128,7 +132,11 @@ class SpotifyEmulator(Emulator):
         self.route("GET", r"/v1/me/player/recently-played", self._authed(self._recently_played))
         self.route("GET", r"/v1/me/tracks", self._authed(self._offset(lambda: self.saved_tracks)))
         self.route("GET", r"/v1/me/albums", self._authed(self._offset(lambda: self.saved_albums)))
-        self.route("GET", r"/v1/me/playlists", self._authed(self._offset(lambda: self.playlists)))
+        playlist_pages = self._authed(
+            self._offset(lambda: self.playlists, "users/{user}/playlists")
+        )
+        self.route("GET", r"/v1/me/playlists", playlist_pages)
+        self.route("GET", r"/v1/users/(?P<user>[^/]+)/playlists", playlist_pages)
         self.route("GET", r"/v1/me/top/(tracks|artists)", self._authed(self._top))
 
     # -- wiring ---------------------------------------------------------------------------
@@ -335,6 +343,11 @@ class SpotifyEmulator(Emulator):
             self.plays.extend(new)
             return new
 
+    def add_playlists(self, count: int) -> None:
+        """Follow or create ``count`` more playlists."""
+        with self.lock:
+            self.playlists.extend(self._playlist(len(self.playlists)) for _ in range(count))
+
     def add_saved_tracks(self, count: int) -> list[dict[str, Any]]:
         """Save ``count`` more tracks (newest first in the library); returns them, newest first."""
         with self.lock:
@@ -454,19 +467,25 @@ class SpotifyEmulator(Emulator):
         self, path: str, rows: list[dict[str, Any]], offset: int, limit: int, extra: str = ""
     ) -> dict[str, Any]:
         def link(start: int) -> str:
-            return f"{self.url}/v1/{path}?offset={start}&limit={limit}{extra}"
+            return f"{self.link_base or self.url}/v1/{path}?offset={start}&limit={limit}{extra}"
 
+        following = link(offset + limit) if offset + limit < len(rows) else None
+        if following is None and self.loop and offset > 0:
+            following = link(0)
         return {
             "href": link(offset),
-            "items": rows[offset : offset + limit],
+            "items": self.drifted(rows[offset : offset + limit]),
             "limit": limit,
-            "next": link(offset + limit) if offset + limit < len(rows) else None,
+            "next": following,
             "offset": offset,
             "previous": link(max(0, offset - limit)) if offset > 0 else None,
             "total": len(rows),
         }
 
-    def _offset(self, rows: Any) -> Any:
+    def _offset(self, rows: Any, links: str = "") -> Any:
+        """An offset-paged list; its links name ``links`` (``{user}``: the user's id), or the
+        path asked for."""
+
         def handler(request: Request, match: re.Match[str]) -> Response:
             limit = self._limit(request, 20)
             if isinstance(limit, Response):
@@ -479,7 +498,8 @@ class SpotifyEmulator(Emulator):
                 return api_error(400, "Invalid offset")
             with self.lock:
                 items = list(rows())
-            return Response(200, self._page(request.path[len("/v1/") :], items, offset, limit))
+            path = links.format(user=self.user["id"]) if links else request.path[len("/v1/") :]
+            return Response(200, self._page(path, items, offset, limit))
 
         return handler
 
@@ -536,7 +556,7 @@ class SpotifyEmulator(Emulator):
         return Response(
             200,
             {
-                "items": items,
+                "items": self.drifted(items),
                 "next": following if len(window) > limit else None,  # older plays kept
                 "cursors": cursors,
                 "limit": limit,

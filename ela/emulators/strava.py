@@ -13,6 +13,9 @@ Modelled on what Strava does, not on what a client hopes:
 * Every API response carries ``X-RateLimit-Limit``/``-Usage`` and ``X-ReadRateLimit-*``
   (``"15-minute,daily"``); the windows reset at :00/:15/:30/:45 and at midnight UTC, refused
   requests still count, and a request over a limit gets a 429.
+
+With ``loop`` on, the activity list ignores ``page`` and answers page 1 to every page number
+(full pages forever, for a client that stops at a short page).
 """
 
 from __future__ import annotations
@@ -515,7 +518,7 @@ class StravaEmulator(Emulator):
         if not self._authorized(request):
             return Response(401, _auth_error("Athlete", "access_token"))
         with self.lock:
-            return Response(200, copy.deepcopy(self.athlete))
+            return Response(200, self.drifted([copy.deepcopy(self.athlete)])[0])
 
     def _list_activities(self, request: Request, _: re.Match[str]) -> Response:
         if not self._authorized(request):
@@ -532,8 +535,8 @@ class StravaEmulator(Emulator):
             rows = self._window_of(after, before)
             if after is None:
                 rows = rows[::-1]  # newest first unless `after` is given
-            start = (page - 1) * per_page
-            return Response(200, copy.deepcopy(rows[start : start + per_page]))
+            start = 0 if self.loop else (page - 1) * per_page
+            return Response(200, self.drifted(copy.deepcopy(rows[start : start + per_page])))
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -1,7 +1,17 @@
-"""Todoist API v1 emulator: ``/tasks`` and ``/projects`` with cursor pagination."""
+"""Todoist API v1 emulator: ``/tasks`` and ``/projects`` with cursor pagination.
+
+Shapes follow todoist-api-python's recorded responses (``tests/data/test_defaults.py``):
+timestamps carry microseconds (``2025-04-03T03:14:15.926536Z``), tasks carry ``day_order``, and
+``next_cursor`` is opaque: a client can only hand back what it was given (a cursor it made up,
+or one for another endpoint, is a 400). With ``loop`` on, the last page's ``next_cursor`` sends
+the client back to the second page, and paging never ends.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +20,29 @@ from ela.emulators.server import Emulator, Request, Response, bearer, unauthoriz
 
 DEFAULT_TOKEN = "todoist-emulator-token"
 MAX_PAGE = 200  # Todoist's maximum `limit`
+CURSOR_KEY = b"todoist-emulator-cursors"  # signs cursors, so only the emulator can make them
+
+
+def stamp(moment: datetime) -> str:
+    """Todoist's timestamp form: UTC, microseconds, ``Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def cursor_for(endpoint: str, offset: int) -> str:
+    """The opaque cursor of the page starting at ``offset`` of ``endpoint``."""
+    body = offset.to_bytes(4, "big")
+    mac = hmac.new(CURSOR_KEY, endpoint.encode() + body, hashlib.sha256).digest()[:12]
+    return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
+
+
+def offset_of(endpoint: str, cursor: str) -> int | None:
+    """The offset a cursor of ``endpoint`` stands for, or None if it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except ValueError:
+        return None
+    offset = int.from_bytes(raw[12:], "big")
+    return offset if len(raw) == 16 and cursor == cursor_for(endpoint, offset) else None
 
 
 class TodoistEmulator(Emulator):
@@ -26,8 +59,8 @@ class TodoistEmulator(Emulator):
         self.tasks: list[dict[str, Any]] = []
         self.add_projects(projects)
         self.add_tasks(tasks)
-        self.route("GET", r"/api/v1/tasks", self._list(lambda: self.tasks))
-        self.route("GET", r"/api/v1/projects", self._list(lambda: self.projects))
+        self.route("GET", r"/api/v1/tasks", self._list("tasks", lambda: self.tasks))
+        self.route("GET", r"/api/v1/projects", self._list("projects", lambda: self.projects))
 
     @property
     def api_url(self) -> str:
@@ -42,7 +75,7 @@ class TodoistEmulator(Emulator):
         with self.lock:
             for _ in range(count):
                 n = len(self.projects)
-                created = base + timedelta(days=n * 3)
+                created = base + timedelta(days=n * 3, microseconds=self.random.randrange(10**6))
                 self.projects.append(
                     {
                         "id": f"6X{n:06d}",
@@ -56,8 +89,8 @@ class TodoistEmulator(Emulator):
                         "is_archived": False,
                         "can_assign_tasks": False,
                         "view_style": "list",
-                        "created_at": created.isoformat().replace("+00:00", "Z"),
-                        "updated_at": created.isoformat().replace("+00:00", "Z"),
+                        "created_at": stamp(created),
+                        "updated_at": stamp(created),
                         "parent_id": None,
                         "inbox_project": n == 0,
                         "workspace_id": None,
@@ -71,7 +104,7 @@ class TodoistEmulator(Emulator):
         with self.lock:
             for _ in range(count):
                 n = len(self.tasks)
-                created = base + timedelta(hours=n * 5)
+                created = base + timedelta(hours=n * 5, microseconds=self.random.randrange(10**6))
                 due = created.date() + timedelta(days=self.random.randint(0, 30))
                 self.tasks.append(
                     {
@@ -96,33 +129,55 @@ class TodoistEmulator(Emulator):
                         "duration": None,
                         "is_collapsed": False,
                         "child_order": n,
+                        "day_order": -1,
                         "responsible_uid": None,
                         "assigned_by_uid": None,
                         "completed_at": None,
                         "added_by_uid": "2671355",
-                        "added_at": created.isoformat().replace("+00:00", "Z"),
-                        "updated_at": created.isoformat().replace("+00:00", "Z"),
+                        "added_at": stamp(created),
+                        "updated_at": stamp(created),
                     }
                 )
 
     # -- endpoints ------------------------------------------------------------------------
-    def _list(self, items: Any) -> Any:
+    def _list(self, endpoint: str, items: Any) -> Any:
         def handler(request: Request, _: re.Match[str]) -> Response:
             if bearer(request) != self.token:
                 return unauthorized("Forbidden")
             try:
                 limit = int(request.query.get("limit", 50))
             except ValueError:
-                return Response(400, {"error": "limit must be an integer"})
+                return invalid("limit")
             if not 1 <= limit <= MAX_PAGE:
-                return Response(400, {"error": f"limit must be between 1 and {MAX_PAGE}"})
-            start = int(request.query["cursor"]) if request.query.get("cursor") else 0
+                return invalid("limit")
+            start = 0
+            if request.query.get("cursor"):
+                found = offset_of(endpoint, request.query["cursor"])
+                if found is None:
+                    return invalid("cursor")
+                start = found
             with self.lock:
                 rows = list(items())
-            page = rows[start : start + limit]
-            more = start + limit < len(rows)
-            return Response(
-                200, {"results": page, "next_cursor": str(start + limit) if more else None}
-            )
+            page = self.drifted(rows[start : start + limit])
+            following: str | None = None
+            if start + limit < len(rows):
+                following = cursor_for(endpoint, start + limit)
+            elif self.loop and len(rows) > limit:
+                following = cursor_for(endpoint, limit)  # back to the second page, forever
+            return Response(200, {"results": page, "next_cursor": following})
 
         return handler
+
+
+def invalid(argument: str) -> Response:
+    """Todoist's answer to a bad argument."""
+    return Response(
+        400,
+        {
+            "error": "Invalid argument value",
+            "error_code": 20,
+            "error_extra": {"argument": argument},
+            "error_tag": "INVALID_ARGUMENT_VALUE",
+            "http_code": 400,
+        },
+    )

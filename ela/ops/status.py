@@ -28,6 +28,9 @@ from ela.sinks import Bucket, ObjectInfo, get_json
 # for an hourly job whose last success is months old.
 MAX_MISSED = 10_000
 STALE_AFTER_MISSED = 2
+# How much earlier than the newest manifest a run of a later tick may have been committed: a
+# retry waits up to 15 minutes (worker.settings.MAX_RETRY_COUNTDOWN) before it commits.
+SETTLE = timedelta(minutes=20)
 
 _Reader = Callable[[str], Any]
 """An object name → its JSON body (None if missing): :func:`ela.sinks.get_json` on one bucket."""
@@ -237,18 +240,34 @@ def collect(
 
 
 def _latest_manifest(read: _Reader, infos: list[ObjectInfo]) -> dict[str, Any] | None:
-    """The manifest with the latest scheduled time among the most recently written ones.
+    """The job's latest own run: the manifest with the latest scheduled time among runs that
+    fetched the job's own window, not an explicit one.
 
-    Objects written in the same second (a backfill) can tie on update time, so the newest few
-    are read and the latest scheduled time wins.
+    A backfill chunk (or ``ela run --since``) is stamped with its window's end, which can be
+    years back: counting it as the last run would call a job that just ran stale. Manifests are
+    read newest first (by when they were written) until one of the job's own runs is found, and
+    then those written up to :data:`SETTLE` before it, since a retried run commits a little
+    after a later one may have.
     """
-    if not infos:
-        return None
-    newest = sorted(infos, key=lambda info: info.updated, reverse=True)[:5]
-    manifests = [m for m in (read(info.name) for info in newest) if m]
-    if not manifests:
-        return None
-    return max(manifests, key=lambda m: _parse_time(m.get("scheduled_at")) or _EPOCH)
+    best: dict[str, Any] | None = None
+    best_written: datetime | None = None
+    for info in sorted(infos, key=lambda info: info.updated, reverse=True):
+        if best_written is not None and info.updated < best_written - SETTLE:
+            break
+        manifest = read(info.name)
+        if not manifest or _explicit_window(manifest):
+            continue
+        if best_written is None:
+            best_written = info.updated
+        scheduled = _parse_time(manifest.get("scheduled_at")) or _EPOCH
+        if best is None or scheduled > (_parse_time(best.get("scheduled_at")) or _EPOCH):
+            best = manifest
+    return best
+
+
+def _explicit_window(manifest: dict[str, Any]) -> bool:
+    window = manifest.get("window")
+    return isinstance(window, dict) and any(window.get(end) for end in ("since", "until"))
 
 
 def _totals(read: _Reader, infos: Iterable[ObjectInfo], since: datetime) -> Totals:
