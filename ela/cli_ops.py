@@ -78,7 +78,8 @@ def status_command(
        "jobs": [{
          "job": str, "service": str, "schedule": str, "enabled": bool,
          "last_success": null | {"run_id", "scheduled_at", "finished_at",
-                                 "records", "duration_s"},
+                                 "records", "duration_s",
+                                 "possible_gap": null | {"after", "before"}},
          "last_failure": null | {"run_id", "failed_at", "scheduled_at",
                                  "kind", "message", "object"},
          "failing": bool,                       # newest failure is after newest success
@@ -86,10 +87,12 @@ def status_command(
                        "stale": bool, "due_at": ISO | null,
                        "missed_ticks": int | null, "behind_s": int | null},
          "stats": {"runs", "failures", "records", "api_calls", "bytes",
-                   "duration_s", "cpu_s": float | null}   # with --stats only
+                   "duration_s", "cpu_s": float | null, "gaps"}   # with --stats only
        }]}
     Times are UTC ISO 8601. Stats count runs scheduled inside the window; cpu_s sums the
-    manifests' CPU seconds (null only for runs older than that field).
+    manifests' CPU seconds (null only for runs older than that field). possible_gap: the
+    source may have dropped records between those times before the run read them (Spotify
+    keeps 50 plays); gaps counts such runs.
     """
     from ela.ops import status
     from ela.sinks import bucket_url, open_bucket
@@ -143,6 +146,15 @@ def status_command(
     stale = [job.job for job in report.jobs if job.freshness.stale]
     if stale:
         click.echo(f"\n! missed two ticks or more: {', '.join(stale)}")
+    for job in report.jobs:
+        gap = (job.last_success or {}).get("possible_gap")
+        if gap:
+            click.echo(
+                f"\n~ {job.job}: records may be missing between {_short(gap.get('after'))} and "
+                f"{_short(gap.get('before'))} UTC (the source kept no more; see the manifest)"
+            )
+        if job.totals is not None and job.totals.gaps:
+            click.echo(f"~ {job.job}: {job.totals.gaps} run(s) in the window may have missed some")
 
 
 def status_run8(run_id: Any) -> str:

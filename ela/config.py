@@ -33,6 +33,8 @@ from pydantic import (
 from ela import command as command_module
 from ela import cron
 from ela.connectors import SERVICES
+from ela.connectors.base import PARAMS
+from ela.connectors.strava import MAX_LOOKBACK_DAYS
 from ela.errors import ConfigError
 
 Env = Literal["dev", "prd"]
@@ -100,6 +102,11 @@ class Job(_Strict):
     limit: int | None = Field(default=None, ge=1)
     time_range: Literal["short_term", "medium_term", "long_term"] | None = None
     days: int | None = Field(default=None, ge=1)
+    # Completeness settings (docs/completeness.md); unset means the data type's default.
+    lookback_days: int | None = Field(default=None, ge=1, le=MAX_LOOKBACK_DAYS)  # Strava
+    settle_hours: int | None = Field(default=None, ge=0, le=72)  # Garmin: a day is final after
+    user_timezone: str | None = None  # Garmin: the user's zone, instead of the profile's
+    follow_up_plays: int | None = Field(default=None, ge=1, le=50)  # Spotify: when to look again
     # The origin's shell line; its flags become limit/time_range/days when the file loads.
     command: str | None = None
     # The origin repeated the file's environment on every job; it must agree with global's.
@@ -117,7 +124,7 @@ class Job(_Strict):
 
     def params(self) -> dict[str, Any]:
         """The job's parameters that are set, as the connector receives them."""
-        values = {"limit": self.limit, "time_range": self.time_range, "days": self.days}
+        values = {param: getattr(self, param) for param in PARAMS}
         return {k: v for k, v in values.items() if v is not None}
 
     def missing_dependencies(self, environ: Mapping[str, str]) -> list[str]:
@@ -716,7 +723,7 @@ def _check_job(name: str, job: Any, problems: _Problems, flags: Mapping[str, str
         else:
             problems.add((*loc, param), message)
 
-    for param in ("limit", "time_range", "days"):
+    for param in PARAMS:
         if job.get(param) is not None and param not in spec.params:
             allowed = ", ".join(sorted(spec.params)) or "none"
             report(param, f"does not apply to {service}/{data_type} (its parameters: {allowed})")
@@ -730,6 +737,12 @@ def _check_job(name: str, job: Any, problems: _Problems, flags: Mapping[str, str
     days = job.get("days")
     if isinstance(days, int) and spec.max_days is not None and days > spec.max_days:
         report("days", f"{days} is above the maximum of {spec.max_days} per run")
+    zone = job.get("user_timezone")
+    if isinstance(zone, str):
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.add((*loc, "user_timezone"), f"{zone!r} is not an IANA time zone")
 
 
 def unset_dependencies(config: IngestionConfig, environ: Mapping[str, str]) -> list[str]:

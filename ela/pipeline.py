@@ -9,7 +9,9 @@ The order is the durability contract (SPEC §4):
 3. The landing object is uploaded under a name fixed by (scheduled time, run id), so a retry
    or redelivery of the same run overwrites it instead of adding a second copy.
 4. The manifest is written last; it is the commit.
-5. The cursor moves only after the manifest exists, and only forwards.
+5. The job's state moves only after the manifest exists: the cursor only forwards, landed keys
+   and complete days merged in (:mod:`ela.state`). The manifest records the update, so a crash
+   between the two is healed when the run is redelivered.
 
 A failed run commits nothing: no manifest, no cursor. Its error is written under ``errors/``
 once it is final (not retriable, or the last attempt).
@@ -34,7 +36,7 @@ from ela.config import IngestionConfig
 from ela.connectors import SERVICES, FetchContext, Record
 from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
 from ela.sinks import Bucket, JsonlSpool, SpoolFull, bucket_url, get_json, open_bucket, put_json
-from ela.state import advance_cursor, read_cursor
+from ela.state import JobState, StateUpdate, commit, read_state
 
 log = logging.getLogger("ela.pipeline")
 
@@ -91,14 +93,15 @@ def run_job(
 
     committed = None if overrides.dry_run else get_json(bucket, manifest_name)
     if committed is not None:
-        log.info("run %s of %s was already committed; re-applying its cursor", run_id, job_name)
-        if committed.get("cursor_after") is not None:
-            advance_cursor(bucket, job.service, job_name, committed["cursor_after"], run_id)
+        log.info("run %s of %s was already committed; re-applying its state", run_id, job_name)
+        if committed.get("cursor_after") is not None or committed.get("state_update"):
+            commit(bucket, job.service, job_name, StateUpdate.from_manifest(committed), run_id)
         return {"outcome": "already_committed", **committed}
 
     started = datetime.now(UTC)
     clock, cpu = time.monotonic(), time.process_time()
-    cursor_before = read_cursor(bucket, job.service, job_name) if data_type.incremental else None
+    state = read_state(bucket, job.service, job_name) if data_type.keeps_state else JobState()
+    cursor_before = state.cursor if data_type.incremental else None
     params = job.params()
     limit = overrides.limit or config.effective_limit(job_name)
     ctx = FetchContext(
@@ -111,6 +114,11 @@ def run_job(
         since=overrides.since,
         until=overrides.until,
         cursor=cursor_before,
+        lookback_days=job.lookback_days,
+        settle_hours=job.settle_hours,
+        user_timezone=job.user_timezone,
+        already_landed=state.landed,
+        complete_through=state.complete_through,
     )
     spool = JsonlSpool()
     try:
@@ -181,14 +189,24 @@ def run_job(
         "warnings": ctx.warnings,
         "dry_run": overrides.dry_run,
         "bucket": bucket.url,
+        **ctx.report,
     }
+    update = StateUpdate(
+        cursor=ctx.new_cursor,
+        landed=ctx.landed,
+        landed_floor=ctx.landed_floor,
+        complete_through=ctx.new_complete_through,
+    )
+    recorded = update.recorded()
+    if recorded:
+        manifest["state_update"] = recorded
     if overrides.dry_run:
         return {"outcome": "dry_run", **manifest}
     with _uninterrupted():
         put_json(bucket, manifest_name, manifest)
         faults.point("after_manifest", environ, job_name)
-        if ctx.new_cursor is not None:
-            advance_cursor(bucket, job.service, job_name, ctx.new_cursor, run_id)
+        if ctx.new_cursor is not None or "state_update" in manifest:
+            commit(bucket, job.service, job_name, update, run_id)
     for warning in ctx.warnings:
         log.warning("%s run %s: %s", job_name, run_id, warning)
     return {"outcome": "succeeded", **manifest}

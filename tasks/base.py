@@ -11,6 +11,7 @@ from celery import Task
 from ela.connectors import DataType, all_data_types
 from ela.errors import IngestError, RetriableError
 from ela.pipeline import Overrides, record_failure, run_job
+from tasks import follow_up as follow_ups
 from worker.app import SCHEDULED_AT_HEADER, app, config
 from worker.settings import MAX_RETRY_COUNTDOWN
 
@@ -44,14 +45,20 @@ class IngestTask(Task):
         job: str | None,
         scheduled_at: str | None,
         overrides: dict[str, Any],
+        follow_up: str | None = None,
     ) -> dict[str, Any]:
         job_name = job or config.job_for_task(self.name)
+        if follow_up:  # a follow-up's hop: run only if it is due and still wanted
+            waiting, due = follow_ups.take(self, job_name, follow_up)
+            if waiting is not None:
+                return waiting
+            scheduled_at = scheduled_at or due  # the run is scheduled when it came due
         when = self.scheduled_at(scheduled_at)
         attempt = self.request.retries
         final = attempt >= self.max_retries
         run = {"run_id": self.request.id, "scheduled_at": when, "attempt": attempt}
         try:
-            return run_job(
+            manifest = run_job(
                 config,
                 job_name,
                 overrides=Overrides.from_kwargs(**overrides),
@@ -66,7 +73,10 @@ class IngestTask(Task):
                 record_failure(config, job_name, error=exc, **run)
                 raise
             pinned = {**self.request.kwargs, "job": job_name, "scheduled_at": when.isoformat()}
+            pinned.pop("follow_up", None)  # a retry is the run itself, not another hop
             raise self.retry(exc=exc, countdown=countdown, kwargs=pinned) from exc
+        follow_ups.plan(self, job_name, manifest)
+        return manifest
 
 
 def _register(data_type: DataType) -> Task:
@@ -80,9 +90,10 @@ def _register(data_type: DataType) -> Task:
         until: str | None = None,
         dry_run: bool = False,
         scheduled_at: str | None = None,
+        follow_up: str | None = None,
     ) -> dict[str, Any]:
         overrides = {"limit": limit, "since": since, "until": until, "dry_run": dry_run}
-        return self.ingest(job, scheduled_at, overrides)
+        return self.ingest(job, scheduled_at, overrides, follow_up)
 
     ingest.__doc__ = data_type.doc
     return ingest

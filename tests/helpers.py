@@ -53,6 +53,14 @@ def shipped_config(env: str) -> dict[str, Any]:
     return data
 
 
+def with_job(
+    config: config_module.IngestionConfig, job: str, **fields: Any
+) -> config_module.IngestionConfig:
+    """``config`` with some fields of one job changed (in memory, not validated again)."""
+    changed = config.jobs[job].model_copy(update=fields)
+    return config.model_copy(update={"jobs": {**config.jobs, job: changed}})
+
+
 def write_config(path: Path, env: str = "dev", **changes: Any) -> Path:
     """The shipped config of ``env`` with top-level sections replaced or global keys changed.
 

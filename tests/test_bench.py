@@ -20,10 +20,9 @@ ROWS = (
 )
 
 
-def test_orchestration_and_start_up_sections_print_their_rows(redis_url: str) -> None:
-    """The benchmark keys its Redis use by a prefix of its own and deletes it at the end."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "1,5", "-n", "40", "--repeats", "1"],
+def bench(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
         cwd=REPO,
         env=base_environ(redis_url, {"ELA_BENCH_REDIS_URL": redis_url}),
         capture_output=True,
@@ -31,7 +30,23 @@ def test_orchestration_and_start_up_sections_print_their_rows(redis_url: str) ->
         timeout=180,
         check=False,
     )
+
+
+def test_orchestration_and_start_up_sections_print_their_rows(redis_url: str) -> None:
+    """The benchmark keys its Redis use by a prefix of its own and deletes it at the end."""
+    out = bench(redis_url, "--only", "1,5", "-n", "40", "--repeats", "1")
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     for row in ROWS:
         assert f"| {row}" in out.stdout, out.stdout
     assert "machine: " in out.stdout
+
+
+def test_completeness_section_loses_no_play_where_the_fixed_schedule_does(redis_url: str) -> None:
+    """Section 6 drives the real connector and follow-up decision over a simulated day; its
+    goal row (0 plays lost) is what exit status 0 reports."""
+    out = bench(redis_url, "--only", "6")
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    [lost] = [line for line in out.stdout.splitlines() if "6. plays lost" in line]
+    ours, fixed = (int(cell.split()[0]) for cell in lost.split("|")[2:4])
+    assert ours == 0 < fixed
+    assert "| 6. job state at its cap (10,000 landed keys" in out.stdout

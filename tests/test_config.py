@@ -310,6 +310,18 @@ BAD = [
         "unknown service",
     ),
     ("days-above-max", _edit("    days: 3", "    days: 5000"), "days: 5000", "above the maximum"),
+    (
+        "completeness-setting-not-applicable",
+        _edit("    data_type: tasks", "    data_type: tasks\n    lookback_days: 7"),
+        "lookback_days: 7",
+        "does not apply to todoist/tasks",
+    ),
+    (
+        "bad-user-time-zone",
+        _edit("    days: 3", "    days: 3\n    user_timezone: Mars/Olympus"),
+        "user_timezone: Mars/Olympus",
+        "'Mars/Olympus' is not an IANA time zone",
+    ),
 ]
 
 

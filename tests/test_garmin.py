@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -21,7 +22,7 @@ from ela.pipeline import Overrides, run_job
 from ela.sinks import LocalBucket
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, shipped_config, write_config
+from tests.helpers import REPO, shipped_config, with_job, write_config
 
 LAST_DAY = date(2025, 6, 30)
 SCHEDULED = datetime(2025, 6, 30, 13, 0, tzinfo=UTC)
@@ -129,7 +130,8 @@ def test_activities_of_the_configured_days(
     assert len(expected) >= 2
     assert landed(bucket, manifest) == expected
     assert manifest["records"] == len(expected)
-    assert manifest["api_calls"] == 1  # the activity search only: no display name needed
+    # The activity search, and once (then cached) the user's time zone: no display name needed.
+    assert manifest["api_calls"] == 2 and emulator.calls_to("userprofile/settings") == 1
     assert emulator.calls_to("socialProfile") == 0
 
 
@@ -161,7 +163,7 @@ def test_daily_records_one_per_day_of_the_configured_days(
     assert [date_of(r) for r in records] == [r["date"] for r in records]
     endpoint = "dailySleepData" if job == "garmin_sleep" else "dailyHeartRate"
     assert emulator.calls_to(endpoint) == 5  # one library call per day
-    assert manifest["api_calls"] == 6  # and the profile
+    assert manifest["api_calls"] == 7  # and the profile and its settings (the time zone)
 
 
 def test_daily_calls_keep_their_connections_alive(
@@ -175,7 +177,7 @@ def test_daily_calls_keep_their_connections_alive(
 
     manifest = run("garmin_heart_rate", cfg=cfg)
 
-    assert manifest["records"] == 60 and manifest["api_calls"] == 61
+    assert manifest["records"] == 60 and manifest["api_calls"] == 62  # and profile, settings
     assert emulator.connections - connections <= PARALLEL_DAYS + 1  # and the profile's thread
 
 
@@ -221,6 +223,187 @@ def test_window_longer_than_a_year_is_refused(
     assert emulator.calls_to("dailySleepData") == 0
 
 
+# -- whole days, in the user's time zone ---------------------------------------------------------
+BRUSSELS = ZoneInfo("Europe/Brussels")
+
+
+class Clock:
+    """The emulator's now, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def run_at(
+    config: IngestionConfig,
+    emulator: GarminEmulator,
+    bucket: LocalBucket,
+    token_dir: Path,
+    job: str,
+    when: datetime,
+) -> dict[str, Any]:
+    """A run of ``job`` scheduled at ``when`` (its own run id), after clearing the call log."""
+    emulator.reset_calls()
+    return run_job(
+        config,
+        job,
+        run_id=f"{job}-{when.astimezone(UTC):%Y%m%d%H%M}",
+        scheduled_at=when,
+        bucket=bucket,
+        environ=emulator.environ() | {"ELA_TOKEN_DIR": str(token_dir)},
+    )
+
+
+def days_asked(emulator: GarminEmulator) -> list[str]:
+    """The days of the daily calls since the last run started (sent in parallel: sorted)."""
+    return sorted(q["date"] for _, path, q in emulator.calls if "/wellness/daily" in path)
+
+
+def test_each_day_lands_complete_once_after_it_ends(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    """With `days: 1` a run asks for today only, so the hours after a day's last run were never
+    landed. Every day lands complete once it is over (plus the settling margin, 6 h by
+    default); a day landed while in progress is marked partial."""
+    clock = Clock(datetime(2025, 6, 30, 13, 0, tzinfo=BRUSSELS))
+    with GarminEmulator(clock=clock) as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+
+        def at(when: datetime) -> dict[str, Any]:
+            clock.now = when
+            return run_at(config, em, bucket, token_dir, "garmin_heart_rate", when)
+
+        noon = at(datetime(2025, 6, 30, 13, 0, tzinfo=BRUSSELS))
+        [so_far] = landed(bucket, noon)
+        assert so_far["calendarDate"] == "2025-06-30" and noon["partial_days"] == ["2025-06-30"]
+        assert so_far["heartRateValues"][-1]["timestamp"] <= clock.now.timestamp() * 1000
+
+        evening = at(datetime(2025, 6, 30, 21, 0, tzinfo=BRUSSELS))
+        assert evening["partial_days"] == ["2025-06-30"] and days_asked(em) == ["2025-06-30"]
+
+        morning = at(datetime(2025, 7, 1, 9, 0, tzinfo=BRUSSELS))
+        whole, today = landed(bucket, morning)
+        assert days_asked(em) == ["2025-06-30", "2025-07-01"]
+        assert whole == heart_rate_landed(em, date(2025, 6, 30))
+        assert len(whole["heartRateValues"]) == 24 * 30  # to 23:58, every 2 minutes
+        assert today["calendarDate"] == "2025-07-01" and morning["partial_days"] == ["2025-07-01"]
+        assert morning["state_update"]["complete_through"] == "2025-06-30"
+
+        later = at(datetime(2025, 7, 1, 17, 0, tzinfo=BRUSSELS))
+        assert days_asked(em) == ["2025-07-01"]  # a complete day is not asked for again
+        assert later["api_calls"] == 1  # the display name and time zone are cached
+
+
+def test_a_day_is_final_only_after_the_settling_margin(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    """The watch syncs through the phone two hours behind: at 01:00 the day before is still
+    missing its last samples, so it is landed partial; from 06:00 (6 h after midnight, by
+    default) it is final and lands whole."""
+    clock = Clock(datetime(2025, 6, 30, 12, 0, tzinfo=BRUSSELS))
+    with GarminEmulator(clock=clock, sync_lag=timedelta(hours=2)) as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+        run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+
+        clock.now = datetime(2025, 7, 1, 1, 0, tzinfo=BRUSSELS)
+        night = run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+        unsynced, _ = landed(bucket, night)
+        assert night["partial_days"] == ["2025-06-30", "2025-07-01"]
+        assert len(unsynced["heartRateValues"]) == 23 * 30 + 1  # synced up to 23:00
+
+        clock.now = datetime(2025, 7, 1, 7, 0, tzinfo=BRUSSELS)
+        morning = run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+        whole, _ = landed(bucket, morning)
+        assert len(whole["heartRateValues"]) == 24 * 30
+        assert morning["partial_days"] == ["2025-07-01"]
+        assert morning["state_update"]["complete_through"] == "2025-06-30"
+
+
+def test_a_worker_down_for_three_days_catches_up_all_three(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    clock = Clock(datetime(2025, 6, 29, 20, 0, tzinfo=BRUSSELS))
+    with GarminEmulator(clock=clock) as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+        run_at(config, em, bucket, token_dir, "garmin_sleep", clock.now)
+        clock.now = datetime(2025, 7, 2, 10, 0, tzinfo=BRUSSELS)
+
+        manifest = run_at(config, em, bucket, token_dir, "garmin_sleep", clock.now)
+
+        nights = [r["dailySleepDTO"]["calendarDate"] for r in landed(bucket, manifest)]
+        assert nights == ["2025-06-29", "2025-06-30", "2025-07-01", "2025-07-02"]
+        assert manifest["partial_days"] == ["2025-07-02"]
+        assert landed(bucket, manifest)[1] == sleep_landed(em, date(2025, 6, 30))
+        state = json.loads(bucket.get_bytes("garmin/_state/garmin_sleep.json") or b"{}")
+        assert state["complete_through"] == "2025-07-01"
+
+
+def test_days_are_the_users_calendar_days_read_from_the_profile(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    """`calendarDate` is the user's local date, not UTC: at 03:00 UTC on 1 July it is still
+    30 June in Los Angeles, and 1 July has nothing yet."""
+    clock = Clock(datetime(2025, 7, 1, 3, 0, tzinfo=UTC))
+    with GarminEmulator(clock=clock, timezone="America/Los_Angeles") as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+
+        evening = run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+
+        [record] = landed(bucket, evening)
+        assert days_asked(em) == ["2025-06-30"] and evening["partial_days"] == ["2025-06-30"]
+        assert record["heartRateValues"]  # the day so far, not an empty future day
+        assert em.calls_to("userprofile/settings") == 1
+        clock.now = datetime(2025, 7, 1, 16, 0, tzinfo=UTC)  # 09:00 in Los Angeles
+        morning = run_at(config, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+        assert days_asked(em) == ["2025-06-30", "2025-07-01"]
+        assert morning["partial_days"] == ["2025-07-01"]
+        assert em.calls_to("userprofile/settings") == 0  # the zone is cached with the name
+
+
+def test_a_configured_time_zone_wins_over_the_profile(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
+) -> None:
+    tokyo = with_job(config, "garmin_heart_rate", user_timezone="Asia/Tokyo")
+    clock = Clock(datetime(2025, 6, 30, 20, 0, tzinfo=UTC))  # 1 July, 05:00 in Tokyo
+    with GarminEmulator(clock=clock, last_day=date(2025, 7, 1)) as em:
+        assert isinstance(em, GarminEmulator)
+        em.prepare_tokens(store)
+        manifest = run_at(tokyo, em, bucket, token_dir, "garmin_heart_rate", clock.now)
+        assert days_asked(em) == ["2025-07-01"] and manifest["partial_days"] == ["2025-07-01"]
+        assert em.calls_to("userprofile/settings") == 0
+
+
+def test_activities_land_once_and_a_late_sync_in_the_window_lands(
+    config: IngestionConfig,
+    emulator: GarminEmulator,
+    store: TokenStore,
+    token_dir: Path,
+    bucket: LocalBucket,
+) -> None:
+    """Each run searches the last `days` days (3 in dev): an activity synced a day late is
+    found, and one landed before is not landed again."""
+    emulator.prepare_tokens(store)
+    first = run_at(config, emulator, bucket, token_dir, "garmin_activities", SCHEDULED)
+    assert first["records"] == len(emulator.activities_between(LAST_DAY - timedelta(2), LAST_DAY))
+
+    again = run_at(config, emulator, bucket, token_dir, "garmin_activities", SCHEDULED + HOUR)
+    assert again["records"] == 0 and again["api_calls"] == 1
+
+    [late] = emulator.add_activities(1, on=LAST_DAY - timedelta(days=1))
+    third = run_at(config, emulator, bucket, token_dir, "garmin_activities", SCHEDULED + 2 * HOUR)
+    assert landed(bucket, third) == [late]
+
+
+HOUR = timedelta(hours=1)
+
+
 # -- tokens ---------------------------------------------------------------------------------
 def test_expired_tokens_are_refreshed_and_written_back(
     run: Run, emulator: GarminEmulator, store: TokenStore, bucket: LocalBucket
@@ -237,7 +420,7 @@ def test_expired_tokens_are_refreshed_and_written_back(
     assert after["di_refresh_token"] in emulator.refresh_tokens
     assert emulator.calls_to("/oauth/token") == 1
     assert emulator.calls_to("/mobile/api/login") == 0
-    assert manifest["api_calls"] == 3  # refresh, profile, one day
+    assert manifest["api_calls"] == 4  # refresh, profile settings, profile, one day
 
     run("garmin_heart_rate")  # the written-back tokens work without another refresh
     assert emulator.calls_to("/oauth/token") == 1
@@ -319,8 +502,9 @@ def test_the_display_name_is_cached_so_runs_make_the_minimum_calls(
     cfg = config_with_days(tmp_path, garmin_sleep=5, garmin_heart_rate=5)
 
     first = run("garmin_sleep", cfg=cfg)
-    assert first["api_calls"] == 6  # the profile once, then one call per day
+    assert first["api_calls"] == 7  # the profile and its settings once, then one call a day
     assert store.read("garmin-profile") == {"display_name": DISPLAY_NAME, "full_name": "Ela Runner"}
+    assert store.read("garmin-zone") == {"time_zone": "Europe/Brussels"}
     assert "displayName" not in json.dumps(store.read("garmin"))  # the tokens entry is untouched
 
     emulator.reset_calls()
@@ -474,7 +658,8 @@ def test_a_record_for_the_wrong_day_is_a_payload_error(
 def test_the_three_tasks_on_a_real_worker(
     worker_factory: WorkerFactory, local_bucket: LocalBucket, tmp_path: Path
 ) -> None:
-    with GarminEmulator() as em:  # its year ends today: the worker schedules runs now
+    now = datetime.now(UTC)  # the emulator's clock stays here: today's data stops growing
+    with GarminEmulator(clock=lambda: now) as em:  # its year ends today: runs are sent now
         assert isinstance(em, GarminEmulator)
         token_dir = tmp_path / "worker-tokens"
         em.prepare_tokens(TokenStore(token_dir), expired=True)
@@ -488,11 +673,11 @@ def test_the_three_tasks_on_a_real_worker(
         for task, manifest in results.items():
             assert manifest["outcome"] == "succeeded", task
             assert local_bucket.get_bytes(f"garmin/_runs/garmin_{task}/{manifest['run_id']}.json")
-        today = datetime.fromisoformat(results["sleep"]["scheduled_at"]).date()
+        today = em.last_day  # the user's (Brussels), as the runs see it
         assert landed(local_bucket, results["sleep"]) == [sleep_landed(em, today)]
         assert landed(local_bucket, results["heart_rate"]) == [heart_rate_landed(em, today)]
-        activities_day = datetime.fromisoformat(results["activities"]["scheduled_at"]).date()
-        expected = em.activities_between(activities_day - timedelta(days=2), activities_day)
+        assert results["heart_rate"]["partial_days"] == [today.isoformat()]
+        expected = em.activities_between(today - timedelta(days=2), today)
         names = [o["name"] for o in results["activities"]["objects"]]  # none if no activities
         assert [r for name in names for r in read_jsonl(local_bucket.get_bytes(name))] == expected
         assert em.calls_to("/oauth/token") == 1  # one refresh, written back, reused

@@ -224,7 +224,7 @@ def test_status_command_reads_the_bucket_url(
     assert jobs["garmin_activities"]["freshness"]["stale"] is True
     assert jobs["todoist_tasks"]["stats"]["cpu_s"] == 1.25
     assert set(jobs["todoist_tasks"]["stats"]) == {
-        "runs", "failures", "records", "api_calls", "bytes", "duration_s", "cpu_s",
+        "runs", "failures", "records", "api_calls", "bytes", "duration_s", "cpu_s", "gaps",
     }  # fmt: skip
 
 

@@ -129,7 +129,7 @@ def _line_of(text: str, fragment: str) -> int:
 SPOTIFY_RP = "spotify_fetch recently_played --limit 20"
 BAD_COMMANDS = [
     ("garmin_fetch sleep --days 1", "garmin_fetch sleep --days 1 --limit 5",
-     "--limit 5: does not apply to garmin/sleep (its parameters: days)"),
+     "--limit 5: does not apply to garmin/sleep (its parameters: days, "),
     (SPOTIFY_RP, "spotify_fetch recently_played --limit 500",
      "--limit 500: 500 is above what the spotify API returns for recently_played (50)"),
     (SPOTIFY_RP, "spotify_fetch saved_tracks --limit 20",
@@ -307,7 +307,7 @@ def test_migrate_leaves_out_only_what_the_format_refuses_and_says_why(tmp_path: 
     sleep_line = _line_of(text, "--limit 9")
     assert (
         f"{legacy}:{sleep_line}: jobs.garmin_sleep.command: --limit 9: does not apply to "
-        "garmin/sleep (its parameters: days); the job is left out"
+        "garmin/sleep (its parameters: days, settle_hours, user_timezone); the job is left out"
     ) in result.notes
     tasks_line = _line_of(text, 'environment: "dev"')
     assert (

@@ -31,7 +31,7 @@ from ela.emulators.todoist import TodoistEmulator
 from ela.errors import PayloadError, TimeLimitError
 from ela.pipeline import run_job
 from ela.sinks import LocalBucket
-from ela.state import read_cursor
+from ela.state import JobState, read_cursor, read_state
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
 from tests.helpers import (
@@ -131,11 +131,14 @@ def test_killed_runs_land_exactly_once(
         # The same records an uncrashed run of the same window lands: none missing, none twice.
         scheduled = datetime.fromisoformat(manifest["scheduled_at"])
         assert records == reference_records(job, scheduled, emulators["environ"], tmp_path), job
-        # The cursor is exactly what was committed, never past it.
-        if manifest["cursor_after"] is not None:
-            assert read_cursor(bucket, service, job) == manifest["cursor_after"], job
-        else:
-            assert bucket.get_bytes(naming.state(service, job)) is None
+        # The state is exactly what the manifest committed (cursor, landed keys, complete
+        # days), never past it; none for a job that keeps none.
+        recorded = manifest.get("state_update") or {}
+        assert read_state(bucket, service, job) == JobState(
+            manifest["cursor_after"],
+            recorded.get("landed", {}),
+            recorded.get("complete_through"),
+        ), job
     # Every job was killed once at this point and redelivered.
     assert worker.log().count("WorkerLostError") + worker.log().count("signal 9") >= len(CRASH_JOBS)
 

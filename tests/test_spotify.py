@@ -8,14 +8,16 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from ela import config as config_module
+from ela.cli import main
 from ela.connectors.base import FetchContext
 from ela.connectors.spotify import authorize, spotify
 from ela.emulators import spotify as emu
@@ -81,6 +83,11 @@ def same(records: JSON) -> JSON:
     """The records as JSON would carry them (what lands is a JSON round trip)."""
     result: JSON = json.loads(json.dumps(records))
     return result
+
+
+def iso(play: dict[str, Any]) -> str:
+    """A play's ``played_at`` as the manifest writes times (UTC, milliseconds)."""
+    return datetime.fromisoformat(play["played_at"]).isoformat(timespec="milliseconds")
 
 
 def assert_committed_nothing(bucket: Bucket, job: str, cursor: Any = None) -> None:
@@ -185,7 +192,7 @@ def test_recently_played_lands_each_play_once(
     assert again["records"] == 0 and again["objects"] == []
     assert again["api_calls"] == 1 == len(spotify_emu.calls)
     [(_, _, query)] = [c for c in spotify_emu.calls if "recently-played" in c[1]]
-    assert query == {"limit": "50", "after": str(newest)}  # the API maximum, whatever `limit`
+    assert query == {"limit": "50"}  # the last 50 (all Spotify keeps), whatever `limit` says
     assert again["cursor_after"] == newest and again["warnings"] == []
 
     # New plays (more than the job's limit of 20, fewer than 50): exactly those land.
@@ -198,7 +205,10 @@ def test_recently_played_lands_each_play_once(
 
 
 def test_more_than_50_plays_since_the_last_run_warns_of_a_gap(
-    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+    spotify_emu: SpotifyEmulator,
+    local_bucket: LocalBucket,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     job = "spotify_recently_played"
     run(spotify_emu, local_bucket, tmp_path, job)
@@ -207,7 +217,63 @@ def test_more_than_50_plays_since_the_last_run_warns_of_a_gap(
     assert landed(local_bucket, manifest) == same(new[-50:][::-1])  # all the API still knows
     [warning] = manifest["warnings"]
     assert "full 50" in warning and "may be missing" in warning
+    assert manifest["possible_gap"] == {  # between the newest landed before and the oldest now
+        "after": iso(spotify_emu.plays[-81]),
+        "before": iso(new[-50]),
+    }
     assert manifest["cursor_after"] == played_ms(new[-1])
+
+    # `ela status` shows it, from the bucket alone.
+    monkeypatch.setenv("ELA_ENV", "dev")
+    monkeypatch.delenv("ELA_CONFIG", raising=False)
+    at = (WHEN + timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+    shown = CliRunner().invoke(
+        main, ["status", "--stats", "--now", at], env={"ELA_BUCKET_URL": local_bucket.url}
+    )
+    assert shown.exit_code == 0, shown.output
+    after, before = manifest["possible_gap"]["after"], manifest["possible_gap"]["before"]
+    assert (
+        f"~ {job}: records may be missing between {after.replace('T', ' ')[:16]} and "
+        f"{before.replace('T', ' ')[:16]} UTC"
+    ) in shown.output
+    assert f"~ {job}: 1 run(s) in the window may have missed some" in shown.output
+
+
+def test_a_play_synced_late_among_older_plays_lands(
+    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    """A play listened to offline shows when the device syncs, before newer plays: a cursor on
+    the newest `played_at` would never see it. Within the last 50 plays it lands, once."""
+    job = "spotify_recently_played"
+    first = run(spotify_emu, local_bucket, tmp_path, job)
+    between = datetime.fromisoformat(spotify_emu.plays[-6]["played_at"]) + timedelta(seconds=40)
+    [late] = spotify_emu.sync_late([between])
+
+    manifest = run(spotify_emu, local_bucket, tmp_path, job)
+
+    assert landed(local_bucket, manifest) == same([late])
+    assert manifest["api_calls"] == 1
+    assert manifest["cursor_after"] == first["cursor_after"]  # still the newest play
+    assert manifest["warnings"] == [] and "possible_gap" not in manifest
+    again = run(spotify_emu, local_bucket, tmp_path, job)
+    assert again["records"] == 0 and again["api_calls"] == 1
+
+
+def test_a_play_from_the_future_lands_once_and_never_moves_the_cursor(
+    spotify_emu: SpotifyEmulator, local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    job = "spotify_recently_played"
+    first = run(spotify_emu, local_bucket, tmp_path, job)
+    [future] = spotify_emu.sync_late([datetime(9999, 1, 1, tzinfo=UTC)])  # a wrong clock
+
+    manifest = run(spotify_emu, local_bucket, tmp_path, job)
+
+    assert landed(local_bucket, manifest) == same([future])
+    assert manifest["cursor_after"] == first["cursor_after"]
+    [warning] = manifest["warnings"]
+    assert "9999-01-01" in warning and "cursor" in warning
+    new = spotify_emu.add_plays(3)  # what really comes next still lands
+    assert landed(local_bucket, run(spotify_emu, local_bucket, tmp_path, job)) == same(new[::-1])
 
 
 def test_exactly_the_window_since_the_cursor_when_plays_fill_50(

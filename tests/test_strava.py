@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +20,7 @@ import requests
 
 from ela import config as config_module
 from ela import naming
+from ela.config import IngestionConfig
 from ela.connectors.strava import authorize, rate_limit_reset
 from ela.emulators.server import Fault, Request, Response
 from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator, encode_polyline
@@ -29,7 +30,7 @@ from ela.sinks import Bucket, LocalBucket, get_json
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO
+from tests.helpers import REPO, with_job
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 WHEN = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
@@ -132,9 +133,10 @@ def run(
     run_id: str | None = None,
     overrides: Overrides = NO_OVERRIDES,
     env: dict[str, str] | None = None,
+    config: IngestionConfig = CONFIG,
 ) -> dict[str, Any]:
     return run_job(
-        CONFIG,
+        config,
         job,
         run_id=run_id or str(uuid.uuid4()),
         scheduled_at=WHEN,
@@ -191,11 +193,12 @@ def test_nothing_new_lands_nothing_with_one_call(
     assert second["objects"] == []
     assert second["cursor_after"] == second["cursor_before"] == first["cursor_after"]
     assert second["api_calls"] == 1
+    lookback = first["cursor_after"] - 10 * 86400  # re-read for late uploads; none landed twice
     assert emu.calls == [
         (
             "GET",
             "/api/v3/athlete/activities",
-            {"after": str(first["cursor_after"]), "page": "1", "per_page": "200"},
+            {"after": str(lookback), "page": "1", "per_page": "200"},
         )
     ]
 
@@ -232,8 +235,8 @@ def test_explicit_window_lands_that_window_without_moving_the_cursor(
     manifest = run(emu, bucket, tmp_path, overrides=Overrides(since=since, until=until))
     assert landed(bucket, manifest) == everything[100:150]  # since inclusive, until exclusive
     assert manifest["cursor_after"] is None  # nothing before `since` was landed: no skipping
-    incremental = run(emu, bucket, tmp_path)
-    assert landed(bucket, incremental) == everything
+    incremental = run(emu, bucket, tmp_path)  # the rest, not what the window landed
+    assert landed(bucket, incremental) == everything[:100] + everything[150:]
 
 
 def test_backfill_joining_the_cursor_moves_it(
@@ -246,6 +249,68 @@ def test_backfill_joining_the_cursor_moves_it(
     assert landed(bucket, again) == everything[10:110]
     assert again["cursor_before"] == first["cursor_after"]
     assert again["cursor_after"] == epoch(everything[109])
+
+
+# -- completeness: late uploads, clocks in the future --------------------------------------------
+
+
+def activity_queries(emulator: StravaEmulator) -> list[dict[str, str]]:
+    return [q for _, path, q in emulator.calls if path == "/api/v3/athlete/activities"]
+
+
+def test_a_late_upload_before_the_cursor_lands_on_the_next_run(
+    emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    """`after` filters on start time: an activity uploaded after a run but started before its
+    cursor (a watch synced the next morning, a run entered by hand) is re-read and lands."""
+    first = run(emu, bucket, tmp_path)
+    cursor = datetime.fromtimestamp(first["cursor_after"], UTC)
+    synced = emu.upload([cursor - timedelta(hours=20)])
+    by_hand = emu.upload([cursor - timedelta(days=3)], manual=True)
+    emu.reset_calls()
+
+    manifest = run(emu, bucket, tmp_path)
+
+    assert landed(bucket, manifest) == by_hand + synced  # oldest first, nothing else
+    assert by_hand[0]["manual"] is True and by_hand[0]["upload_id"] is None
+    assert manifest["api_calls"] == 1  # the lookback is re-read in the same page
+    assert manifest["cursor_after"] == first["cursor_after"]  # nothing newer than the cursor
+    lookback = first["cursor_after"] - 10 * 86400  # the default: the origin's 10 days
+    assert [q["after"] for q in activity_queries(emu)] == [str(lookback)]
+
+    emu.reset_calls()
+    again = run(emu, bucket, tmp_path)  # steady state: one call, nothing lands twice
+    assert again["records"] == 0 and again["api_calls"] == 1
+
+
+def test_the_lookback_is_a_job_setting(
+    emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    first = run(emu, bucket, tmp_path)
+    cursor = datetime.fromtimestamp(first["cursor_after"], UTC)
+    [late] = emu.upload([cursor - timedelta(days=12)])
+    assert run(emu, bucket, tmp_path)["records"] == 0  # older than the default 10 days
+
+    config = with_job(CONFIG, "strava_activities", lookback_days=14)
+    manifest = run(emu, bucket, tmp_path, config=config)
+    assert landed(bucket, manifest) == [late]
+    assert manifest["params"]["lookback_days"] == 14
+
+
+def test_an_activity_from_the_future_lands_but_never_moves_the_cursor(
+    emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    first = run(emu, bucket, tmp_path)
+    [future] = emu.upload([datetime(9999, 1, 1, tzinfo=UTC)])  # a device with a wrong clock
+
+    manifest = run(emu, bucket, tmp_path)
+
+    assert landed(bucket, manifest) == [future]
+    assert manifest["cursor_after"] == first["cursor_after"]
+    [warning] = manifest["warnings"]
+    assert str(future["id"]) in warning and "9999-01-01" in warning
+    new = emu.add_activities(2)  # what really comes next still lands, and the future one once
+    assert landed(bucket, run(emu, bucket, tmp_path)) == new
 
 
 def test_athlete_lands_the_profile_unchanged(

@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from datetime import date, datetime
-from typing import Any, Generic, Literal, TypeVar
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Generic, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import orjson
@@ -40,7 +40,20 @@ from ela.errors import (
     TimeLimitError,
 )
 
-Param = Literal["limit", "time_range", "days"]
+Param = Literal[
+    "limit",
+    "time_range",
+    "days",
+    "lookback_days",
+    "settle_hours",
+    "user_timezone",
+    "follow_up_plays",
+]
+PARAMS: tuple[Param, ...] = get_args(Param)
+# How far past now a cursor may move. A record stamped later than this (a device whose clock is
+# wrong: a play "in 9999") still lands, with a warning, but never moves a cursor past now, where
+# it would make every later run skip what really comes next.
+FUTURE_SKEW = timedelta(minutes=10)
 Record = dict[str, Any]
 C = TypeVar("C")
 K = TypeVar("K")
@@ -73,6 +86,15 @@ class FetchContext:
         warnings: things the manifest should carry (e.g. a possible gap in recently played).
         page: the page whose records are being read (set by :class:`Paginator`), so that an
             error raised further on, such as the spool's disk cap, can say where it happened.
+        lookback_days / settle_hours / user_timezone: completeness settings of the job.
+        already_landed: keys of records landed by earlier runs (the job's state), with their
+            order values: a data type that re-reads a window skips these.
+        complete_through: the last day the job has landed complete (state), or None.
+        landed: keys of the records this run lands; committed to the state after the manifest.
+        landed_floor: keys ordered below this may be forgotten (no later run re-reads them).
+        new_complete_through: the last day known complete after this run.
+        report: entries the data type adds to the manifest (``possible_gap``,
+            ``partial_days``, ...).
     """
 
     job: str
@@ -88,6 +110,15 @@ class FetchContext:
     api_calls: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
     page: str = ""
+    lookback_days: int | None = None
+    settle_hours: int | None = None
+    user_timezone: str | None = None
+    already_landed: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    complete_through: str | None = None
+    landed: dict[str, float] = dataclasses.field(default_factory=dict)
+    landed_floor: float | None = None
+    new_complete_through: str | None = None
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
     _calls_lock: threading.Lock = dataclasses.field(
         default_factory=threading.Lock, repr=False, compare=False
     )
@@ -96,6 +127,11 @@ class FetchContext:
         """Add a warning to the manifest, once however often it is raised."""
         if message not in self.warnings:
             self.warnings.append(message)
+
+    def horizon(self) -> datetime:
+        """The latest time a cursor may move to: now (the later of the scheduled time and the
+        clock, for a run that waited in the queue) plus :data:`FUTURE_SKEW`."""
+        return max(self.now, datetime.now(UTC)) + FUTURE_SKEW
 
     def count_call(self) -> None:
         """One HTTP request made; safe from the threads of :func:`in_order`."""
@@ -320,6 +356,7 @@ class DataType:
         max_limit: the most the provider API can return for ``limit``, or None if unbounded.
         max_days: the most days a single run may ask for, or None.
         incremental: whether the job keeps a cursor in ``_state/``.
+        keeps_state: whether the job keeps any state (a cursor, landed keys, complete days).
     """
 
     service: str
@@ -329,6 +366,7 @@ class DataType:
     max_limit: int | None = None
     max_days: int | None = None
     incremental: bool = False
+    keeps_state: bool = False
     doc: str = ""
 
     @property
@@ -361,6 +399,7 @@ class Service(Generic[C]):
         max_limit: int | None = None,
         max_days: int | None = None,
         incremental: bool = False,
+        keeps_state: bool = False,
     ) -> Callable[[FetchFn], FetchFn]:
         """Register the decorated generator as this service's data type ``name``."""
 
@@ -373,6 +412,7 @@ class Service(Generic[C]):
                 max_limit=max_limit,
                 max_days=max_days,
                 incremental=incremental,
+                keeps_state=keeps_state or incremental,
                 doc=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
             )
             return fn

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ela import endpoints, limits
 from ela.connectors.base import (
@@ -44,6 +45,13 @@ PROVIDER = "garmin"  # the TokenStore key
 # The display name the daily URLs carry, cached apart from the tokens (that entry holds exactly
 # what ``Client.dumps()`` produced) so runs need not ask for the profile every time.
 PROFILE = "garmin-profile"
+# The user's time zone, from the profile settings, cached the same way (apart from the name:
+# a renamed account keeps its zone).
+ZONE = "garmin-zone"
+# A day is final, and lands complete, this long after it ends in the user's zone: a watch
+# syncs through the phone every few hours, so the last samples of a day arrive after midnight.
+# A job's settle_hours wins.
+SETTLE_HOURS = 6
 AUTH_FIX = "run `ela auth garmin` to log in again (MFA included) and store new tokens"
 ACTIVITY_PAGE = 20  # what the library and Connect's web UI ask for per activity-search page
 # Daily calls in flight at once (sleep, heart rate: one day per call). Garmin publishes no API
@@ -82,6 +90,20 @@ def store_profile(store: TokenStore, display_name: str | None, full_name: str | 
     """Cache the display name ({} when there is none, so a stale one is not used)."""
     profile = {"display_name": display_name, "full_name": full_name} if display_name else {}
     store.write(PROFILE, profile)
+
+
+def stored_zone(store: TokenStore) -> str | None:
+    """The cached time zone of the user's profile, or None."""
+    try:
+        zone = (store.read(ZONE) or {}).get("time_zone")
+    except ValueError:
+        return None
+    return zone if isinstance(zone, str) and zone else None
+
+
+def store_zone(store: TokenStore, zone: str | None) -> None:
+    """Cache the profile's time zone ({} forgets it, e.g. after logging in again)."""
+    store.write(ZONE, {"time_zone": zone} if zone else {})
 
 
 def store_tokens(store: TokenStore, tokens: str) -> None:
@@ -343,6 +365,29 @@ class _Client:
         self.garmin.full_name = profile.get("fullName")
         store_profile(self.store, self.garmin.display_name, self.garmin.full_name)
 
+    def zone(self, ctx: FetchContext) -> ZoneInfo:
+        """The user's time zone, in which Garmin's ``calendarDate`` days begin and end: the
+        job's ``user_timezone``, else the profile settings' ``timeZone`` (cached in the store:
+        one call the first time). A profile without a usable one: UTC, with a warning each run
+        until the job sets ``user_timezone``."""
+        if ctx.user_timezone:
+            return ZoneInfo(ctx.user_timezone)  # checked when the config was loaded
+        with self._profiling:
+            name = stored_zone(self.store)
+            if name is None:
+                settings = self.call("profile settings", self.garmin.get_userprofile_settings)
+                name = settings.get("timeZone") if isinstance(settings, dict) else None
+                if _zone(name) is not None:
+                    store_zone(self.store, name)
+        zone = _zone(name)
+        if zone is None:
+            ctx.warn(
+                f"the Garmin profile names no usable time zone ({name!r}): days are UTC "
+                "dates; set user_timezone on the job"
+            )
+            return ZoneInfo("UTC")
+        return zone
+
     def by_name(self, what: str, fetch: Callable[[str], Any], day: str) -> Any:
         """``fetch(day)`` for a URL that carries the display name. A 403 or 404 to a cached
         name (the account was renamed) asks for the profile once and tries again."""
@@ -437,16 +482,14 @@ garmin: Service[_Client] = Service(
 
 
 # -- the data types -------------------------------------------------------------------------
-def window(ctx: FetchContext) -> list[date]:
-    """The calendar days (UTC) a run covers, oldest first.
+def _zone(name: Any) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name) if isinstance(name, str) and name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
-    The last ``days`` days ending on the scheduled day, or, when the caller gives one, the
-    explicit window: ``since``'s day through ``until``'s day, both included (``until`` defaults
-    to the scheduled day, ``since`` to ``days`` days before ``until``).
-    """
-    days = ctx.days or 1
-    last = (ctx.until or ctx.now).astimezone(UTC).date()
-    first = ctx.since.astimezone(UTC).date() if ctx.since else last - timedelta(days=days - 1)
+
+def _span(first: date, last: date) -> list[date]:
     count = (last - first).days + 1
     if count < 1:
         raise FatalError(f"garmin: empty window: since {first} is after until {last}")
@@ -457,6 +500,40 @@ def window(ctx: FetchContext) -> list[date]:
     return [first + timedelta(days=n) for n in range(count)]
 
 
+def explicit(ctx: FetchContext) -> bool:
+    """The caller named the days (``ela run --since``, a backfill chunk)."""
+    return ctx.since is not None or ctx.until is not None
+
+
+def window(ctx: FetchContext, zone: ZoneInfo) -> list[date]:
+    """The last ``days`` calendar days of the user (in ``zone``), ending on the scheduled
+    day, oldest first; or, when the caller gives one, the explicit window: ``since``'s day
+    through ``until``'s day, both included (``until`` defaults to today, ``since`` to ``days``
+    days before ``until``)."""
+    days = ctx.days or 1
+    today = ctx.now.astimezone(zone).date()
+    last = ctx.until.astimezone(UTC).date() if ctx.until else today
+    first = ctx.since.astimezone(UTC).date() if ctx.since else last - timedelta(days=days - 1)
+    return _span(first, last)
+
+
+def daily_window(ctx: FetchContext, zone: ZoneInfo) -> list[date]:
+    """The days a per-day run asks for: an explicit window as given; otherwise every day after
+    the last one landed complete (the job's state) through today, so a worker that was down
+    catches up, at most :data:`MAX_DAYS` (the rest next run). A first run covers ``days``."""
+    if explicit(ctx) or not ctx.complete_through:
+        return window(ctx, zone)
+    today = ctx.now.astimezone(zone).date()
+    first = min(date.fromisoformat(ctx.complete_through) + timedelta(days=1), today)
+    return _span(first, min(today, first + timedelta(days=MAX_DAYS - 1)))
+
+
+def last_final_day(ctx: FetchContext, zone: ZoneInfo) -> date:
+    """The last day that is over in ``zone``, by the settling margin, at the scheduled time."""
+    settle = timedelta(hours=SETTLE_HOURS if ctx.settle_hours is None else ctx.settle_hours)
+    return (ctx.now - settle).astimezone(zone).date() - timedelta(days=1)
+
+
 def _daily(
     client: _Client,
     ctx: FetchContext,
@@ -465,14 +542,17 @@ def _daily(
     calendar_date: Callable[[Record], Any],
 ) -> Iterator[Record]:
     """One library call and one record per day, several days in flight, yielded in day order;
-    each record is checked to be that day's."""
+    each record is checked to be that day's. Days not yet final are listed in the manifest
+    (``partial_days``); the last final day becomes the job's ``complete_through``."""
     undated: list[str] = []
+    zone = client.zone(ctx)
+    days = daily_window(ctx, zone)
     client.display_name()  # once, before the days are fetched in parallel
 
     def fetch_day(day: date) -> Any:
         return client.by_name(f"{kind} {day}", fetch, day.isoformat())
 
-    for day, record in in_order(fetch_day, window(ctx), PARALLEL_DAYS, f"garmin-{kind}"):
+    for day, record in in_order(fetch_day, days, PARALLEL_DAYS, f"garmin-{kind}"):
         if not isinstance(record, dict):
             raise PayloadError(f"garmin: {kind} {day}: a {type(record).__name__}, not an object")
         if not record:  # HTTP 204: Garmin has nothing for that day
@@ -486,9 +566,19 @@ def _daily(
         yield DayRecord(record, day)
     if undated:
         ctx.warn(f"{kind}: records without a calendarDate for {', '.join(undated)}")
+    final = last_final_day(ctx, zone)
+    partial = [day.isoformat() for day in days if day > final]
+    if partial:
+        ctx.report["partial_days"] = partial
+    if not explicit(ctx):
+        # A first run's days start the job: the day before them counts as done.
+        done = max((day for day in days if day <= final), default=days[0] - timedelta(days=1))
+        ctx.new_complete_through = done.isoformat()
 
 
-@garmin.data_type("sleep", params=("days",), max_days=MAX_DAYS)
+@garmin.data_type(
+    "sleep", params=("days", "settle_hours", "user_timezone"), max_days=MAX_DAYS, keeps_state=True
+)
 def sleep(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     """Daily sleep, one record per calendar day (``dailySleepDTO.calendarDate``)."""
 
@@ -499,7 +589,12 @@ def sleep(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     yield from _daily(client, ctx, "sleep", client.garmin.get_sleep_data, calendar_date)
 
 
-@garmin.data_type("heart_rate", params=("days",), max_days=MAX_DAYS)
+@garmin.data_type(
+    "heart_rate",
+    params=("days", "settle_hours", "user_timezone"),
+    max_days=MAX_DAYS,
+    keeps_state=True,
+)
 def heart_rate(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     """Daily heart rate, one record per calendar day (``calendarDate``)."""
     yield from _daily(
@@ -507,17 +602,26 @@ def heart_rate(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     )
 
 
-@garmin.data_type("activities", params=("days",), max_days=MAX_DAYS)
+@garmin.data_type(
+    "activities", params=("days", "user_timezone"), max_days=MAX_DAYS, keeps_state=True
+)
 def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
-    """Activities started in the window, newest first, as the activity search returns them.
+    """Activities started in the last ``days`` days (the user's), newest first, as the activity
+    search returns them, each landed once.
+
+    An activity shows when the watch syncs, which can be a day or more after it started: each
+    run searches the whole window again, and lands the activities whose ``activityId`` is not
+    among those landed before (the job's state). An explicit window lands whole.
 
     The paging of ``Garmin.get_activities_by_date``, through the same library call and URL,
     but checked page by page: the library extends its list with whatever a page is, loops
     forever on a page that is a non-empty object, and on a search that ignores ``start``.
     """
-    days = window(ctx)
+    days = window(ctx, client.zone(ctx))
     span = f"activities {days[0]}..{days[-1]}"
     params = {"startDate": days[0].isoformat(), "endDate": days[-1].isoformat()}
+    if not explicit(ctx):
+        ctx.landed_floor = days[0].toordinal()  # no later run searches further back
     pages = Paginator(f"garmin: {span}", ctx, token=0)
     while pages.has_more:
         position = pages.token
@@ -532,8 +636,22 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
         for offset, record in enumerate(page):
             if not isinstance(record, dict):
                 raise PayloadError(f"garmin: {span}: record {position + offset} is not an object")
-        yield from pages.read(page)
+        yield from _unlanded(pages.read(page), ctx, days[0])
         pages.advance(position + len(page) if len(page) >= ACTIVITY_PAGE else None)
+
+
+def _unlanded(page: list[Record], ctx: FetchContext, first: date) -> Iterator[Record]:
+    """The page's activities not landed before, each recorded as landed (by its local day)."""
+    for record in page:
+        key = str(record.get("activityId"))
+        if not explicit(ctx) and key in ctx.already_landed:
+            continue
+        try:
+            day = date.fromisoformat(str(record.get("startTimeLocal"))[:10])
+        except ValueError:
+            day = first
+        ctx.landed[key] = day.toordinal()
+        yield record
 
 
 # -- ela auth garmin ------------------------------------------------------------------------
@@ -581,4 +699,5 @@ def authorize(
         store_tokens(store, garmin.client.dumps())
         # The login asked for the profile: cache its name (or drop another account's).
         store_profile(store, garmin.display_name, garmin.full_name)
+        store_zone(store, None)  # asked for again on the next run
     say("Logged in. Workers resume from these tokens; Garmin keeps them valid for about a year.")

@@ -487,6 +487,10 @@ def _ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
+def _iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
 def _played_at_ms(item: Record, index: int) -> int:
     try:
         return _ms(datetime.fromisoformat(item["played_at"]))
@@ -496,22 +500,41 @@ def _played_at_ms(item: Record, index: int) -> int:
         ) from exc
 
 
-@spotify.data_type("recently_played", params=("limit",), max_limit=50, incremental=True)
-def recently_played(client: _Client, ctx: FetchContext) -> Iterator[Record]:
-    """Plays after the cursor (``after``, ms), newest first as the API sends them.
+def play_key(item: Record) -> str:
+    """What tells two plays apart: when, and which track (local files have no id)."""
+    track = item.get("track")
+    which = (track.get("id") or track.get("uri")) if isinstance(track, dict) else None
+    return f"{item['played_at']} {which}"
 
-    With a cursor the call always asks for the API maximum, whatever ``limit`` says: Spotify
-    keeps only the last 50 plays, so asking for fewer would lose the rest for good. ``limit``
-    applies to the first run (no cursor). ``since`` replaces the cursor; ``until`` drops later
-    plays. The new cursor is the newest play landed; unchanged when nothing is new.
+
+@spotify.data_type(
+    "recently_played",
+    params=("limit", "follow_up_plays"),
+    max_limit=50,
+    incremental=True,
+)
+def recently_played(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+    """The plays of the last 50 not landed before, newest first as the API sends them.
+
+    Spotify keeps only the last 50 plays, and a play listened to offline appears when the
+    device syncs, among older plays: a cursor on the newest ``played_at`` would never see it.
+    So every run reads all 50 (one call) and lands those whose ``played_at`` + track id is not
+    among the plays landed before (the job's state); a late play lands if it is still among
+    the last 50. On a first run (no state) ``limit`` says how many of the newest to land;
+    older plays are before the job's start. ``since`` lands only plays from then on (also
+    older than the job's start); ``until`` asks for plays before it.
+
+    The cursor is the newest ``played_at`` landed, never later than
+    :meth:`FetchContext.horizon`: a play "in 9999" lands once, with a warning. When all 50
+    plays are newer than the cursor, plays between may have been lost: a warning, and
+    ``possible_gap`` in the manifest.
     """
-    after = _ms(ctx.since) if ctx.since else ctx.cursor
-    if after is not None:
-        page = client.sp.current_user_recently_played(limit=RECENTLY_PLAYED_MAX, after=int(after))
-    else:
-        before = _ms(ctx.until) if ctx.until else None
-        limit = min(ctx.limit or RECENTLY_PLAYED_MAX, RECENTLY_PLAYED_MAX)
-        page = client.sp.current_user_recently_played(limit=limit, before=before)
+    first_run = ctx.cursor is None and not ctx.already_landed and ctx.since is None
+    limit = min(ctx.limit or RECENTLY_PLAYED_MAX, RECENTLY_PLAYED_MAX)
+    before = _ms(ctx.until) if ctx.until else None
+    page = client.sp.current_user_recently_played(
+        limit=limit if first_run else RECENTLY_PLAYED_MAX, before=before
+    )
     items = _items(page, "recently_played", 1)
     plays: list[tuple[int, Record]] = []
     for index, item in enumerate(items, 1):
@@ -522,15 +545,46 @@ def recently_played(client: _Client, ctx: FetchContext) -> Iterator[Record]:
         plays = [(ms, item) for ms, item in plays if ms < _ms(ctx.until)]
     if not plays:
         return
+    # Plays older than what the job has ever looked at are before its start, not late.
+    floor = _ms(ctx.since) if ctx.since else min(ctx.already_landed.values(), default=None)
+    horizon = _ms(ctx.horizon())
     oldest = min(ms for ms, _ in plays)
-    if after is not None and len(items) >= RECENTLY_PLAYED_MAX and oldest > int(after):
+    full = len(items) >= RECENTLY_PLAYED_MAX
+    if full and ctx.cursor is not None and ctx.since is None and oldest > int(ctx.cursor):
+        gap = {"after": _iso_ms(int(ctx.cursor)), "before": _iso_ms(oldest)}
+        ctx.report["possible_gap"] = gap
         ctx.warn(
             f"recently_played: the API returned a full {RECENTLY_PLAYED_MAX} plays, all after "
-            f"the cursor ({after}); plays between the cursor and {oldest} may be missing "
-            "(more than 50 since the last run: schedule this job more often)"
+            f"the newest landed before ({gap['after']}); plays between then and "
+            f"{gap['before']} may be missing (more than 50 since the last run: schedule this "
+            "job more often, or let follow-up runs catch up)"
         )
-    yield from (item for _, item in plays)
-    ctx.new_cursor = max(ms for ms, _ in plays)
+    landed: list[int] = []
+    for ms, item in plays:
+        key = play_key(item)
+        if key in ctx.already_landed or (floor is not None and ms < floor):
+            continue
+        ctx.landed[key] = ms
+        if ms > horizon:
+            ctx.warn(
+                f"recently_played: a play at {item['played_at']} is later than now: landed, "
+                "but the cursor does not move past now (a device clock is wrong?)"
+            )
+        else:
+            landed.append(ms)
+        yield item
+    if full:
+        # Every play older than the oldest of a full answer has 50 newer ones: it can never be
+        # among the last 50 again, so its key need not be kept.
+        ctx.landed_floor = oldest
+    if landed:
+        ctx.report["landed_span"] = {  # the listening pace, for follow-up runs
+            "oldest": _iso_ms(min(landed)),
+            "newest": _iso_ms(max(landed)),
+            "previous": _iso_ms(int(ctx.cursor)) if ctx.cursor is not None else None,
+        }
+        if ctx.cursor is None or max(landed) > int(ctx.cursor):
+            ctx.new_cursor = max(landed)
 
 
 @spotify.data_type("saved_tracks", params=("limit",), max_limit=10_000)

@@ -57,6 +57,12 @@ if TYPE_CHECKING:
     from stravalib.client import Client
 
 PAGE_SIZE = 200  # Strava's maximum per_page for list endpoints.
+# Days each activities run re-reads before its cursor, for activities uploaded after the run
+# that started before it (the origin re-read 10 days on every run). A job's lookback_days wins.
+LOOKBACK_DAYS = 10
+# The longest lookback a job may set. Landed ids are kept this far back whatever the job's
+# lookback, so lengthening it later re-lands nothing (a few hundred ids at most).
+MAX_LOOKBACK_DAYS = 90
 API_PREFIX = "/api/v3/"  # rate-limited, JSON records; /oauth/ is neither
 # Strava hands out a new access token only when the current one has an hour or less left, and
 # the longest run (the prd soft limit, 45 min) fits in that hour: refresh inside it, not sooner.
@@ -422,17 +428,24 @@ strava: Service[_Client] = Service(
 # -- data types ----------------------------------------------------------------------------
 
 
-@strava.data_type("activities", params=("limit",), incremental=True)
+@strava.data_type("activities", params=("limit", "lookback_days"), incremental=True)
 def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
-    """Activities since the cursor, oldest first, up to ``limit``.
+    """Activities since the cursor, oldest first, up to ``limit``, re-reading a lookback.
+
+    Strava's ``after`` filters on start time, so an activity uploaded after a run but started
+    before its cursor (a watch synced the next morning, an entry made by hand) would never be
+    seen: each run re-reads ``lookback_days`` (default :data:`LOOKBACK_DAYS`) before the cursor
+    and lands only the activities whose id is not among those landed before (the job's state).
+    A run with nothing new is still one call: the lookback fits in the same page.
 
     The request always carries ``after`` (epoch 0 on a first run): Strava then answers oldest
     first, so a ``limit`` lands the oldest unlanded activities and the next run continues from
     the newest of them, instead of landing the newest and skipping what lies in between.
     ``ctx.since`` replaces the cursor as the lower bound (inclusive) and ``ctx.until`` sets
     ``before`` (exclusive). The cursor (``start_date`` epoch seconds of the newest activity
-    landed) moves only when the landed range joins the committed one, so an explicit window
-    that starts after the cursor never makes the next run skip the gap before it.
+    landed, never later than :meth:`FetchContext.horizon`) moves only when the landed range
+    joins the committed one, so an explicit window that starts after the cursor never makes the
+    next run skip the gap before it.
 
     Pages come from stravalib's protocol layer, the way its ``get_activities`` pages them
     (``page``/``per_page``, stopping at a short page or at ``limit``) but without parsing each
@@ -442,14 +455,16 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     import requests
 
     cursor = _cursor_epoch(ctx.cursor)
+    lookback = int(timedelta(days=ctx.lookback_days or LOOKBACK_DAYS).total_seconds())
     if ctx.since is not None:
         # Strava's `after` is exclusive; one second earlier makes `since` inclusive.
         after = ctx.since - timedelta(seconds=1)
         joins = cursor is not None and ctx.since.timestamp() <= cursor
     else:
-        after = datetime.fromtimestamp(cursor or 0, UTC)
+        after = datetime.fromtimestamp(max(0, cursor - lookback) if cursor else 0, UTC)
         joins = True
     before = _epoch_of(ctx.until) if ctx.until is not None else None
+    horizon = _epoch_of(ctx.horizon())
     per_page = min(PAGE_SIZE, ctx.limit or PAGE_SIZE)  # no larger page than needed
     newest: int | None = None
     landed = 0
@@ -477,13 +492,26 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
         for raw in pages.read(body):
             if ctx.limit and landed >= ctx.limit:
                 break
+            started = _checked_start(raw, landed + 1)
+            key = str(raw["id"])
+            if ctx.since is None and key in ctx.already_landed:
+                continue  # re-read in the lookback, landed before (a window lands whole)
             landed += 1
-            started = _checked_start(raw, landed)
-            newest = started if newest is None else max(newest, started)
+            ctx.landed[key] = started
+            if started > horizon:
+                ctx.warn(
+                    f"activities: activity {key} starts at {raw['start_date']}, later than now: "
+                    "landed, but the cursor does not move past now (a device clock is wrong?)"
+                )
+            else:
+                newest = started if newest is None else max(newest, started)
             yield raw
         pages.advance(page + 1 if len(body) >= per_page else None)
     if joins and newest is not None and (cursor is None or newest > cursor):
         ctx.new_cursor = newest
+    committed = ctx.new_cursor if ctx.new_cursor is not None else cursor
+    if committed is not None:  # no later run re-reads further back
+        ctx.landed_floor = committed - MAX_LOOKBACK_DAYS * 86400
 
 
 @strava.data_type("athlete")

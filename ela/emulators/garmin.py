@@ -19,12 +19,19 @@ unknown or expired access token): the social profile and user settings (read at 
 activity search by date (``start``/``limit`` paging, newest first), daily sleep and daily heart
 rate (one day per call, by display name).
 
-Data: a year of days ending on ``last_day`` (default: today, UTC). A day's sleep and heart rate
-are generated on first request from ``(seed, day)``, so they are the same whatever order days
-are asked in; days outside the year answer Garmin's "no data" shapes. Activities are generated
-up front, a few hundred over the year. Days in :attr:`GarminEmulator.no_data_days` (a watch not
-worn, a flat battery) answer the no-data shapes too, as Garmin does for such a day: the record,
-its calendarDate, and nulls where the measurements would be.
+Data: a year of days ending on ``last_day`` (default: today in the user's time zone). A day's
+sleep and heart rate are generated on first request from ``(seed, day)``, so they are the same
+whatever order days are asked in; days outside the year answer Garmin's "no data" shapes.
+Activities are generated up front, a few hundred over the year. Days in
+:attr:`GarminEmulator.no_data_days` (a watch not worn, a flat battery) answer the no-data shapes
+too, as Garmin does for such a day: the record, its calendarDate, and nulls where the
+measurements would be.
+
+The emulator has a clock (``clock``, default the real one) and the user a time zone
+(``timezone``, served in the profile settings as ``timeZone``): ``calendarDate`` is the user's
+local date, and nothing shows before it happened and synced (``sync_lag``: the watch syncs
+that long after). Today's heart rate holds the samples up to now, a night's sleep shows once
+the user woke up, an activity once it started; days after today have no data.
 
 With ``loop`` on, the activity search wraps ``start`` round two pages (page 3 is page 1 again,
 and so on): paging never reaches a short page.
@@ -39,9 +46,11 @@ import json
 import random
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from http.cookies import SimpleCookie
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from ela.connectors.garmin import store_tokens
 from ela.emulators.server import Emulator, Request, Response, bearer, unauthorized
@@ -54,7 +63,7 @@ DI_GRANT_TYPE = "https://connectapi.garmin.com/di-oauth2-service/oauth/grant/ser
 CLIENT_ID = "GARMIN_CONNECT_MOBILE_ANDROID_DI_2025Q2"  # the first DI client id the library tries
 USER_PK = 81234567
 DISPLAY_NAME = "3f9c2a71-ela-runner"
-TZ_OFFSET = timedelta(hours=1)  # the user's local time (Central Europe, winter)
+TIME_ZONE = "Europe/Brussels"  # the seeded user's (their profile's location is Brussels)
 HR_SAMPLE_MS = 120_000  # Garmin keeps one all-day heart-rate sample every 2 minutes
 
 _SPORTS = [  # typeKey, typeId, parentTypeId, name, share, (km/h low, high), (min low, high)
@@ -80,6 +89,31 @@ def _ms(moment: datetime) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
 
 
+def _with_samples(record: dict[str, Any], values: list[list[Any]]) -> dict[str, Any]:
+    """``record`` holding these heart-rate samples (the day so far), or none."""
+    seen = [bpm for _, bpm in values if bpm is not None]
+    if not values:
+        return {
+            **record,
+            **dict.fromkeys(
+                (
+                    "maxHeartRate",
+                    "minHeartRate",
+                    "restingHeartRate",
+                    "lastSevenDaysAvgRestingHeartRate",
+                    "heartRateValueDescriptors",
+                    "heartRateValues",
+                )
+            ),
+        }
+    return {
+        **record,
+        "maxHeartRate": max(seen, default=None),
+        "minHeartRate": min(seen, default=None),
+        "heartRateValues": values,
+    }
+
+
 class GarminEmulator(Emulator):
     """Garmin SSO + DI token endpoint + Connect API; point the connector at it with
     :meth:`environ` and seed the worker's token store with :meth:`prepare_tokens`.
@@ -103,10 +137,17 @@ class GarminEmulator(Emulator):
         mfa_code: str = "482913",
         access_ttl: float = 3600.0,
         seed: int = 7,
+        timezone: str = TIME_ZONE,
+        clock: Callable[[], datetime] | None = None,
+        sync_lag: timedelta = timedelta(0),
     ) -> None:
         super().__init__(seed)
         self.seed = seed
-        self.last_day = last_day or datetime.now(UTC).date()
+        self.timezone = timezone
+        self.tz = ZoneInfo(timezone)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.sync_lag = sync_lag
+        self._last_day = last_day
         self.first_day = self.last_day - timedelta(days=days - 1)
         self.username = username
         self.password = password
@@ -133,6 +174,9 @@ class GarminEmulator(Emulator):
         self.route("GET", f"{api}/userprofile-service/socialProfile", self._api(self._profile))
         self.route(
             "GET", f"{api}/userprofile-service/userprofile/user-settings", self._api(self._settings)
+        )
+        self.route(
+            "GET", f"{api}/userprofile-service/userprofile/settings", self._api(self._preferences)
         )
         self.route(
             "GET",
@@ -179,6 +223,20 @@ class GarminEmulator(Emulator):
                     }
                 ),
             )
+
+    # -- the clock ------------------------------------------------------------------------
+    @property
+    def last_day(self) -> date:
+        """The last day with data: as given, else today in the user's time zone."""
+        return self._last_day or self.clock().astimezone(self.tz).date()
+
+    def synced_until(self) -> datetime:
+        """What has happened and synced by now (naive GMT, as the records' timestamps)."""
+        return (self.clock() - self.sync_lag).astimezone(UTC).replace(tzinfo=None)
+
+    def _gmt(self, local: datetime) -> datetime:
+        """A naive local wall time of the user → naive GMT."""
+        return local.replace(tzinfo=self.tz).astimezone(UTC).replace(tzinfo=None)
 
     # -- tokens ---------------------------------------------------------------------------
     def issue_tokens(self, client_id: str, ttl: float | None = None) -> dict[str, Any]:
@@ -249,29 +307,47 @@ class GarminEmulator(Emulator):
         return added
 
     def activities_between(self, first: date, last: date) -> list[dict[str, Any]]:
-        """What the activity search returns for the window (days inclusive), newest first."""
+        """What the activity search returns for the window (days inclusive), newest first:
+        the activities started (and synced) by now."""
+        until = _ms(self.synced_until())
         with self.lock:
             return [
                 a
                 for a in self.activities
                 if first.isoformat() <= a["startTimeLocal"][:10] <= last.isoformat()
+                and a["beginTimestamp"] <= until
             ]
 
     def sleep_for(self, day: date | str) -> dict[str, Any]:
-        """The day's sleep record, as ``dailySleepData`` answers it."""
+        """The day's sleep record, as ``dailySleepData`` answers it now: "no data" until the
+        night is over and synced."""
         key = str(day)
+        if not self._has_data(date.fromisoformat(key)):  # not cached: the day may come
+            return self._no_sleep(date.fromisoformat(key))
         with self.lock:
             if key not in self._sleep:
                 self._sleep[key] = self._make_sleep(date.fromisoformat(key))
-            return self._sleep[key]
+            record = self._sleep[key]
+            end = record["dailySleepDTO"].get("sleepEndTimestampGMT")
+            if end is not None and end > _ms(self.synced_until()):
+                return self._no_sleep(date.fromisoformat(key))
+            return record
 
     def heart_rate_for(self, day: date | str) -> dict[str, Any]:
-        """The day's heart-rate record, as ``dailyHeartRate`` answers it."""
+        """The day's heart-rate record, as ``dailyHeartRate`` answers it now: the samples
+        taken (and synced) so far."""
         key = str(day)
+        if not self._has_data(date.fromisoformat(key)):  # not cached: the day may come
+            return self._make_heart_rate(date.fromisoformat(key))
         with self.lock:
             if key not in self._heart_rate:
                 self._heart_rate[key] = self._make_heart_rate(date.fromisoformat(key))
-            return self._heart_rate[key]
+            record = self._heart_rate[key]
+        values = record["heartRateValues"]
+        until = _ms(self.synced_until())
+        if not values or values[-1][0] <= until:
+            return record
+        return _with_samples(record, [v for v in values if v[0] <= until])
 
     def set_sleep(self, day: date | str, record: dict[str, Any]) -> None:
         with self.lock:
@@ -288,6 +364,7 @@ class GarminEmulator(Emulator):
         return random.Random(f"{self.seed}:{kind}:{day.isoformat()}")
 
     def _activity(self, day: date) -> dict[str, Any]:
+        """One activity on ``day`` (local), as the activity search lists it."""
         rng = self.random
         weights = [s[4] for s in _SPORTS]
         key, type_id, parent, label, _, (kmh_lo, kmh_hi), (min_lo, min_hi) = rng.choices(
@@ -297,7 +374,7 @@ class GarminEmulator(Emulator):
         start_local = datetime.combine(day, datetime.min.time()) + timedelta(
             hours=rng.choice([6, 7, 7, 12, 17, 18, 18, 19]), minutes=rng.randrange(60)
         )
-        start_gmt = start_local - TZ_OFFSET
+        start_gmt = self._gmt(start_local)
         duration = rng.uniform(min_lo, min_hi) * 60
         speed = rng.uniform(kmh_lo, kmh_hi) / 3.6
         distance = round(speed * duration, 1)
@@ -366,28 +443,33 @@ class GarminEmulator(Emulator):
             "summarizedDiveInfo": {"summarizedDiveGases": []},
         }
 
+    @staticmethod
+    def _no_sleep(day: date) -> dict[str, Any]:
+        return {
+            "dailySleepDTO": {
+                "id": None,
+                "userProfilePK": USER_PK,
+                "calendarDate": day.isoformat(),
+                "sleepTimeSeconds": None,
+                "napTimeSeconds": None,
+                "sleepWindowConfirmed": False,
+                "sleepStartTimestampGMT": None,
+                "sleepEndTimestampGMT": None,
+                "deviceRemCapable": True,
+                "retro": False,
+            },
+            "remSleepData": False,
+        }
+
     def _make_sleep(self, day: date) -> dict[str, Any]:
         if not self._has_data(day):
-            return {
-                "dailySleepDTO": {
-                    "id": None,
-                    "userProfilePK": USER_PK,
-                    "calendarDate": day.isoformat(),
-                    "sleepTimeSeconds": None,
-                    "napTimeSeconds": None,
-                    "sleepWindowConfirmed": False,
-                    "sleepStartTimestampGMT": None,
-                    "sleepEndTimestampGMT": None,
-                    "deviceRemCapable": True,
-                    "retro": False,
-                },
-                "remSleepData": False,
-            }
+            return self._no_sleep(day)
         rng = self._day_random("sleep", day)
         bed_local = datetime.combine(day, datetime.min.time()) - timedelta(
             minutes=rng.randint(20, 110)
         )
-        start = bed_local - TZ_OFFSET
+        start = self._gmt(bed_local)
+        offset = bed_local - start  # the user's UTC offset that night
         levels = []
         seconds = {0: 0, 1: 0, 2: 0, 3: 0}  # deep, light, awake, rem (Garmin's activityLevel)
         cursor = start
@@ -426,8 +508,8 @@ class GarminEmulator(Emulator):
                 "sleepWindowConfirmationType": "enhanced_confirmed_final",
                 "sleepStartTimestampGMT": _ms(start),
                 "sleepEndTimestampGMT": _ms(end),
-                "sleepStartTimestampLocal": _ms(start + TZ_OFFSET),
-                "sleepEndTimestampLocal": _ms(end + TZ_OFFSET),
+                "sleepStartTimestampLocal": _ms(start + offset),
+                "sleepEndTimestampLocal": _ms(end + offset),
                 "unmeasurableSleepSeconds": 0,
                 "deepSleepSeconds": seconds[0],
                 "lightSleepSeconds": seconds[1],
@@ -483,14 +565,18 @@ class GarminEmulator(Emulator):
         }
 
     def _make_heart_rate(self, day: date) -> dict[str, Any]:
-        midnight_gmt = datetime.combine(day, datetime.min.time()) - TZ_OFFSET
+        """The whole day's record: a sample every 2 minutes from local midnight to the next
+        (23 or 25 hours on the days the clocks change)."""
+        start = self._gmt(datetime.combine(day, datetime.min.time()))
+        end = self._gmt(datetime.combine(day + timedelta(days=1), datetime.min.time()))
+        offset = datetime.combine(day, datetime.min.time()) - start
         record: dict[str, Any] = {
             "userProfilePK": USER_PK,
             "calendarDate": day.isoformat(),
-            "startTimestampGMT": _gmt(midnight_gmt),
-            "endTimestampGMT": _gmt(midnight_gmt + timedelta(days=1)),
-            "startTimestampLocal": _gmt(midnight_gmt + TZ_OFFSET),
-            "endTimestampLocal": _gmt(midnight_gmt + TZ_OFFSET + timedelta(days=1)),
+            "startTimestampGMT": _gmt(start),
+            "endTimestampGMT": _gmt(end),
+            "startTimestampLocal": _gmt(start + offset),
+            "endTimestampLocal": _gmt(start + offset + timedelta(days=1)),
             "maxHeartRate": None,
             "minHeartRate": None,
             "restingHeartRate": None,
@@ -504,25 +590,21 @@ class GarminEmulator(Emulator):
         resting = rng.randint(46, 58)
         bpm = resting + 8
         values = []
-        for n in range(24 * 3600 * 1000 // HR_SAMPLE_MS):
+        for n in range(int((end - start).total_seconds() * 1000) // HR_SAMPLE_MS):
             hour = n * HR_SAMPLE_MS / 3_600_000
             target = resting + (4 if hour < 7 else 22)
             bpm = max(40, min(185, bpm + rng.randint(-4, 4) + (target - bpm) // 6))
-            stamp = _ms(midnight_gmt) + n * HR_SAMPLE_MS
+            stamp = _ms(start) + n * HR_SAMPLE_MS
             values.append([stamp, bpm if rng.random() > 0.02 else None])
-        seen = [v for _, v in values if v is not None]
         record.update(
-            maxHeartRate=max(seen),
-            minHeartRate=min(seen),
             restingHeartRate=resting,
             lastSevenDaysAvgRestingHeartRate=resting + rng.randint(-2, 2),
             heartRateValueDescriptors=[
                 {"key": "timestamp", "index": 0},
                 {"key": "heartrate", "index": 1},
             ],
-            heartRateValues=values,
         )
-        return record
+        return _with_samples(record, values)
 
     # -- SSO ------------------------------------------------------------------------------
     def _new_ticket(self, service: str) -> str:
@@ -651,6 +733,25 @@ class GarminEmulator(Emulator):
                     "activityLevel": 7,
                 },
                 "userSleep": {"sleepTime": 81000, "wakeTime": 25200},
+            },
+        )
+
+    def _preferences(self, request: Request, _: re.Match[str]) -> Response:
+        """The account's display preferences (``Garmin.get_userprofile_settings``), where
+        Connect keeps the user's time zone."""
+        return Response(
+            200,
+            {
+                "displayName": DISPLAY_NAME,
+                "preferredLocale": "en",
+                "measurementSystem": "metric",
+                "firstDayOfWeek": {"dayId": 2, "dayName": "monday", "sortOrder": 2},
+                "numberFormat": "decimal_period",
+                "timeFormat": "time_twenty_four_hr",
+                "dateFormat": {"formatId": 24, "formatKey": "dd/mm/yyyy", "minFraction": 0},
+                "timeZone": self.timezone,
+                "hydrationMeasurementUnit": "milliliter",
+                "hydrationContainers": [],
             },
         )
 

@@ -7,6 +7,11 @@ returning at most the last 50 plays with ``after``/``before`` millisecond cursor
 library endpoints with absolute ``next`` links, and top items per ``time_range``. Faults (429 with
 Retry-After, 5xx, delays, malformed bodies) come from the base :class:`Fault` mechanism.
 
+Recently played has a clock (``clock``, default the real one): a play shows once it has been
+played and synced. Plays listened to offline show only when the device syncs, among older
+ones (:meth:`SpotifyEmulator.sync_late`), which is also how a device with a wrong clock
+reports a play "in 9999"; the last 50 are the 50 newest by ``played_at`` of those showing.
+
 Records embed ``https://api.spotify.com`` hrefs like the real objects, so the data does not depend
 on the emulator's port; only paging links (``href``/``next``/``previous``) point at the emulator,
 or at :attr:`SpotifyEmulator.link_base` when a test sets it (a ``next`` link to another host).
@@ -17,11 +22,13 @@ With ``loop`` on, the last page of a library's ``next`` link leads back to its f
 from __future__ import annotations
 
 import base64
+import bisect
 import random
 import re
 import secrets
 import string
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -64,6 +71,15 @@ def played_ms(item: dict[str, Any]) -> int:
     return int(when.timestamp() * 1000)
 
 
+def play_key(item: dict[str, Any]) -> tuple[str, str]:
+    """What tells two plays apart: when, and which track."""
+    return item["played_at"], item["track"]["id"]
+
+
+def _played(item: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(item["played_at"])
+
+
 class SpotifyEmulator(Emulator):
     """Serves the accounts service at :attr:`url` and the Web API at ``{url}/v1``.
 
@@ -74,6 +90,8 @@ class SpotifyEmulator(Emulator):
         rotate_refresh_tokens: answer each refresh with a new refresh token and revoke the old.
         access_token_ttl: ``expires_in`` of issued access tokens, seconds.
         end: the time of the last seeded play (and the newest saved item).
+        clock: the emulator's now (plays not yet played or synced do not show); default the
+            real clock, which shows every seeded play.
     """
 
     name = "spotify"
@@ -88,8 +106,12 @@ class SpotifyEmulator(Emulator):
         access_token_ttl: int = ACCESS_TOKEN_TTL,
         end: datetime = datetime(2025, 6, 30, 18, 0, tzinfo=UTC),
         seed: int = 7,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__(seed)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        # When each late play synced (by play key); any other play shows once it is played.
+        self.synced_at: dict[tuple[str, str], datetime] = {}
         # Data draws from their own generator: fault `rate` draws from self.random must not
         # change what add_plays() produces.
         self.rng = random.Random(seed)
@@ -336,17 +358,44 @@ class SpotifyEmulator(Emulator):
     def add_plays(
         self, count: int, gap: timedelta = timedelta(minutes=3, seconds=30)
     ) -> list[dict[str, Any]]:
-        """Append ``count`` plays after the last one, ``gap`` apart; returns them, oldest first."""
+        """Append ``count`` plays after the last one played by now, ``gap`` apart; returns them,
+        oldest first."""
         with self.lock:
-            last = datetime.fromisoformat(self.plays[-1]["played_at"]) if self.plays else self.end
-            new = [self._play(last + gap * (n + 1)) for n in range(count)]
-            self.plays.extend(new)
+            now = self.clock()
+            played = [p for p in self.plays[-RECENT_KEPT:] if _played(p) <= now]
+            last = _played(played[-1]) if played else self.end
+            return self.play_at(last + gap * (n + 1) for n in range(count))
+
+    def play_at(self, times: Iterable[datetime]) -> list[dict[str, Any]]:
+        """Plays at ``times``, each showing once the clock reaches it (a day of listening laid
+        out in advance); returns them in the order given."""
+        with self.lock:
+            new = [self._play(when) for when in times]
+            for play in new:
+                bisect.insort(self.plays, play, key=played_ms)
             return new
 
     def add_playlists(self, count: int) -> None:
         """Follow or create ``count`` more playlists."""
         with self.lock:
             self.playlists.extend(self._playlist(len(self.playlists)) for _ in range(count))
+
+    def sync_late(
+        self, times: Iterable[datetime], synced: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Plays at ``times`` that show only from ``synced`` (default: now): listening on an
+        offline device, synced later among older plays; or, with a time in the future, a
+        device whose clock is wrong. Returns them in the order given."""
+        with self.lock:
+            at = synced or self.clock()
+            new = self.play_at(times)
+            for play in new:
+                self.synced_at[play_key(play)] = at
+            return new
+
+    def showing(self, play: dict[str, Any], now: datetime) -> bool:
+        """Whether ``play`` shows in recently played at ``now`` (played, and synced)."""
+        return self.synced_at.get(play_key(play), _played(play)) <= now
 
     def add_saved_tracks(self, count: int) -> list[dict[str, Any]]:
         """Save ``count`` more tracks (newest first in the library); returns them, newest first."""
@@ -525,7 +574,13 @@ class SpotifyEmulator(Emulator):
         """What recently played answers: of the last 50 plays, those strictly after ``after``
         / before ``before`` (ms), newest first, at most ``limit``."""
         with self.lock:
-            kept = self.plays[-RECENT_KEPT:][::-1]
+            now = self.clock()
+            kept = []
+            for play in reversed(self.plays):
+                if self.showing(play, now):
+                    kept.append(play)
+                    if len(kept) == RECENT_KEPT:
+                        break
         return [
             p
             for p in kept

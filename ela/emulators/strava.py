@@ -9,7 +9,9 @@ Modelled on what Strava does, not on what a client hopes:
   hours and an expired or unknown one gets a 401 from the API.
 * ``GET /api/v3/athlete/activities``: ``after``/``before`` (epoch seconds, both exclusive),
   ``page``/``per_page`` (default 30, capped at 200). With ``after`` the activities come oldest
-  first, otherwise newest first, which is the order Strava uses.
+  first, otherwise newest first, which is the order Strava uses. Both filter on ``start_date``,
+  not on when an activity was uploaded: an activity uploaded late (a watch that syncs the next
+  morning, a manual entry; :meth:`StravaEmulator.upload`) slots in among older ones.
 * Every API response carries ``X-RateLimit-Limit``/``-Usage`` and ``X-ReadRateLimit-*``
   (``"15-minute,daily"``); the windows reset at :00/:15/:30/:45 and at midnight UTC, refused
   requests still count, and a request over a limit gets a 429.
@@ -231,14 +233,30 @@ class StravaEmulator(Emulator):
                 self.activities.append(self._make_activity(d))
 
     def add_activities(self, count: int, start: datetime | None = None) -> list[dict[str, Any]]:
-        """Record ``count`` new activities after the newest one (from ``start``'s day, if given),
-        one a day; returns copies of them."""
+        """Record ``count`` new activities after the newest one started by now (from ``start``'s
+        day, if given), one a day; returns copies of them."""
         with self.lock:
-            last = datetime.fromisoformat(self.activities[-1]["start_date"]).date()
+            now = self.clock()
+            started = [a for a in self.activities if _epoch(a["start_date"]) <= now]
+            last = datetime.fromisoformat(started[-1]["start_date"]).date()
             day = max(last + timedelta(days=1), start.date() if start else last)
             new = [self._make_activity(day + timedelta(days=i)) for i in range(count)]
-            self.activities.extend(new)
+            self._insert(new)
             return copy.deepcopy(new)
+
+    def upload(self, starts: list[datetime], *, manual: bool = False) -> list[dict[str, Any]]:
+        """Activities uploaded now that started at ``starts``: before the newest one for a
+        watch that synced late or an entry made by hand (``manual``: no device, no GPS, as in
+        stravalib's recorded ``activity-manual``), or in the future for a device whose clock is
+        wrong. Returns copies of them."""
+        with self.lock:
+            new = [self._make_activity(s.date(), start=s, manual=manual) for s in starts]
+            self._insert(new)
+            return copy.deepcopy(new)
+
+    def _insert(self, new: list[dict[str, Any]]) -> None:
+        for activity in new:  # kept in start order, which the window bisections rely on
+            bisect.insort(self.activities, activity, key=lambda a: _epoch(a["start_date"]))
 
     def window(self, after: int | None = None, before: int | None = None) -> list[dict[str, Any]]:
         """The activities Strava would list for ``after``/``before`` (exclusive), oldest first."""
@@ -253,16 +271,28 @@ class StravaEmulator(Emulator):
         high = len(starts) if before is None else bisect.bisect_left(starts, before)
         return self.activities[low:high]
 
-    def _make_activity(self, day: date) -> dict[str, Any]:
-        """One SummaryActivity as Strava lists it (resource_state 2)."""
+    def _make_activity(
+        self, day: date, *, start: datetime | None = None, manual: bool = False
+    ) -> dict[str, Any]:
+        """One SummaryActivity as Strava lists it (resource_state 2), on ``day`` at a random
+        time or at ``start``; ``manual`` makes it an entry made by hand."""
         rnd = self.random
         self._serial += 1
         sport = rnd.choices(list(_SPORTS), weights=[s[0] for s in _SPORTS.values()])[0]
         _, speeds, distances, gps, workout_type = _SPORTS[sport]
+        gps = gps and not manual
         zone = ZoneInfo(TZ_NAME)
-        local = datetime(
-            day.year, day.month, day.day, rnd.randint(6, 19), rnd.randint(0, 59), rnd.randint(0, 59)
-        ).replace(tzinfo=zone)
+        if start is None:
+            local = datetime(
+                day.year,
+                day.month,
+                day.day,
+                rnd.randint(6, 19),
+                rnd.randint(0, 59),
+                rnd.randint(0, 59),
+            ).replace(tzinfo=zone)
+        else:
+            local = start.astimezone(zone)
         start = local.astimezone(UTC)
         offset = local.utcoffset() or timedelta()
         if sport == "WeightTraining":
@@ -347,6 +377,19 @@ class StravaEmulator(Emulator):
             record["map"]["summary_polyline"] = encode_polyline(route)
             record["elev_low"] = round(rnd.uniform(160, 240), 1)
             record["elev_high"] = round(record["elev_low"] + elevation * rnd.uniform(0.3, 0.9), 1)
+        if manual:  # what stravalib's recorded activity-manual.3.json shows of a hand entry
+            record.update(
+                manual=True,
+                upload_id=None,
+                upload_id_str=None,
+                external_id=None,
+                end_latlng=None,
+                max_speed=0.0,
+                has_heartrate=False,
+                map={"id": f"a{activity_id}", "summary_polyline": None, "resource_state": 2},
+            )
+            for field in ("average_heartrate", "max_heartrate", "suffer_score"):
+                record.pop(field, None)
         return record
 
     def _route(self, distance: float) -> list[tuple[float, float]]:

@@ -118,6 +118,7 @@ class Totals:
     duration_s: float = 0.0
     cpu_s: float | None = None  # None until the pipeline records cpu_s in its manifests
     failures: int = 0
+    gaps: int = 0  # runs whose source may have dropped records before they were read
 
     def add(self, manifest: dict[str, Any]) -> None:
         self.runs += 1
@@ -127,6 +128,7 @@ class Totals:
         self.duration_s += float(manifest.get("duration_s") or 0)
         if manifest.get("cpu_s") is not None:
             self.cpu_s = (self.cpu_s or 0.0) + float(manifest["cpu_s"])
+        self.gaps += 1 if manifest.get("possible_gap") else 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -137,6 +139,7 @@ class Totals:
             "bytes": self.bytes,
             "duration_s": round(self.duration_s, 3),
             "cpu_s": round(self.cpu_s, 3) if self.cpu_s is not None else None,
+            "gaps": self.gaps,
         }
 
 
@@ -312,6 +315,7 @@ def _success_summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "finished_at": manifest.get("finished_at"),
         "records": manifest.get("records"),
         "duration_s": manifest.get("duration_s"),
+        "possible_gap": manifest.get("possible_gap"),
     }
 
 
