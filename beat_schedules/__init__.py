@@ -93,6 +93,10 @@ def expires_seconds(config: IngestionConfig, job: Job, now: datetime | None = No
     return int(gap.total_seconds())
 
 
+# The message header carrying a run's scheduled time (the tick; set by beat, else stamped at
+# publish by worker/app.py); a retry pins it into the task's kwargs (tasks/base.py).
+SCHEDULED_AT_HEADER = "ela_scheduled_at"
+
 # Housekeeping, not a job: daily at 03:17 (off the hour, when no job of the shipped configs runs).
 PURGE_ERRORS = "ela_purge_errors"
 

@@ -10,6 +10,8 @@
 5. Start-up: worker ready time, and the import time of the task modules.
 6. Completeness: plays lost over a simulated listening day at prd's schedule, with and without
    follow-up runs; the size and read/write time of a job state at its cap of landed keys.
+7. The Jobs page of ``ela flower``: object bodies a load reads with 10,000 manifests in the
+   bucket, the first time and again (its cache reads only new or changed objects).
 
 Progress goes to stderr; the table to stdout. Redis: ``ELA_BENCH_REDIS_URL`` (default db 12),
 under a key prefix of this run's own, deleted at the end.
@@ -42,12 +44,15 @@ from celery import Celery
 
 from bench import completeness, harness, plugin
 from ela import config as config_module
+from ela import naming
 from ela.emulators.garmin import GarminEmulator
 from ela.emulators.server import Emulator
 from ela.emulators.spotify import SpotifyEmulator
 from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
 from ela.emulators.todoist import TodoistEmulator
-from ela.sinks import GCSBucket
+from ela.ops.jobs_view import JobsBoard
+from ela.pipeline import run_job
+from ela.sinks import GCSBucket, LocalBucket, put_json
 from ela.state import MAX_LANDED
 from ela.tokens import TokenStore
 from tests.helpers import REPO, client_app, gcs_emulator, wait_for
@@ -83,6 +88,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.3f} {unit}" if value < 10 else f"{value:.1f} {unit}"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "objects":
+        return f"{value:,.0f} object{'' if value == 1 else 's'}"
     return f"{value:,.0f} {unit}".strip()
 
 
@@ -669,6 +676,99 @@ def completeness_rows(tmp: Path) -> list[Row]:
     ]
 
 
+# -- 7. the Jobs page's reads ------------------------------------------------------------------
+
+
+def jobs_page(tmp: Path, manifests: int) -> list[Row]:
+    """Item 7: a bucket holding ``manifests`` manifests of the dev config's 13 jobs (a real
+    run's manifest, copied under new run ids, an hour apart per job); the Jobs page's data is
+    loaded, loaded again with nothing changed, then again after one new run.
+
+    A local folder on tmpfs: the GCS emulator takes ~20 ms per upload, 200 s to fill. On GCS
+    every body read is a round trip, which is what the cache saves.
+    """
+    config = config_module.load(REPO / "ingestion-config-dev.yaml")
+    with tempfile.TemporaryDirectory(prefix="ela-bench-jobs-", dir=TMPFS) as root:
+        bucket = LocalBucket(Path(root) / "bucket")
+        template = _real_manifest(config, bucket)
+        now = datetime.now(UTC)
+        jobs = list(config.jobs)
+        for i in range(manifests):
+            _put_manifest(bucket, config, template, jobs[i % len(jobs)], now - timedelta(hours=i))
+        board = JobsBoard(config, bucket)
+        first, first_s = _timed(board.build)
+        second, second_s = _timed(board.build)
+        _put_manifest(bucket, config, template, "todoist_projects", now)
+        third, third_s = _timed(board.build)
+    say(
+        f"7. Jobs page, {manifests} manifests: {first.reads} bodies read in {first_s:.3f} s, "
+        f"then {second.reads} in {second_s:.3f} s, then {third.reads} in {third_s:.3f} s"
+    )
+    where = f"{manifests:,} manifests in the bucket"
+    return [
+        Row(
+            f"7. Jobs page, {where}: bodies read, load 2 vs load 1",
+            second.reads,
+            first.reads,
+            "objects",
+            "= 0 (lists only)",
+            second.reads == 0,
+        ),
+        Row(
+            "7. the same, after one new run: bodies read",
+            third.reads,
+            None,
+            "objects",
+            "= 1",
+            third.reads == 1,
+        ),
+        Row(
+            "7. the same: time to load the page's data, load 2 vs load 1",
+            second_s,
+            first_s,
+            "s",
+            "—",
+            None,
+        ),
+    ]
+
+
+def _real_manifest(config: config_module.IngestionConfig, bucket: LocalBucket) -> dict[str, Any]:
+    """The manifest of one real todoist_projects run (pipeline, client library, emulator)."""
+    run_id = str(uuid.uuid4())
+    with TodoistEmulator(projects=25, tasks=0) as todoist:
+        manifest = run_job(
+            config,
+            "todoist_projects",
+            run_id=run_id,
+            scheduled_at=datetime.now(UTC),
+            bucket=bucket,
+            environ={**os.environ, **todoist.environ()},
+        )
+    bucket.delete(naming.manifest("todoist", "todoist_projects", run_id))
+    return {k: v for k, v in manifest.items() if k != "outcome"}
+
+
+def _put_manifest(
+    bucket: LocalBucket,
+    config: config_module.IngestionConfig,
+    template: dict[str, Any],
+    job: str,
+    at: datetime,
+) -> None:
+    spec, run_id = config.jobs[job], str(uuid.uuid4())
+    name = naming.manifest(spec.service, job, run_id)
+    body = {**template, "job": job, "service": spec.service, "run_id": run_id}
+    put_json(bucket, name, {**body, "scheduled_at": at.isoformat(), "finished_at": at.isoformat()})
+    os.utime(bucket.root / name, (at.timestamp(), at.timestamp()))
+
+
+def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = call()
+    return value, time.perf_counter() - start
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -696,7 +796,10 @@ def main(argv: list[str] | None = None) -> int:
         "--latency", type=float, default=0.02, help="seconds per call in the last ingest round"
     )
     parser.add_argument(
-        "--only", default="1,2,3,5,6", help="sections to run, e.g. 2 (item 4 rides on 2)"
+        "--only", default="1,2,3,5,6,7", help="sections to run, e.g. 2 (item 4 rides on 2)"
+    )
+    parser.add_argument(
+        "--manifests", type=int, default=10_000, help="manifests in the bucket for item 7"
     )
     args = parser.parse_args(argv)
     sections = set(args.only.split(","))
@@ -719,6 +822,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows += startup(ns, tmp, min(2, args.repeats))
             if "6" in sections:
                 rows += completeness_rows(tmp)
+            if "7" in sections:
+                rows += jobs_page(tmp, args.manifests)
             about = machine(ns.client)  # before clean() closes the client
         finally:
             ns.clean()

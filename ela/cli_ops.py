@@ -21,7 +21,7 @@ from ela import config as config_module
 from ela.cli_common import ENV_OPTION, emit_json, fail, load, plural, print_table, user_errors
 
 if TYPE_CHECKING:
-    from ela.ops import status
+    from ela.ops import broker, status
 
 
 def register(main: click.Group) -> None:
@@ -63,13 +63,16 @@ def _bucket_errors(url: str) -> Iterator[None]:
 def status_command(
     env: str | None, as_json: bool, stats: bool, window: str, at: datetime | None
 ) -> None:
-    """Each job's last success and failure, and how late it is against its schedule.
+    """Each job's last success and failure, and how late it is against its schedule; then what
+    Redis holds for the env: queues, runs in flight, retries waiting, runs held by dead workers.
 
-    Reads only the env's bucket (ELA_BUCKET_URL, else gs://{global.gcs_bucket}): the run
-    manifests under {service}/_runs/{job}/ and the error objects under {service}/errors/, so it
-    works without Redis. A job is late when the latest tick of its cron is newer than its last
-    success's scheduled time, and stale (flagged "!") when two ticks or more were missed.
-    Exit status 0 whatever the jobs' state; 1 if the config or bucket cannot be read.
+    The jobs come from the env's bucket (ELA_BUCKET_URL, else gs://{global.gcs_bucket}): the run
+    manifests under {service}/_runs/{job}/ and the error objects under {service}/errors/, so
+    they show without Redis. A job is late when the latest tick of its cron is newer than its
+    last success's scheduled time, and stale (flagged "!") when two ticks or more were missed.
+    The broker part reads Redis (REDIS_URL) directly, so it answers with every worker down;
+    without Redis it says so in one line. Exit status 0 whatever the jobs' state; 1 if the
+    config or bucket cannot be read.
 
     \b
     --json prints one object:
@@ -88,13 +91,22 @@ def status_command(
                        "missed_ticks": int | null, "behind_s": int | null},
          "stats": {"runs", "failures", "records", "api_calls", "bytes",
                    "duration_s", "cpu_s": float | null, "gaps"}   # with --stats only
-       }]}
+       }],
+       "broker": {"url": str, "reachable": bool, "error": str | null,
+                  "queued": {QUEUE: int}, "running": int, "retries_waiting": int,
+                  "held_by_dead_workers": int, "held_by_unknown_workers": int,
+                  "workers": [{"id", "alive": bool, "node", "host", "pid", "env",
+                               "started", "held": int}],
+                  "deliveries": [{"run_id", "task", "job", "queue",
+                                  "state": "running|retry waiting|dead worker|unknown worker",
+                                  "worker": str | null, "taken_at": ISO, "age_s": int,
+                                  "eta": ISO | null}]}}
     Times are UTC ISO 8601. Stats count runs scheduled inside the window; cpu_s sums the
     manifests' CPU seconds (null only for runs older than that field). possible_gap: the
     source may have dropped records between those times before the run read them (Spotify
     keeps 50 plays); gaps counts such runs.
     """
-    from ela.ops import status
+    from ela.ops import broker, status
     from ela.sinks import bucket_url, open_bucket
 
     with user_errors():
@@ -105,8 +117,9 @@ def status_command(
         bucket = open_bucket(url)
         now = at.replace(tzinfo=UTC) if at else None
         report = status.collect(config, bucket, now=now, window=span)
+    held = broker.collect(config)
     if as_json:
-        emit_json(report.as_json())
+        emit_json({**report.as_json(), "broker": held.as_json(datetime.now(UTC))})
         return
     click.echo(f"{report.env}: {report.bucket} at {_short(status.iso(report.now))} UTC")
     header = ["", "JOB", "LAST SUCCESS", "RUN", "RECORDS", "DURATION", "FRESHNESS", "LAST FAILURE"]
@@ -155,6 +168,49 @@ def status_command(
             )
         if job.totals is not None and job.totals.gaps:
             click.echo(f"~ {job.job}: {job.totals.gaps} run(s) in the window may have missed some")
+    click.echo("")
+    _print_broker(held, report.env)
+
+
+def _print_broker(held: broker.BrokerReport, env: str) -> None:
+    """Queues, workers and the runs they hold, after the jobs' table."""
+    from ela.ops import status
+
+    if held.error is not None:
+        click.echo(f"broker {held.url}: cannot read it ({held.error}); runs in flight unknown")
+        return
+    alive = sum(1 for w in held.workers if w.alive)
+    lost = held.count("dead worker") + held.count("unknown worker")
+    click.echo(
+        f"broker {held.url}: {plural(alive, 'worker')} alive, "
+        f"{len(held.workers) - alive} dead; {plural(held.count('running'), 'run')} in flight, "
+        f"{held.count('retry waiting')} waiting to retry, "
+        f"{lost} held by dead or unknown workers, {sum(held.queued.values())} queued"
+    )
+    click.echo("")
+    print_table([[queue, str(n)] for queue, n in held.queued.items()], ["QUEUE", "WAITING"])
+    now = datetime.now(UTC)
+    if held.deliveries:
+        click.echo("")
+        rows = [
+            [
+                status_run8(d.run_id),
+                d.job or d.task,
+                d.state,
+                d.worker or "-",
+                _duration(d.age_s(now)) if d.age_s(now) >= 60 else f"{d.age_s(now)}s",
+                _short(status.iso(d.eta)),
+            ]
+            for d in held.deliveries
+        ]
+        print_table(rows, ["RUN", "JOB", "STATE", "WORKER", "AGE", "RETRY AT"])
+    mine = [w for w in held.workers if w.info.get("env") == env]
+    if mine:
+        click.echo("")
+        print_table(
+            [[w.id, "alive" if w.alive else "dead", str(len(w.held))] for w in mine],
+            ["WORKER", "LEASE", "HOLDS"],
+        )
 
 
 def status_run8(run_id: Any) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 from ela import downstream, faults, limits, naming
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES, FetchContext, Record
-from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
+from ela.errors import IngestError, InputError, PayloadError, ReauthError, RetriableError
 from ela.sinks import Bucket, JsonlSpool, SpoolFull, bucket_url, get_json, open_bucket, put_json
 from ela.state import JobState, StateUpdate, commit, read_state
 
@@ -96,7 +96,7 @@ def run_job(
         log.info("run %s of %s was already committed; re-applying its state", run_id, job_name)
         if committed.get("cursor_after") is not None or committed.get("state_update"):
             commit(bucket, job.service, job_name, StateUpdate.from_manifest(committed), run_id)
-        return {"outcome": "already_committed", **committed}
+        return result("already_committed", committed)
 
     started = datetime.now(UTC)
     clock, cpu = time.monotonic(), time.process_time()
@@ -139,6 +139,7 @@ def run_job(
         objects = []
         if spool.records and not overrides.dry_run:
             name = naming.landing(job.service, job.data_type, scheduled_at, run_id)
+            _refuse_another_runs_object(bucket, job.service, job_name, name, run_id)
             faults.point("before_upload", environ, job_name)
             objects.append(dataclasses.asdict(spool.upload(bucket, name)))
             faults.point("after_landing", environ, job_name)
@@ -201,7 +202,7 @@ def run_job(
     if recorded:
         manifest["state_update"] = recorded
     if overrides.dry_run:
-        return {"outcome": "dry_run", **manifest}
+        return result("dry_run", manifest)
     with _uninterrupted():
         put_json(bucket, manifest_name, manifest)
         faults.point("after_manifest", environ, job_name)
@@ -209,7 +210,46 @@ def run_job(
             commit(bucket, job.service, job_name, update, run_id)
     for warning in ctx.warnings:
         log.warning("%s run %s: %s", job_name, run_id, warning)
-    return {"outcome": "succeeded", **manifest}
+    return result("succeeded", manifest)
+
+
+# What Flower's task page and the worker's success line show first: both cut the result's repr
+# (IngestTask.resultrepr_maxsize), and the manifest's own order puts records far down.
+RESULT_FIRST = ("job", "records", "objects", "api_calls")
+
+
+def result(outcome: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's result: ``outcome``, then :data:`RESULT_FIRST`, then the rest of the manifest."""
+    return {
+        "outcome": outcome,
+        **{k: manifest[k] for k in RESULT_FIRST if k in manifest},
+        **manifest,
+    }
+
+
+def _refuse_another_runs_object(
+    bucket: Bucket, service: str, job: str, name: str, run_id: str
+) -> None:
+    """Landing names carry the run id's first 8 characters (the downstream's names stay
+    short), so two runs of a minute whose ids share them would share a name: a chosen id
+    (``celery call --task-id``) could overwrite another run's records. An existing object is
+    overwritten only if no other committed run of the job lists it (else it is this run's own,
+    from an attempt that did not commit). One existence check; a listing only if it exists.
+
+    Raises:
+        InputError: the name belongs to another run; nothing is written.
+    """
+    if not bucket.exists(name):
+        return
+    prefix = naming.manifests_prefix(service, job) + naming.run8(run_id)
+    for info in bucket.list(prefix):
+        other = get_json(bucket, info.name) or {}
+        listed = {obj.get("name") for obj in other.get("objects") or [] if isinstance(obj, dict)}
+        if other.get("run_id") != run_id and name in listed:
+            raise InputError(
+                f"{job}: run {run_id} would overwrite {name}, which run {other.get('run_id')} "
+                "landed; run ids must be unique (let Celery make them)"
+            )
 
 
 def _check_dependencies(job_name: str, missing: list[str]) -> None:
@@ -262,9 +302,14 @@ def record_failure(
     ctx: FetchContext | None = None,
     bucket: Bucket | None = None,
     environ: Mapping[str, str] = os.environ,
+    service: str | None = None,
 ) -> None:
-    """Write the run's error object; never let a failure to record hide the original error."""
-    job = config.jobs[job_name]
+    """Write the run's error object; never let a failure to record hide the original error.
+
+    ``service``: where to file it when ``job_name`` is not a job of ``config`` (a run refused
+    for its inputs, named after its task).
+    """
+    service = service or config.jobs[job_name].service
     now = datetime.now(UTC)
     cause = error.__cause__ or error
     frames = traceback.extract_tb(cause.__traceback__)
@@ -285,6 +330,6 @@ def record_failure(
     }
     try:
         bucket = bucket or open_bucket(bucket_url(config.global_.gcs_bucket, environ), environ)
-        put_json(bucket, naming.error(job.service, job_name, run_id, now), body)
+        put_json(bucket, naming.error(service, job_name, run_id, now), body)
     except Exception:  # recording must not mask the run's own error
         log.exception("could not write the error object for %s run %s", job_name, run_id)

@@ -26,6 +26,7 @@ from ela.errors import InputError
 # Object names are built from it, so nothing else may pass (no '/', '..', NUL, 5,000 characters).
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 GROUP_TASK = "tasks.run_group"
+PURGE_TASK = "tasks.purge_errors"
 
 
 class _Kwargs(BaseModel):
@@ -39,6 +40,7 @@ class _Kwargs(BaseModel):
     until: str | None = None
     dry_run: bool = False
     scheduled_at: str | None = None
+    follow_up: str | None = Field(default=None, max_length=64)  # a follow-up's hop (tasks/)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,7 @@ class RunInput:
     until: datetime | None = None
     dry_run: bool = False
     scheduled_at: datetime | None = None
+    follow_up: str | None = None
 
     def kwargs(self) -> dict[str, Any]:
         """The task's keyword arguments, as a message carries them (unset ones left out)."""
@@ -61,6 +64,7 @@ class RunInput:
             "until": self.until.isoformat() if self.until else None,
             "dry_run": self.dry_run or None,
             "scheduled_at": self.scheduled_at.isoformat() if self.scheduled_at else None,
+            "follow_up": self.follow_up,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -75,8 +79,9 @@ def check_run_id(run_id: Any) -> str:
     """``run_id`` if it is a UUID string; else InputError."""
     if isinstance(run_id, str) and RUN_ID.fullmatch(run_id):
         return run_id
-    shown = repr(run_id) if len(repr(run_id)) <= 60 else f"{repr(run_id)[:57]}..."
-    raise InputError(f"run id {shown} is not a UUID (8-4-4-4-12 lowercase hex, as Celery makes)")
+    raise InputError(
+        f"run id {quoted(run_id)} is not a UUID (8-4-4-4-12 lowercase hex, as Celery makes)"
+    )
 
 
 def check(
@@ -124,7 +129,56 @@ def check(
         until=until,
         dry_run=given.dry_run,
         scheduled_at=_moment(task, "scheduled_at", given.scheduled_at),
+        follow_up=given.follow_up,
     )
+
+
+def check_message(
+    config: IngestionConfig,
+    task: str,
+    args: Any,
+    kwargs: Any,
+    run_id: Any = None,
+    queue: str | None = None,
+) -> None:
+    """Everything a task message of ``config``'s env carries, checked before it is sent.
+
+    Ingest tasks and ``tasks.run_group`` get the full schema; ``tasks.purge_errors`` takes no
+    arguments; other tasks (Celery's own) pass. ``queue``: where the sender asked the message
+    to go; it must be the task's own (:func:`route`), so no message reaches another env.
+
+    Raises:
+        InputError: one line naming what is wrong.
+    """
+    if task != GROUP_TASK and not task.startswith("tasks."):
+        return
+    if args:
+        raise InputError(f"{task}: takes keyword arguments only, got {len(args)} positional")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise InputError(f"{task}: kwargs must be an object, got {type(kwargs).__name__}")
+    given = dict(kwargs or {})
+    if run_id is not None:
+        check_run_id(run_id)
+    if queue is not None and queue != route(config, task):
+        raise InputError(
+            f"{task}: queue {queue!r} is not this task's queue in {config.env} "
+            f"({route(config, task)}); leave the queue out"
+        )
+    if task == GROUP_TASK:
+        check_group(config, given)
+    elif task == PURGE_TASK:
+        if given:
+            raise InputError(f"{task}: takes no arguments, got {', '.join(map(str, given))}")
+    else:
+        check(config, task, given)
+
+
+def route(config: IngestionConfig, task: str) -> str:
+    """The queue a task of ``config``'s env goes to: ``{env}.{service}``, else ``{env}.ops``."""
+    parts = task.split(".")
+    if len(parts) == 3 and parts[0] == "tasks" and parts[1] in SERVICES:
+        return config.queue(parts[1])
+    return config.queue("ops")
 
 
 def check_group(config: IngestionConfig, kwargs: Mapping[str, Any]) -> list[RunInput]:
@@ -164,7 +218,7 @@ def _data_type(task: str) -> DataType:
         found = SERVICES[parts[1]].data_types.get(parts[2])
         if found is not None:
             return found
-    raise InputError(f"{task[:80]!r} is not an ingest task (tasks.<service>.<data_type>)")
+    raise InputError(f"{quoted(task)} is not an ingest task (tasks.<service>.<data_type>)")
 
 
 def _job(config: IngestionConfig, task: str, job: str | None) -> str:
@@ -174,9 +228,9 @@ def _job(config: IngestionConfig, task: str, job: str | None) -> str:
         except KeyError as exc:
             raise InputError(f"{task}: job: {exc.args[0]}") from None
     if job not in config.jobs:
-        shown = job if len(job) <= 60 else f"{job[:57]}..."
         raise InputError(
-            f"{task}: job: {shown!r} is not a job of {config.path}" + did_you_mean(job, config.jobs)
+            f"{task}: job: {quoted(job)} is not a job of {config.path}"
+            + did_you_mean(job, config.jobs)
         )
     if config.jobs[job].task != task:
         raise InputError(f"{task}: job: {job} runs {config.jobs[job].task}, not {task}")
@@ -194,9 +248,8 @@ def _moment(task: str, field: str, value: str | None) -> datetime | None:
             else datetime.fromisoformat(value)
         )
     except ValueError:
-        shown = value if len(value) <= 40 else f"{value[:37]}..."
         raise InputError(
-            f"{task}: {field}: {shown!r} is not an ISO 8601 date or time (2025-03-01 or "
+            f"{task}: {field}: {quoted(value)} is not an ISO 8601 date or time (2025-03-01 or "
             "2025-03-01T06:00:00+00:00)"
         ) from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
@@ -222,6 +275,15 @@ def _message(exc: ValidationError) -> str:
             + (f" (it takes {known})")
         )
     wanted = _WANTED.get(error["type"], error["msg"])
-    shown = repr(error.get("input"))
-    shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
-    return f"{field}: expected {wanted}, got {shown}"
+    return f"{field}: expected {wanted}, got {quoted(error.get('input'))}"
+
+
+def quoted(value: Any) -> str:
+    """A value as a refusal quotes it: whole, or only its type and length. Never a part of it:
+    the log scrubber recognises a secret pasted into the wrong argument only whole."""
+    text = repr(value)
+    if len(text) <= 64:
+        return text
+    if isinstance(value, str):
+        return f"a string of {len(value):,} characters"
+    return f"a {type(value).__name__} of {len(text):,} characters as text"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from ela import endpoints, ratelimit
+from ela import endpoints, ratelimit, tokens
 from ela.sinks import BucketURLError, parse_bucket_url
 
 if TYPE_CHECKING:
@@ -48,6 +48,12 @@ def problems(config: IngestionConfig, environ: Mapping[str, str]) -> list[str]:
     redis_url = environ.get("REDIS_URL")
     if redis_url:
         found.extend(_redis_url_problems(redis_url))
+    key = environ.get(tokens.KEY_VARIABLE)
+    if key:
+        try:
+            tokens.cipher(key)
+        except ValueError as exc:
+            found.append(str(exc))
     return found
 
 

@@ -41,6 +41,7 @@ class Bucket(Protocol):
     def upload(self, name: str, file: IO[bytes], size: int, content_type: str) -> None: ...
     def put_bytes(self, name: str, data: bytes, content_type: str) -> None: ...
     def get_bytes(self, name: str) -> bytes | None: ...
+    def exists(self, name: str) -> bool: ...
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
     def delete(self, name: str) -> None: ...
 
@@ -85,6 +86,9 @@ class LocalBucket:
             return self._path(name).read_bytes()
         except FileNotFoundError:
             return None
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = Path(self._base)
@@ -168,6 +172,9 @@ class GCSBucket:
         except NotFound:
             return None
         return data
+
+    def exists(self, name: str) -> bool:
+        return bool(self.bucket.blob(name).exists())
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         for blob in self.client.list_blobs(self.bucket, prefix=prefix):

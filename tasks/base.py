@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
 
+from ela import run_input
 from ela.connectors import DataType, all_data_types
-from ela.errors import IngestError, RetriableError
+from ela.errors import IngestError, InputError, RetriableError
 from ela.pipeline import Overrides, record_failure, run_job
 from tasks import follow_up as follow_ups
 from worker.app import SCHEDULED_AT_HEADER, app, config
@@ -24,9 +26,11 @@ class IngestTask(Task):
     reject_on_worker_lost = True
     # Expected failures: logged as one line, without a traceback (the error object has context).
     throws = (IngestError,)
-    # The success line shows the start of the result (outcome, job, run id); the manifest in the
-    # bucket has the rest. Logging (and scrubbing) a whole manifest per run is not free.
-    resultrepr_maxsize = 300
+    # The success line and Flower's task page show the start of the result's repr: outcome, job,
+    # records, objects and api_calls (ela.pipeline.result puts them first; one landing object
+    # with its sha256 brings that to ~300 characters). The manifest in the bucket has the rest:
+    # logging (and scrubbing) a whole manifest per run is not free.
+    resultrepr_maxsize = 400
 
     def scheduled_at(self, pinned: str | None) -> datetime:
         stamp = pinned or getattr(self.request, SCHEDULED_AT_HEADER, None)
@@ -40,31 +44,28 @@ class IngestTask(Task):
         backoff = min(MAX_RETRY_COUNTDOWN, base * 2**self.request.retries)
         return max(error.retry_after or 0.0, random.uniform(0, backoff))
 
-    def ingest(
-        self,
-        job: str | None,
-        scheduled_at: str | None,
-        overrides: dict[str, Any],
-        follow_up: str | None = None,
-    ) -> dict[str, Any]:
-        job_name = job or config.job_for_task(self.name)
-        if follow_up:  # a follow-up's hop: run only if it is due and still wanted
-            waiting, due = follow_ups.take(self, job_name, follow_up)
+    def ingest(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            given = run_input.check(config, self.name, kwargs, self.request.id)
+        except InputError as exc:
+            self.refuse(kwargs, exc)
+            raise
+        job_name = given.job
+        scheduled_at = given.scheduled_at.isoformat() if given.scheduled_at else None
+        if given.follow_up:  # a follow-up's hop: run only if it is due and still wanted
+            waiting, due = follow_ups.take(self, job_name, given.follow_up)
             if waiting is not None:
                 return waiting
             scheduled_at = scheduled_at or due  # the run is scheduled when it came due
+        overrides = Overrides(
+            limit=given.limit, since=given.since, until=given.until, dry_run=given.dry_run
+        )
         when = self.scheduled_at(scheduled_at)
         attempt = self.request.retries
         final = attempt >= self.max_retries
         run = {"run_id": self.request.id, "scheduled_at": when, "attempt": attempt}
         try:
-            manifest = run_job(
-                config,
-                job_name,
-                overrides=Overrides.from_kwargs(**overrides),
-                final_attempt=final,
-                **run,
-            )
+            manifest = run_job(config, job_name, overrides=overrides, final_attempt=final, **run)
         except RetriableError as exc:
             if final:
                 raise
@@ -78,22 +79,39 @@ class IngestTask(Task):
         follow_ups.plan(self, job_name, manifest)
         return manifest
 
+    def refuse(self, kwargs: dict[str, Any], error: InputError) -> None:
+        """File the error object of a run refused for its inputs (kind ``input``): under the
+        job it names if that is this task's, else the task's own job, else the task's name; a
+        run id that is not a UUID is replaced by one derived from it."""
+        _, service, data_type = self.name.split(".")
+        job = kwargs.get("job")
+        if not (isinstance(job, str) and job in config.jobs and config.jobs[job].task == self.name):
+            try:
+                job = config.job_for_task(self.name)
+            except KeyError:
+                job = f"{service}_{data_type}"
+        run_id = self.request.id
+        try:
+            run_input.check_run_id(run_id)
+        except InputError:
+            run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, repr(run_id)))
+        record_failure(
+            config,
+            job,
+            run_id=run_id,
+            scheduled_at=datetime.now(UTC).replace(second=0, microsecond=0),
+            attempt=self.request.retries,
+            error=error,
+            service=service,
+        )
+
 
 def _register(data_type: DataType) -> Task:
+    # Keyword arguments are checked by ela.run_input (in IngestTask.ingest), not by Python: an
+    # unknown or mistyped one is a one-line refusal with an error object, not a TypeError.
     @app.task(name=data_type.task_name, bind=True, base=IngestTask)
-    def ingest(
-        self: IngestTask,
-        *,
-        job: str | None = None,
-        limit: int | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        dry_run: bool = False,
-        scheduled_at: str | None = None,
-        follow_up: str | None = None,
-    ) -> dict[str, Any]:
-        overrides = {"limit": limit, "since": since, "until": until, "dry_run": dry_run}
-        return self.ingest(job, scheduled_at, overrides, follow_up)
+    def ingest(self: IngestTask, **kwargs: Any) -> dict[str, Any]:
+        return self.ingest(kwargs)
 
     ingest.__doc__ = data_type.doc
     return ingest

@@ -139,7 +139,8 @@ WorkerFactory = Callable[..., WorkerHandle]
 def worker_factory(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[WorkerFactory]:
     """Start real ``celery -A worker worker`` processes against our Redis database.
 
-    ``worker_factory(extra_env={...}, env="dev", config=None, concurrency=2)``: ``extra_env``
+    ``worker_factory(extra_env={...}, env="dev", config=None, concurrency=2)``
+    (``via_ela=True``: started as ``ela worker``, as the compose files do): ``extra_env``
     carries provider endpoints/credentials, ``ELA_BUCKET_URL`` (default: a folder under
     tmp_path), ``ELA_TOKEN_DIR`` (default: under tmp_path), ``STORAGE_EMULATOR_HOST``.
     """
@@ -151,6 +152,7 @@ def worker_factory(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterato
         config: str | Path | None = None,
         concurrency: int = 2,
         extra_args: tuple[str, ...] = (),
+        via_ela: bool = False,
     ) -> WorkerHandle:
         defaults = {
             "ELA_ENV": env,
@@ -163,7 +165,9 @@ def worker_factory(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterato
             defaults["ELA_CONFIG"] = str(config)
         environ = base_environ(redis_url, {**defaults, **(extra_env or {})})
         log = tmp_path / f"worker-{env}-{len(handles)}.log"
-        process = start_worker(environ, log, concurrency=concurrency, extra_args=extra_args)
+        process = start_worker(
+            environ, log, concurrency=concurrency, extra_args=extra_args, via_ela=via_ela
+        )
         handle = WorkerHandle(process, client_app(environ), env, environ)
         handles.append(handle)
         return handle

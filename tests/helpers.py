@@ -15,6 +15,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from celery.result import AsyncResult
 from ela import config as config_module
 from ela.sandbox import free_port, isolated_environ, redis_server_command
 from worker.app import create_app
+from worker.settings import celery_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,13 +98,20 @@ class CeleryProcess:
     """A real ``celery -A worker worker|beat`` subprocess with its own environment."""
 
     def __init__(
-        self, args: list[str], environ: Mapping[str, str], log: Path, app: str = "worker"
+        self,
+        args: list[str],
+        environ: Mapping[str, str],
+        log: Path,
+        app: str = "worker",
+        via_ela: bool = False,
     ) -> None:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.started = time.perf_counter()
+        # `ela worker|beat` is what the compose files run: it sets what plain celery does not.
+        command = ["-m", "ela.cli"] if via_ela else ["-m", "celery", "-A", app]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", app, *args],
+            [sys.executable, *command, *args],
             cwd=REPO,
             env=dict(environ),
             stdout=self._log,
@@ -173,6 +182,7 @@ def start_worker(
     concurrency: int = 2,
     name: str | None = None,
     extra_args: tuple[str, ...] = (),
+    via_ela: bool = False,
 ) -> CeleryProcess:
     node = name or f"test-{uuid.uuid4().hex[:6]}@%h"
     args = [
@@ -187,18 +197,59 @@ def start_worker(
         "--without-mingle",
         *extra_args,
     ]
-    process = CeleryProcess(args, environ, log)
+    process = CeleryProcess(args, environ, log, via_ela=via_ela)
     process.wait_log(" ready.", timeout=60)
     return process
 
 
+class Beat(CeleryProcess):
+    """A real ``celery beat`` on a clock that reaches its next whole minute ``lead`` seconds
+    after the process starts (``tests/fastbeat.py``): no test waits for the wall clock's.
+
+    ``offset`` is how far ahead its clock runs; :meth:`now` reads it. Beats of one test that
+    must agree on the time share an offset (``offset=first.offset``).
+    """
+
+    STARTUP = 3.0  # seconds from launch to beat's first tick() on a loaded 2-core machine
+
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        log: Path,
+        lead: float = 5.0,
+        offset: float | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        if offset is None:
+            first_tick = time.time() + self.STARTUP  # when beat first looks at its clock
+            minute = (int(first_tick + lead) // 60 + 1) * 60  # a whole minute past that
+            offset = minute - lead - first_tick  # ... which beat reaches `lead` s after it
+        self.offset = offset
+        clocked = {**environ, "ELA_TEST_CLOCK_OFFSET": str(offset)}
+        super().__init__(["beat", "-l", "info", *args], clocked, log, app="tests.fastbeat")
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+
+def env_config(environ: Mapping[str, str]) -> config_module.IngestionConfig:
+    """The config a worker started with ``environ`` runs."""
+    if environ.get("ELA_CONFIG"):
+        return config_module.load(environ["ELA_CONFIG"])
+    return config_module.load(REPO / f"ingestion-config-{environ.get('ELA_ENV', 'dev')}.yaml")
+
+
 def client_app(environ: Mapping[str, str]) -> Celery:
     """A producer/result client with exactly the worker's settings for this environment."""
-    if environ.get("ELA_CONFIG"):
-        config = config_module.load(environ["ELA_CONFIG"])
-    else:
-        config = config_module.load(REPO / f"ingestion-config-{environ.get('ELA_ENV', 'dev')}.yaml")
-    return create_app(config, environ)
+    return create_app(env_config(environ), environ)
+
+
+def foreign_app(environ: Mapping[str, str]) -> Celery:
+    """A producer that is not ours: plain Celery with the worker's broker settings, sending
+    whatever a client that reaches Redis could send, unchecked by our app's ``send_task``."""
+    app = Celery("foreign")
+    app.conf.update(celery_settings(env_config(environ), environ))
+    return app
 
 
 @contextlib.contextmanager
@@ -261,6 +312,52 @@ class PrivateRedis:
         self.stop()
         time.sleep(down_for)
         self.start()
+
+
+class CuttableProxy:
+    """A TCP proxy to ``target`` on a free loopback port, whose link can be cut: the listener
+    closes and every connection through it is dropped, as when a host loses its network."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def _accept(self) -> None:
+        while not self._cut:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self._cut = True
+        self.listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 # -- a stand-in for Sentry -----------------------------------------------------------------------

@@ -406,11 +406,11 @@ def test_a_backfill_never_rewinds_the_cursor_nor_makes_the_next_run_skip_the_gap
     bucket = LocalBucket(tmp_path / "bucket")
     everything = em.window(after=0)
 
-    def scheduled(run_id: str, limit: int | None = None) -> dict[str, Any]:
+    def scheduled(name: str, limit: int | None = None) -> dict[str, Any]:
         return run_job(
             CONFIG,
             "strava_activities",
-            run_id=run_id,
+            run_id=str(uuid.uuid5(uuid.NAMESPACE_URL, name)),  # run ids are UUIDs
             scheduled_at=datetime(2025, 6, 1, tzinfo=UTC),
             overrides=Overrides(limit=limit),
             bucket=bucket,

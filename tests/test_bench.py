@@ -1,4 +1,4 @@
-"""The benchmark still runs: items 1 and 5, small, through the same code as ``scripts/bench``.
+"""The benchmark still runs: items 1, 5 and 6, small, through the same code as ``scripts/bench``.
 
 No figure is asserted (speed goals live in the benchmark, not in tests): only that each
 section runs to its rows and the table prints.
@@ -50,3 +50,14 @@ def test_completeness_section_loses_no_play_where_the_fixed_schedule_does(redis_
     ours, fixed = (int(cell.split()[0]) for cell in lost.split("|")[2:4])
     assert ours == 0 < fixed
     assert "| 6. job state at its cap (10,000 landed keys" in out.stdout
+
+
+def test_the_jobs_page_section_prints_its_rows(redis_url: str) -> None:
+    out = bench(redis_url, "--only", "7", "--manifests", "200")
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    for row in (
+        "7. Jobs page, 200 manifests in the bucket: bodies read, load 2 vs load 1",
+        "7. the same, after one new run: bodies read",
+        "7. the same: time to load the page's data",
+    ):
+        assert f"| {row}" in out.stdout, out.stdout

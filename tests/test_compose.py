@@ -234,6 +234,21 @@ def test_worker_concurrency_is_the_configs(resolved: dict[str, Any], env: str) -
     assert as_dict(worker.get("labels"))["ela.worker-concurrency"] == wanted
 
 
+@needs_compose
+@pytest.mark.parametrize("env", ENVS)
+def test_worker_stops_with_a_soft_shutdown_inside_the_grace_period(
+    resolved: dict[str, Any], env: str
+) -> None:
+    """SIGQUIT is Celery's cold shutdown with the soft grace (SIGTERM would wait for every run,
+    up to the hard time limit); Docker's SIGKILL must come after that grace and the requeue."""
+    from worker.settings import SHUTDOWN_GRACE_S
+
+    worker = resolved[env]["services"]["worker"]
+    assert worker["stop_signal"] == "SIGQUIT"
+    grace = re.fullmatch(r"(\d+)s", str(worker["stop_grace_period"]))
+    assert grace and int(grace[1]) >= SHUTDOWN_GRACE_S + 5, worker["stop_grace_period"]
+
+
 # -- Flower: authenticated, loopback only --------------------------------------------------------
 
 

@@ -132,6 +132,23 @@ def test_flower_needs_credentials_everywhere_and_sends_tasks_with_them(
         assert requests.post(send, json={}, timeout=10).status_code == 401
         assert requests.post(send, json={}, auth=(USER, "x"), timeout=10).status_code == 401
 
+        # A bad argument, a foreign job or queue, a run id that is not a UUID: 400 and the
+        # schema's one line, nothing sent (through send-task and through apply).
+        for body, said in (
+            ({"kwargs": {"limit": "abc"}}, "limit: expected a whole number, got 'abc'"),
+            ({"kwargs": {"job": "todoist_tasks"}}, "job: todoist_tasks runs tasks.todoist.tasks"),
+            ({"kwargs": {}, "queue": "prd.todoist"}, "queue 'prd.todoist' is not"),
+            ({"kwargs": {}, "task_id": "../../x"}, "is not a UUID"),
+        ):
+            refused = requests.post(send, json=body, auth=good, timeout=30)
+            assert refused.status_code == 400, refused.text
+            [line] = refused.text.strip().splitlines()
+            assert line.startswith("tasks.todoist.projects: ") or "UUID" in line
+            assert said in line
+        apply = f"{flower.url}/api/task/async-apply/tasks.todoist.projects"
+        refused = requests.post(apply, json={"kwargs": {"limt": 3}}, auth=good, timeout=30)
+        assert refused.status_code in (400, 404), refused.text  # 404: not registered in Flower
+
         # With them, the worker runs it and it lands.
         sent = requests.post(
             send, json={"kwargs": {"job": "todoist_projects"}}, auth=good, timeout=30
@@ -153,9 +170,17 @@ def test_flower_needs_credentials_everywhere_and_sends_tasks_with_them(
             data: dict[str, Any] = got.json() if got.status_code == 200 else {}
             return data if data.get("state") == "SUCCESS" else None
 
-        assert wait_for(info, 30, "Flower reporting the task", 0.5)["name"] == (
-            "tasks.todoist.projects"
+        reported = wait_for(info, 30, "Flower reporting the task", 0.5)
+        assert reported["name"] == "tasks.todoist.projects"
+        # Its result (the repr the worker sent, cut at resultrepr_maxsize) starts with what an
+        # operator looks for, all of it inside the cut; the success line in the log too.
+        start = (
+            f"{{'outcome': 'succeeded', 'job': 'todoist_projects', 'records': 7, "
+            f"'objects': [{{'name': '{manifest['objects'][0]['name']}', "
         )
+        assert reported["result"].startswith(start), reported["result"]
+        assert f"'api_calls': {manifest['api_calls']}, " in reported["result"]
+        assert "succeeded in " in worker.log() and f"s: {start}" in worker.log()
         info_url = f"{flower.url}/api/task/info/{task_id}"
         assert requests.get(info_url, timeout=10).status_code == 401
         assert f"Visit me at http://127.0.0.1:{flower.port}" in flower.log()

@@ -22,7 +22,7 @@ from ela.emulators.todoist import TodoistEmulator
 from ela.errors import ReauthError
 from ela.sinks import Bucket, LocalBucket
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, CeleryProcess, todoist_only, wait_for
+from tests.helpers import REPO, Beat, todoist_only, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -55,13 +55,9 @@ def test_beat_tick_lands_in_the_gcs_bucket_with_its_manifest(
         "ELA_BUCKET_URL": gcs_bucket.url,
     }
     worker = worker_factory(extra_env=env, config=config)
-    beat = CeleryProcess(
-        ["beat", "-l", "info", "-s", str(tmp_path / "beat-schedule")],
-        worker.environ,
-        tmp_path / "beat.log",
-    )
+    beat = Beat(worker.environ, tmp_path / "beat.log")
     try:
-        found = wait_for(lambda: manifests(gcs_bucket), 95, "a beat-driven run's manifest", 1)
+        found = wait_for(lambda: manifests(gcs_bucket), 70, "a beat-driven run's manifest", 0.5)
     finally:
         beat.stop()
     [manifest] = found[:1]

@@ -197,6 +197,7 @@ def test_status_stats_over_window(bucket: Bucket) -> None:
     assert stats["spotify_playlists"]["runs"] == 0
 
 
+@pytest.mark.integration  # ela status reads the broker too
 def test_status_command_reads_the_bucket_url(
     bucket: Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -228,6 +229,7 @@ def test_status_command_reads_the_bucket_url(
     }  # fmt: skip
 
 
+@pytest.mark.integration  # ela status reads the broker too
 def test_status_bad_inputs_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ELA_ENV", "dev")
     environ = {"ELA_BUCKET_URL": (tmp_path / "b").as_uri()}

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from cryptography.fernet import Fernet
 
 from beat_schedules.scheduler import RENEW_EVERY, LeaderLock
 from ela import config as config_module
@@ -36,13 +42,16 @@ from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
 from tests.helpers import (
     REPO,
-    CeleryProcess,
+    Beat,
+    CuttableProxy,
     PrivateRedis,
+    base_environ,
     client_app,
     todoist_only,
     wait_for,
     write_config,
 )
+from worker.settings import SHUTDOWN_GRACE_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -143,6 +152,234 @@ def test_killed_runs_land_exactly_once(
     assert worker.log().count("WorkerLostError") + worker.log().count("signal 9") >= len(CRASH_JOBS)
 
 
+# -- a dead worker's runs come back within a minute -------------------------------------------
+
+
+def ela(
+    environ: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The ``ela`` command in a process of its own, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ela.cli", *args],
+        env=environ,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def broker_status(environ: dict[str, str]) -> dict[str, Any]:
+    result = ela(environ, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    broker: dict[str, Any] = json.loads(result.stdout)["broker"]
+    assert broker["reachable"], broker
+    return broker
+
+
+def received(log: str, task_id: str) -> int:
+    """How many times a worker log shows ``task_id`` received (a retry is received again)."""
+    return log.count(f"[{task_id}] received")
+
+
+def test_a_dead_workers_runs_are_back_within_a_minute_and_a_live_ones_stay(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """SIGKILL a worker's main process holding 3 runs and 2 retries waiting on a countdown:
+    a worker that was already running commits each exactly once within 60 s, the retries at
+    their original time; meanwhile a third worker's run, longer than a lease and in a solo pool
+    (the task blocks the main thread), is never taken from it."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    with TodoistEmulator(projects=5, tasks=300) as todoist, StravaEmulator(activities=30) as strava:
+        env = {**todoist.environ(), **strava.environ()}
+        # The live worker's run: one Strava page held 45 s, longer than a lease (30 s).
+        live = worker_factory(
+            extra_env=env, concurrency=1, extra_args=("-P", "solo", "-Q", "dev.strava")
+        )
+        strava.inject(Fault(status=0, delay=45, path="/athlete/activities", times=1))
+        long_run = live.send("tasks.strava.activities", job="strava_activities")
+        wait_for(lambda: strava.calls_to("/athlete/activities") >= 1, 30, "the long run to start")
+
+        doomed = worker_factory(extra_env=env, concurrency=3, extra_args=("-Q", "dev.todoist"))
+        # Two runs that meet a 429 and wait 40 s for their retry, in the doomed worker's hands.
+        todoist.inject(Fault(status=429, retry_after=40, path="/projects", times=2))
+        retried = [doomed.send("tasks.todoist.projects", job="todoist_projects") for _ in range(2)]
+        for result in retried:
+            wait_for(lambda r=result: received(doomed.log(), r.id) == 2, 30, "the retry's delivery")
+        retry_logged = time.time()
+        # Three runs in flight: their first page hangs until the worker is gone.
+        todoist.inject(Fault(status=0, delay=120, path="/tasks", times=3))
+        running = [doomed.send("tasks.todoist.tasks", job="todoist_tasks") for _ in range(3)]
+        wait_for(lambda: todoist.calls_to("/tasks") >= 3, 30, "three runs in flight")
+
+        rescuer = worker_factory(extra_env=env, concurrency=3, extra_args=("-Q", "dev.todoist"))
+        # `ela status` sees who holds what: 3 + 1 runs in flight and 2 retries on a countdown.
+        before = broker_status(doomed.environ)
+        assert (before["running"], before["retries_waiting"]) == (4, 2), before
+        os.kill(doomed.process.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        doomed.process.proc.wait(10)
+
+        committed: dict[str, float] = {}
+        runs = {r.id: naming.manifest("todoist", "todoist_tasks", r.id) for r in running}
+        runs |= {r.id: naming.manifest("todoist", "todoist_projects", r.id) for r in retried}
+
+        def all_committed() -> bool:
+            for run_id, name in runs.items():
+                if run_id not in committed and bucket.get_bytes(name):
+                    committed[run_id] = time.monotonic() - killed
+            return len(committed) == len(runs)
+
+        wait_for(all_committed, 90, "every run of the killed worker to commit", 0.2)
+        long_manifest = wait_for(
+            lambda: bucket.get_bytes(naming.manifest("strava", "strava_activities", long_run.id)),
+            60,
+            "the live worker's long run",
+        )
+    assert max(committed.values()) < 60, committed
+    rescued = rescuer.log()
+    for run_id in runs:
+        assert received(rescued, run_id) == 1, run_id  # taken once, by the rescuer
+        assert f"[{run_id}] succeeded" in rescued
+        assert f"[{run_id}] succeeded" not in doomed.log()
+        landed = [o for o in bucket.list("todoist/landing/") if naming.run8(run_id) in o.name]
+        assert len(landed) == 1, run_id
+    # The retries kept their countdown: run 40 s after the 429, not when they were rescued.
+    for result in retried:
+        manifest = json.loads(bucket.get_bytes(runs[result.id]) or b"")
+        started = datetime.fromisoformat(manifest["started_at"]).timestamp()
+        assert started >= retry_logged + 40 - 2, (started, retry_logged)
+    # The live worker's run was never redelivered or reaped, and committed once.
+    assert json.loads(long_manifest)["run_id"] == long_run.id
+    assert "is gone" not in live.log()
+    assert received(live.log(), long_run.id) == 1
+    assert "(its lease expired)" in rescued  # the rescuer, not the visibility timeout
+
+
+@pytest.mark.parametrize("lost_by", ["network cut", "lease evicted"])
+def test_a_worker_that_lost_its_lease_stops_its_runs_before_they_run_again(
+    worker_factory: WorkerFactory, redis_url: str, redis_client: Any, tmp_path: Path, lost_by: str
+) -> None:
+    """A live worker whose lease another worker may take: cut off from Redis (its host alive),
+    it kills its pool and exits before its lease runs out; if the lease vanished anyway (a Redis
+    evicting keys), it finds its tombstone at the next renewal and does the same. Either way
+    the run commits once, by the worker that took it."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    target = urllib.parse.urlsplit(redis_url)
+    proxy = CuttableProxy((target.hostname or "127.0.0.1", target.port or 6379))
+    db = int(target.path.strip("/") or 0)
+    with TodoistEmulator(projects=5, tasks=300) as todoist:
+        cut_off = worker_factory(
+            extra_env={**todoist.environ(), "REDIS_URL": proxy.url(db)}, concurrency=1
+        )
+        todoist.inject(Fault(status=0, delay=120, path="/tasks", times=1))
+        run = cut_off.send("tasks.todoist.tasks", job="todoist_tasks")
+        wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the run to start")
+        other = worker_factory(extra_env=todoist.environ(), concurrency=1)
+        lost = time.monotonic()
+        if lost_by == "network cut":
+            proxy.cut()
+        else:
+            # Gone until the other worker's reaper sees it (its renewals would bring it back).
+            worker_id = cut_off.log().split("worker lease ")[1].split(" ")[0]
+            [lease] = redis_client.keys(f"*ela:worker:{worker_id}")
+            tombstone = lease.replace(b"ela:worker:", b"ela:reaped:")
+
+            def reaped() -> bool:
+                redis_client.delete(lease)
+                return bool(redis_client.exists(tombstone))
+
+            wait_for(reaped, 15, "a reaper to claim the evicted lease", 0.05)
+        cut_off.process.proc.wait(40)
+        fenced = time.monotonic() - lost
+        manifest = naming.manifest("todoist", "todoist_tasks", run.id)
+        wait_for(lambda: bucket.get_bytes(manifest), 60, "the run on the other worker", 0.2)
+    assert cut_off.process.proc.returncode == 75  # EX_TEMPFAIL: restart me
+    assert "killing its pool processes" in cut_off.log()
+    assert f"[{run.id}] succeeded" in other.log() and f"[{run.id}] succeeded" not in cut_off.log()
+    assert len([o for o in bucket.list("todoist/landing/") if naming.run8(run.id) in o.name]) == 1
+    if lost_by == "network cut":
+        # Before its lease could run out (30 s after its last renewal, 5 s at most before).
+        assert fenced < 30 - 0.5, fenced
+        assert "could not be renewed" in cut_off.log()
+    else:
+        assert "took its runs" in cut_off.log()
+
+
+# -- deploys: SIGTERM ---------------------------------------------------------------------------
+
+
+def test_sigterm_then_sigkill_10_s_later_the_next_worker_commits_within_30_s(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """A deploy that waits less than the stop grace (Docker's default 10 s): the worker is still
+    in its soft shutdown when SIGKILL comes. Its shortened lease runs out within seconds, and the
+    next worker, started right after, commits the run within 30 s of starting."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    with TodoistEmulator(projects=5, tasks=300) as todoist:
+        old = worker_factory(extra_env=todoist.environ(), via_ela=True)
+        todoist.inject(Fault(status=0, delay=120, path="/tasks", times=1))
+        run = old.send("tasks.todoist.tasks", job="todoist_tasks")
+        wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the run to start")
+        old.process.proc.send_signal(signal.SIGTERM)
+        time.sleep(10)
+        assert old.process.proc.poll() is None, "gone before the SIGKILL: nothing tested"
+        old.process.proc.send_signal(signal.SIGKILL)
+        old.process.proc.wait(10)
+        # No worker is left to reap it: once the (shutdown) lease runs out, `ela status` shows
+        # the run held by a dead worker, and for how long.
+        status = wait_for(
+            lambda: (b := broker_status(old.environ))["held_by_dead_workers"] and b, 15, "status"
+        )
+        [held] = status["deliveries"]
+        assert (held["run_id"], held["state"], held["job"]) == (
+            run.id,
+            "dead worker",
+            "todoist_tasks",
+        )
+        assert held["age_s"] >= 10 and held["worker"]
+        text = ela(old.environ, "status").stdout
+        assert "0 runs in flight, 0 waiting to retry, 1 held by dead or unknown workers" in text
+        started = time.monotonic()
+        new = worker_factory(extra_env=todoist.environ(), via_ela=True)
+        manifest = naming.manifest("todoist", "todoist_tasks", run.id)
+        wait_for(lambda: bucket.get_bytes(manifest), 60, "the run on the next worker", 0.2)
+        took = time.monotonic() - started
+    assert took < 30, took
+    assert f"[{run.id}] succeeded" in new.log() and f"[{run.id}] succeeded" not in old.log()
+    assert "Initiating Soft Shutdown" in old.log()  # SIGTERM was a bounded shutdown
+
+
+def test_sigterm_finishes_what_fits_the_grace_and_requeues_the_rest_at_once(
+    worker_factory: WorkerFactory, redis_client: Any, redis_prefix: str, tmp_path: Path
+) -> None:
+    """SIGTERM to `ela worker` holding a short run, a long run and a retry waiting on its
+    countdown: the short run commits, the worker exits by itself within the grace, and the
+    long run and the retry are back on the queue the moment it does."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    with TodoistEmulator(projects=5, tasks=300) as todoist:
+        worker = worker_factory(extra_env=todoist.environ(), concurrency=3, via_ela=True)
+        todoist.inject(Fault(status=429, retry_after=60, path="/projects", times=1))
+        retry = worker.send("tasks.todoist.projects", job="todoist_projects")
+        wait_for(lambda: received(worker.log(), retry.id) == 2, 30, "the retry's delivery")
+        todoist.inject(Fault(status=0, delay=3, path="/tasks", times=1))
+        short = worker.send("tasks.todoist.tasks", job="todoist_tasks")
+        wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the short run to start")
+        todoist.inject(Fault(status=0, delay=120, path="/tasks", times=1))
+        long = worker.send("tasks.todoist.tasks", job="todoist_tasks")
+        wait_for(lambda: todoist.calls_to("/tasks") >= 2, 30, "the long run to start")
+        sent = time.monotonic()
+        worker.process.proc.send_signal(signal.SIGTERM)
+        worker.process.proc.wait(SHUTDOWN_GRACE_S + 10)  # compose's stop_grace_period
+        exited = time.monotonic() - sent
+        queued = redis_client.lrange(f"{redis_prefix}dev.todoist", 0, -1)
+    assert bucket.get_bytes(naming.manifest("todoist", "todoist_tasks", short.id))
+    assert {json.loads(m)["headers"]["id"] for m in queued} == {long.id, retry.id}
+    assert redis_client.hlen(f"{redis_prefix}unacked") == 0
+    assert SHUTDOWN_GRACE_S <= exited < SHUTDOWN_GRACE_S + 10, exited
+
+
 # -- one beat per environment ------------------------------------------------------------------
 
 
@@ -161,25 +398,25 @@ def test_leader_lock_is_exclusive_and_expires(redis_client: Any, redis_prefix: s
     assert first.hold()
 
 
-def test_two_beats_send_each_tick_once(worker_factory: WorkerFactory, tmp_path: Path) -> None:
-
+def test_two_beats_on_one_schedule_file_send_the_tick_once(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """Two real beats, given the same schedule file (a shared volume): one sends the tick, the
+    other stands by, and neither touches the file (Celery's would delete the leader's as
+    "corrupted")."""
     with TodoistEmulator(projects=5, tasks=5) as todoist:
         config = todoist_only(tmp_path / "c.yaml", schedules={"todoist_projects": "* * * * *"})
         worker = worker_factory(extra_env=todoist.environ(), config=config)
+        shared = ("-s", str(tmp_path / "celerybeat-schedule"))
+        first = Beat(worker.environ, tmp_path / "beat-0.log", args=shared)
         beats = [
-            CeleryProcess(
-                ["beat", "-l", "info", "-s", str(tmp_path / f"beat-{i}")],
-                worker.environ,
-                tmp_path / f"beat-{i}.log",
-            )
-            for i in range(2)
+            first,
+            Beat(worker.environ, tmp_path / "beat-1.log", offset=first.offset, args=shared),
         ]
         bucket = LocalBucket(tmp_path / "bucket")
         try:
-            wait_for(lambda: list(bucket.list("todoist/_runs/")), 95, "the first tick", 1)
-            # Give a second sender every chance to show up before counting.
-
-            time.sleep(5)
+            wait_for(lambda: list(bucket.list("todoist/_runs/")), 70, "the first tick", 0.5)
+            time.sleep(2)  # give a second sender every chance to show up before counting
         finally:
             for beat in beats:
                 beat.stop()
@@ -188,6 +425,43 @@ def test_two_beats_send_each_tick_once(worker_factory: WorkerFactory, tmp_path: 
     assert sends == 1, logs
     assert sum("standing by" in log for log in logs) == 1
     assert len(list(bucket.list("todoist/landing/"))) == 1
+    assert not list(tmp_path.glob("celerybeat-schedule*"))
+    assert not any("corrupted" in log for log in logs)
+
+
+def test_beat_killed_at_50_and_restarted_1_s_later_sends_the_next_tick_once(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """Real processes: the restarted beat stands by across the tick while the dead one's lock
+    lives, then sends that tick, late but once, named for its minute."""
+    bucket = LocalBucket(tmp_path / "bucket")
+    with TodoistEmulator(projects=5, tasks=5) as todoist:
+        config = todoist_only(tmp_path / "c.yaml", schedules={"todoist_projects": "* * * * *"})
+        worker = worker_factory(extra_env=todoist.environ(), config=config)
+        old = Beat(worker.environ, tmp_path / "beat-old.log", lead=15)
+        new = None
+        try:
+            old.wait_log("beat: leading this environment")
+            wait_for(lambda: old.now().second >= 50, 30, "hh:mm:50 on beat's clock")
+            old.stop(signal.SIGKILL)
+            tick = old.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
+            time.sleep(1)
+            new = Beat(worker.environ, tmp_path / "beat-new.log", offset=old.offset)
+            runs = "todoist/_runs/todoist_projects/"
+
+            def ticked() -> list[dict[str, Any]]:
+                return [json.loads(bucket.get_bytes(o.name) or b"") for o in bucket.list(runs)]
+
+            [manifest] = wait_for(ticked, 60, "the tick nobody led through", 0.5)
+            time.sleep(2)  # a second send of it would land within this
+        finally:
+            old.stop()
+            if new is not None:
+                new.stop()
+    assert datetime.fromisoformat(manifest["scheduled_at"]) == tick
+    assert new.log().count("Sending due task todoist_projects") == 1
+    assert "standing by" in new.log() and "late (no beat led)" in new.log()
+    assert len(ticked()) == 1
 
 
 # -- time limits -------------------------------------------------------------------------------
@@ -246,11 +520,9 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
         config = todoist_only(tmp_path / "c.yaml", schedules={"todoist_projects": "* * * * *"})
         env = {**todoist.environ(), "REDIS_URL": private_redis.url}
         worker = worker_factory(extra_env=env, config=config)
-        beat = CeleryProcess(
-            ["beat", "-l", "info", "-s", str(tmp_path / "beat")],
-            worker.environ,
-            tmp_path / "beat.log",
-        )
+        # Beat's next minute comes ~30 s after it starts: after Redis is back. (This Redis keeps
+        # nothing, so a tick due during the outage is forgotten with the rest of its keys.)
+        beat = Beat(worker.environ, tmp_path / "beat.log", lead=30)
         try:
             # Beat must be up and connected before Redis goes away, or there is nothing to
             # reconnect: a beat still starting would meet the outage on its first tick.
@@ -261,7 +533,7 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
             running = worker.send("tasks.todoist.tasks")
             wait_for(lambda: todoist.calls_to("/tasks") >= 1, 30, "the run to start")
             private_redis.restart(down_for=RENEW_EVERY + 2)
-            back = datetime.now(UTC)  # Redis is answering again from here on
+            back = beat.now()  # Redis is answering again from here on (beat's clock)
             manifest = naming.manifest("todoist", "todoist_tasks", running.id)
             wait_for(lambda: bucket.get_bytes(manifest), 60, "the interrupted run to commit")
             todoist.clear_faults()
@@ -274,10 +546,9 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
             fresh.close()
             projects = naming.manifest("todoist", "todoist_projects", after.id)
             wait_for(lambda: bucket.get_bytes(projects), 60, "a run sent after the restart")
-            # Beat reconnected: a tick it sent after the restart lands. scheduled_at is the
-            # minute the message was stamped, just before it was sent, so one later than `back`
-            # was sent after Redis came back (a tick stamped in back's minute may predate the
-            # restart). The run sent by hand above is no tick: leave it out.
+            # Beat reconnected: a tick it sent after the restart lands. scheduled_at is the tick,
+            # so one later than `back` was sent after Redis came back. The run sent by hand
+            # above is no tick: leave it out.
 
             def scheduled_at(name: str) -> datetime:
                 return datetime.fromisoformat(
@@ -291,25 +562,64 @@ def test_redis_restart_mid_run_worker_and_beat_reconnect(
                     if o.name != projects
                 )
 
-            wait_for(ticked_after_restart, 95, "a beat tick after the restart", 1)
+            wait_for(ticked_after_restart, 60, "a beat tick after the restart", 0.5)
         finally:
             beat.stop()
     log = worker.log()
     assert "Connection to broker lost" in log and "Unrecoverable error" not in log
 
 
-def test_flushall_loses_no_cursor_token_or_manifest(
-    private_redis: Any, worker_factory: WorkerFactory, tmp_path: Path
+@pytest.mark.integration  # a private Redis and `ela run` processes
+def test_run_wait_says_in_one_line_that_redis_lost_the_runs(
+    private_redis: Any, tmp_path: Path
 ) -> None:
+    """No worker takes them, and Redis restarts empty: `ela run --wait` notices within seconds,
+    one line per run, exit status 1, no traceback (it used to hang until its timeout)."""
+    environ = base_environ(
+        private_redis.url,
+        {"ELA_ENV": "dev", "ELA_CONFIG": str(todoist_only(tmp_path / "c.yaml"))},
+    )
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "ela.cli", "run", "productivity_all", "--wait", "--timeout", "300"],
+        env=environ,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = redis.Redis.from_url(private_redis.url)
+    wait_for(lambda: client.llen("dev.todoist") == 2, 30, "both runs queued")
+    private_redis.restart(down_for=2)
+    restarted = time.monotonic()
+    out, err = waiting.communicate(timeout=60)
+    took = time.monotonic() - restarted
+    assert waiting.returncode == 1, (out, err)
+    lost = [line for line in out.splitlines() if " lost " in line]
+    assert [line.split()[0] for line in lost] == ["todoist_tasks", "todoist_projects"], out
+    assert all("Redis lost this run" in line for line in lost)
+    assert "Traceback" not in out + err, err
+    assert took < 15, took
 
+
+@pytest.mark.parametrize("shared_tokens", [False, True], ids=["token-folder", "tokens-in-redis"])
+def test_flushall_loses_no_cursor_token_or_manifest(
+    private_redis: Any, worker_factory: WorkerFactory, tmp_path: Path, shared_tokens: bool
+) -> None:
+    """With the tokens in Redis, the flush takes them too: the worker's folder copy puts them
+    back (the bootstrap STRAVA_REFRESH_TOKEN was rotated away by the first run)."""
     bucket = LocalBucket(tmp_path / "bucket")
     with StravaEmulator(activities=120) as strava:
-        worker = worker_factory(extra_env={**strava.environ(), "REDIS_URL": private_redis.url})
+        env = {**strava.environ(), "REDIS_URL": private_redis.url}
+        if shared_tokens:
+            env["ELA_TOKEN_KEY"] = Fernet.generate_key().decode()
+        worker = worker_factory(extra_env=env)
         first = worker.call("tasks.strava.activities", timeout=60)
-        tokens = (tmp_path / "tokens" / "strava.json").read_text()
+        tokens = TokenStore(tmp_path / "tokens").read("strava")
         manifests = {o.name for o in bucket.list("strava/_runs/")}
 
-        redis.Redis.from_url(private_redis.url).flushall()
+        client = redis.Redis.from_url(private_redis.url)
+        assert bool(client.keys("*ela:tokens:strava")) == shared_tokens
+        client.flushall()
 
         new = strava.add_activities(3)
         second = worker.call("tasks.strava.activities", timeout=60)
@@ -319,7 +629,34 @@ def test_flushall_loses_no_cursor_token_or_manifest(
     ]
     assert manifests <= {o.name for o in bucket.list("strava/_runs/")}
     assert strava.refreshes == 1  # the stored token was reused, not re-bootstrapped
-    assert (tmp_path / "tokens" / "strava.json").read_text() == tokens
+    assert strava.stale_refreshes == []
+    assert TokenStore(tmp_path / "tokens").read("strava") == tokens
+    assert bool(client.keys("*ela:tokens:strava")) == shared_tokens  # put back in Redis
+
+
+def test_two_workers_with_their_own_token_folders_share_every_rotation(
+    worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    """Two hosts (two workers, two ELA_TOKEN_DIRs, one Redis) against a Strava that rotates the
+    refresh token on every refresh: every refresh succeeds, and no rotated-away refresh token is
+    ever presented again."""
+    key = Fernet.generate_key().decode()
+    # 10-minute access tokens: every run refreshes (the connector renews within the last hour).
+    with StravaEmulator(activities=5, token_lifetime=600) as strava:
+        strava.inject(Fault(status=0, delay=0.3, path="/athlete", times=None))  # runs overlap
+        hosts = [
+            worker_factory(
+                extra_env={**strava.environ(), "ELA_TOKEN_KEY": key, "ELA_TOKEN_DIR": str(folder)},
+                concurrency=2,
+            )
+            for folder in (tmp_path / "host-a", tmp_path / "host-b")
+        ]
+        results = [hosts[0].send("tasks.strava.athlete", job="strava_athlete") for _ in range(12)]
+        outcomes = [r.get(timeout=120)["outcome"] for r in results]
+    assert outcomes == ["succeeded"] * 12
+    assert strava.stale_refreshes == [] and strava.refreshes >= 12
+    for host in hosts:  # both hosts took runs and refreshed
+        assert "strava: access token refreshed" in host.log(), host.environ["ELA_TOKEN_DIR"]
 
 
 # -- provider faults ---------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from ela.emulators.strava import StravaEmulator
 from ela.emulators.todoist import TodoistEmulator
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
-from tests.helpers import CeleryProcess, SentryEndpoint, shipped_config, wait_for, write_config
+from tests.helpers import Beat, SentryEndpoint, shipped_config, wait_for, write_config
 from tests.test_flower import running_flower
 
 pytestmark = pytest.mark.timeout(300)
@@ -272,7 +272,7 @@ def test_no_planted_secret_appears_anywhere(
     assert len(jobs) == 13
     config = write_config(
         tmp_path / "c.yaml",
-        schedules=dict.fromkeys(jobs, "* * * * *"),  # beat sends all 13 at the next minute
+        schedules=dict.fromkeys(jobs, "* * * * *"),  # beat sends all 13 at its next minute
         retry_backoff_seconds=1,
     )
     secrets: dict[str, str] = {
@@ -294,11 +294,7 @@ def test_no_planted_secret_appears_anywhere(
         flower_env = {**worker.environ, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"}
         auth = (FLOWER_USER, FLOWER_PASSWORD)
         with running_flower(flower_env, tmp_path / "flower.log") as flower:
-            beat = CeleryProcess(
-                ["beat", "-l", "info", "-s", str(tmp_path / "beat-schedule")],
-                worker.environ,
-                tmp_path / "beat.log",
-            )
+            beat = Beat(worker.environ, tmp_path / "beat.log")
 
             def sent() -> dict[str, Any]:
                 got = requests.get(f"{flower.url}/api/tasks", auth=auth, timeout=30).json()
@@ -306,7 +302,7 @@ def test_no_planted_secret_appears_anywhere(
 
             try:
                 for job in jobs:
-                    beat.wait_log(f"Sending due task {job} ", timeout=100)
+                    beat.wait_log(f"Sending due task {job} ", timeout=70)
                 # Beat logs before it publishes: wait for the messages (task-sent events).
                 wait_for(lambda: len(sent()) >= 13, 30, "beat to publish all 13", 0.2)
             finally:

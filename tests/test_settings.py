@@ -33,6 +33,7 @@ PRD = config_module.load(REPO / "ingestion-config-prd.yaml")
         ("SPOTIFY_API_URL", "api.spotify.com/v1", "SPOTIFY_API_URL='api.spotify.com/v1': expected"),
         ("REDIS_URL", "http://localhost:6379", "expected redis://host:port/db"),
         ("REDIS_URL", "rediss://:pw@redis.example:6380/0", "needs ?ssl_cert_reqs=required"),
+        ("ELA_TOKEN_KEY", "pw-not-a-fernet-key", "ELA_TOKEN_KEY is not a Fernet key"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(
@@ -61,6 +62,8 @@ def test_good_settings_pass() -> None:
         "STORAGE_EMULATOR_HOST": "localhost:9023",
         "REDIS_URL": "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=required",
         "TODOIST_API_URL": "http://127.0.0.1:9999/api/v1",
+        "ELA_TOKEN_KEY": "uQnnTmh-NPxJYzWRpdC4dHFEmdqY2gvMzEZHXzqZ_Lk=,"
+        "Q3ZGpaGFy9YVqRBrd1T-TbW0hPzL3LrLxZCqDd6XwfQ=",  # new,old
     }
     assert settings.problems(DEV, good) == []
 

@@ -204,6 +204,7 @@ def test_recently_played_lands_each_play_once(
     assert third["warnings"] == []
 
 
+@pytest.mark.integration  # ela status reads the broker too
 def test_more_than_50_plays_since_the_last_run_warns_of_a_gap(
     spotify_emu: SpotifyEmulator,
     local_bucket: LocalBucket,

@@ -6,27 +6,57 @@ import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from celery import Celery
 from celery.signals import before_task_publish
 
-from beat_schedules import build_schedule
+from beat_schedules import SCHEDULED_AT_HEADER, build_schedule
 from ela import config as config_module
-from ela.errors import ConfigError
-from worker import observability
+from ela import run_input
+from ela.errors import ConfigError, InputError
+from worker import leases, observability
 from worker.settings import celery_settings
 
-SCHEDULED_AT_HEADER = "ela_scheduled_at"
+__all__ = ["SCHEDULED_AT_HEADER", "app", "config", "create_app"]
+
+
+class EnvApp(Celery):
+    """Celery for one environment: every message it sends is checked first.
+
+    ``send_task`` is where ``ela run``, beat, retries, follow-ups, backfill, ``celery call`` and
+    Flower's API (``apply_async`` included) all publish, so a message with a wrong argument, a
+    run id that is not a UUID or another env's queue is refused there, with one line naming the
+    field (:func:`ela.run_input.check_message`), and never reaches a worker. The worker checks
+    again (tasks/base.py): a message can reach Redis some other way.
+    """
+
+    def __init__(self, config: config_module.IngestionConfig) -> None:
+        super().__init__(f"ela-{config.env}")
+        self.ela_config = config
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        queue = options.get("queue")
+        run_input.check_message(
+            self.ela_config,
+            name,
+            args,
+            kwargs,
+            run_id=options.get("task_id"),
+            queue=getattr(queue, "name", queue),
+        )
+        return super().send_task(name, args, kwargs, **options)
 
 
 def create_app(
     config: config_module.IngestionConfig, environ: Mapping[str, str] = os.environ
 ) -> Celery:
     """A Celery app with the env's settings and beat schedule (no tasks registered)."""
-    app = Celery(f"ela-{config.env}")
+    app = EnvApp(config)
     app.conf.update(celery_settings(config, environ))
     app.conf.beat_schedule = build_schedule(config)
+    leases.install(app)  # a dead worker's runs back within a minute (worker/leases.py)
     return app
 
 
@@ -38,6 +68,21 @@ def _load() -> config_module.IngestionConfig:
         raise SystemExit(1) from None
 
 
+def _one_line_refusals(
+    kind: type[BaseException], value: BaseException, trace: TracebackType | None
+) -> None:
+    """Uncaught, a refused message ends the process with its one line, not a traceback: what
+    ``celery -A worker call TASK --kwargs '{"limit": "abc"}'`` prints (Celery's CLI lets it
+    through)."""
+    if isinstance(value, InputError):
+        print(f"refused: {value}", file=sys.stderr)
+        return
+    _default_excepthook(kind, value, trace)
+
+
+_default_excepthook = sys.excepthook
+sys.excepthook = _one_line_refusals
+
 config = _load()
 app = create_app(config)
 observability.setup(config)  # JSON/text logs and Sentry, both scrubbed of secrets
@@ -47,8 +92,9 @@ observability.setup(config)  # JSON/text logs and Sentry, both scrubbed of secre
 def stamp_scheduled_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Give every message the minute it was sent: the run's scheduled time.
 
-    Beat sends at the cron tick, so for scheduled runs this is the tick. The header survives
-    redelivery; a retry pins it into the task's kwargs (see tasks/base.py).
+    Beat sets it to the tick itself (a tick sent late, after a beat takeover, keeps its
+    minute); anything else gets the minute it was sent. The header survives redelivery; a
+    retry pins it into the task's kwargs (see tasks/base.py).
     """
     if headers is not None and SCHEDULED_AT_HEADER not in headers:
         now = datetime.now(UTC).replace(second=0, microsecond=0)

@@ -16,6 +16,10 @@ reveals only that the process is up, and a container or load-balancer probe can 
 without the password in its own configuration (where ``docker inspect`` would show it).
 Flower's static files (its own JS/CSS, served by Tornado's ``StaticFileHandler``) stay open too.
 
+It adds the Jobs pages (``/jobs``: :mod:`worker.flower_jobs`), behind the same guard, and checks
+every task sent through Flower's API with the schema of every other entry point
+(:func:`check_task_request`): a bad argument is a 400 with one line.
+
 It also hands Flower's broker inspector a ``redis://`` URI for our Redis transport subclass
 (see :func:`broker_uri_for_flower`), so queue lengths and the Broker page keep working.
 
@@ -26,7 +30,9 @@ the command line (where ``ps`` shows it).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from functools import cache, cached_property
@@ -38,6 +44,9 @@ import tornado.web
 from flower import urls as _urls  # noqa: F401
 from flower.app import Flower
 from flower.views import BaseHandler
+
+from ela import run_input
+from ela.errors import InputError
 
 OPEN_PATHS = ("/healthcheck",)
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -66,6 +75,7 @@ def require_auth(handler: BaseHandler) -> None:
 def _guarded(prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def guarded_prepare(self: BaseHandler) -> Any:
         require_auth(self)
+        check_task_request(self)
         return prepare(self)
 
     setattr(guarded_prepare, _GUARD, True)
@@ -81,6 +91,35 @@ def _handler_classes() -> Iterator[type[BaseHandler]]:
             seen.add(cls)
             yield cls
             todo.extend(cls.__subclasses__())
+
+
+_TASK_API = re.compile(r"/api/task/(?:send-task|apply|async-apply)/(?P<task>[^/]+)$")
+
+
+def check_task_request(handler: BaseHandler) -> None:
+    """A task sent through Flower's API, checked before Flower sends it: 400 with the schema's
+    one line (:func:`ela.run_input.check_message`, as our app's ``send_task`` does) instead of
+    a 500 with an empty body and a traceback in Flower's log."""
+    found = _TASK_API.search(handler.request.path)
+    if handler.request.method != "POST" or found is None:
+        return
+    try:
+        body = json.loads(handler.request.body or b"{}")
+    except ValueError:
+        return  # Flower answers 400 itself
+    if not isinstance(body, dict):
+        return
+    try:
+        run_input.check_message(
+            handler.application.capp.ela_config,
+            found.group("task"),
+            body.get("args"),
+            body.get("kwargs"),
+            run_id=body.get("task_id"),
+            queue=body.get("queue"),
+        )
+    except InputError as exc:
+        raise tornado.web.HTTPError(400, str(exc).replace("%", "%%")) from None
 
 
 def install() -> None:
@@ -122,6 +161,28 @@ def flower_argv(args: list[str]) -> list[str]:
     return ["celery", "-A", "worker", "flower", *args]
 
 
+def add_jobs_pages() -> None:
+    """Add the Jobs pages (:mod:`worker.flower_jobs`) to the app Flower builds. Idempotent.
+
+    Flower builds its app from ``flower.urls``' handler list and settings; the routes go in
+    before its catch-all 404 route, and its template loader becomes ours (Flower's templates,
+    the Jobs templates, and the nav bar with a Jobs link).
+    """
+    from flower import urls
+
+    from worker import flower_jobs
+
+    routes = flower_jobs.routes()
+    names = {route.name for route in routes}
+    if not any(getattr(handler, "name", None) in names for handler in urls.handlers):
+        catch_all = next(
+            (i for i, h in enumerate(urls.handlers) if isinstance(h, tuple) and h[0] == r".*"),
+            len(urls.handlers),
+        )
+        urls.handlers[catch_all:catch_all] = routes
+    urls.settings["template_loader"] = flower_jobs.Templates(urls.settings["template_path"])
+
+
 def main(args: list[str] | None = None) -> int:
     if not os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")[2]:
         print(
@@ -132,6 +193,7 @@ def main(args: list[str] | None = None) -> int:
         return 1
     from celery.bin.celery import main as celery_main
 
+    add_jobs_pages()
     install()
     prop = cached_property(_broker_uri_with_password)
     prop.__set_name__(Flower, "broker_uri_with_password")

@@ -14,19 +14,48 @@ Neither can reach Redis through that channel, and neither needs to: the messages
 Redis's unacked set, which kombu moves back to their queues after the visibility timeout, and a
 redelivered run is idempotent (same run id; a committed run is not repeated). So on a channel
 whose connection is gone this QoS drops its local bookkeeping and leaves the rest to Redis.
+
+It also records which worker holds each delivery (``ela/leases.py``): the tag goes into the
+worker's held set in the same transaction that puts the message in kombu's unacked hash, and
+leaves it in the same transaction that removes it (ack, reject, restore), so that when the
+worker dies the reapers in the other workers know exactly which messages to give back.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from kombu.transport import redis, virtual
+from kombu.utils.json import dumps
+
+from worker.leases import held_key
 
 log = logging.getLogger("ela.broker")
 
 
 class QoS(redis.QoS):
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        """kombu's append (the message into the unacked hash and its index), plus the tag into
+        this worker's held set, in one transaction."""
+        held = held_key()
+        if held is None:
+            super().append(message, delivery_tag)
+            return
+        delivery = message.delivery_info
+        raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}).hset(
+                self.unacked_key, delivery_tag, raw
+            ).sadd(held, delivery_tag).execute()
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
+        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        held = held_key()
+        return pipe if held is None else pipe.srem(held, delivery_tag)
+
     def _connection_gone(self) -> bool:
         """The channel's transport, or the transport's client, is already torn down."""
         transport = self.channel.connection

@@ -11,11 +11,18 @@ from kombu import Queue
 
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES
+from ela.run_input import route
 from ela.settings import DEFAULT_BROKER
 
 # The longest a retry may wait in the broker (Strava's 15-minute window). Longer waits fail the
 # run instead: the next scheduled run picks up from the same cursor.
 MAX_RETRY_COUNTDOWN = 15 * 60
+# How long a stopping worker lets its runs go on before it cancels them and puts them back on
+# their queues (with any retry waiting on a countdown). A run of the shipped configs takes
+# seconds; a long one (a year of Garmin heart rate, a Strava history) is redone by the next
+# worker instead of holding a deploy. The compose files give the worker 10 s more than this
+# before Docker's SIGKILL (stop_grace_period), for the cancel and the requeue.
+SHUTDOWN_GRACE_S = 15
 
 
 def hard_time_limit(config: IngestionConfig) -> int:
@@ -33,21 +40,12 @@ def queues(config: IngestionConfig) -> list[str]:
     return [config.queue(service) for service in SERVICES] + [ops_queue(config)]
 
 
-def route(config: IngestionConfig, task_name: str) -> str:
-    """``tasks.<service>.<data_type>`` → ``{env}.{service}``; anything else → ``{env}.ops``."""
-    parts = task_name.split(".")
-    if len(parts) == 3 and parts[0] == "tasks" and parts[1] in SERVICES:
-        return config.queue(parts[1])
-    return ops_queue(config)
-
-
 def celery_settings(
     config: IngestionConfig, environ: Mapping[str, str] = os.environ
 ) -> dict[str, Any]:
     broker = environ.get("REDIS_URL") or DEFAULT_BROKER
     soft = config.global_.timeout_minutes * 60
     hard = hard_time_limit(config)
-    state_dir = environ.get("ELA_STATE_DIR", ".ela")
     prefix = environ.get("ELA_REDIS_PREFIX", "")
     return {
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-url
@@ -87,6 +85,11 @@ def celery_settings(
         # runs are idempotent (same run id, same object names), so twice is safe.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # #worker-soft-shutdown-timeout — SIGTERM (remapped to SIGQUIT by `ela worker`, or
+        # SIGQUIT from the compose files' stop_signal) lets running tasks go on this long, then
+        # cancels them and requeues every unacknowledged message, waiting retries included.
+        # Without REMAP_SIGTERM a plain SIGTERM is Celery's unbounded warm shutdown.
+        "worker_soft_shutdown_timeout": SHUTDOWN_GRACE_S,
         # #worker-prefetch-multiplier — long tasks: take one at a time.
         "worker_prefetch_multiplier": 1,
         # #task-queues — a worker consumes only its own env's queues.
@@ -100,9 +103,8 @@ def celery_settings(
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_track_started": True,
-        # #beat-scheduler — one sending beat per env, however many are started.
+        # #beat-scheduler — one sending beat per env, every tick sent once, the last ticks in
+        # Redis (no schedule file: beat_schedule_filename and `beat -s` are not used).
         "beat_scheduler": "beat_schedules.scheduler:SingleBeatScheduler",
-        # #beat-schedule-filename
-        "beat_schedule_filename": os.path.join(state_dir, f"celerybeat-schedule-{config.env}"),
         "imports": ("tasks",),
     }

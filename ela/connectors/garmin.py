@@ -461,7 +461,7 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
     except ValueError as exc:  # a damaged token file: only a new login replaces it
         raise ReauthError(f"garmin: the stored tokens are unreadable ({exc}); {AUTH_FIX}") from exc
     if tokens is None:
-        raise ReauthError(f"garmin: no stored tokens in {store.directory}: {AUTH_FIX}")
+        raise ReauthError(f"garmin: no stored tokens in {store.where}: {AUTH_FIX}")
     garmin = Garmin()  # no credentials: the library cannot fall back to a password login
 
     client = _Client(garmin, store, tokens)

@@ -645,7 +645,7 @@ def authorize(
             raise strava.classify(exc) from exc
     with store.locked(PROVIDER):
         store.write(PROVIDER, _stored_form(cast(Mapping[str, Any], info), environ))
-    say(f"Strava authorized; tokens stored in {store.directory} for the workers to use.")
+    say(f"Strava authorized; tokens stored in {store.where} for the workers to use.")
 
 
 def _code_from(answer: str) -> str:

@@ -139,6 +139,7 @@ class StravaEmulator(Emulator):
         self.codes: set[str] = set()
         self.refreshes = 0  # successful refresh_token grants
         self.revoked: list[str] = []  # refresh tokens used up by rotation or revocation
+        self.stale_refreshes: list[str] = []  # refresh attempts with a used-up token (400)
         self._serial = 0
         self._window: tuple[int, int] = (-1, -1)  # (quarter-hour index, day index)
         self._usage = [0, 0]  # all requests: this quarter hour, today
@@ -513,6 +514,8 @@ class StravaEmulator(Emulator):
             if grant == "refresh_token":
                 token = form.get("refresh_token", "")
                 if token not in self.refresh_tokens:
+                    if token in self.revoked:
+                        self.stale_refreshes.append(token)
                     return Response(400, _bad_request("RefreshToken", "refresh_token"))
                 self.refresh_tokens.discard(token)  # rotated: the old one is dead from now on
                 self.revoked.append(token)
