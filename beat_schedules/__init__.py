@@ -8,6 +8,7 @@ same data (incremental jobs resume from their cursor).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cached_property
 from typing import Any
@@ -96,6 +97,12 @@ def expires_seconds(config: IngestionConfig, job: Job, now: datetime | None = No
 # The message header carrying a run's scheduled time (the tick; set by beat, else stamped at
 # publish by worker/app.py); a retry pins it into the task's kwargs (tasks/base.py).
 SCHEDULED_AT_HEADER = "ela_scheduled_at"
+
+# While beat sends a tick: (task, run id, kwargs) of the message, so its log lines ("Sending due
+# task", a failed publish) name the job and run as a worker's do (worker/observability.py).
+beat_sending: ContextVar[tuple[str, str, dict[str, Any]] | None] = ContextVar(
+    "beat_sending", default=None
+)
 
 # Housekeeping, not a job: daily at 03:17 (off the hour, when no job of the shipped configs runs).
 PURGE_ERRORS = "ela_purge_errors"

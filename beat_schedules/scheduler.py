@@ -37,7 +37,7 @@ from typing import Any
 import redis
 from celery.beat import ScheduleEntry, Scheduler
 
-from beat_schedules import SCHEDULED_AT_HEADER
+from beat_schedules import SCHEDULED_AT_HEADER, beat_sending
 
 log = logging.getLogger("ela.beat")
 
@@ -222,7 +222,11 @@ class SingleBeatScheduler(Scheduler):
                 late,
             )
         self._published = None
-        self.apply_entry(due, producer=self.producer)  # logs "Sending due task" and any error
+        sending = beat_sending.set((entry.task, due.options["task_id"], dict(entry.kwargs)))
+        try:
+            self.apply_entry(due, producer=self.producer)  # logs "Sending due task", any error
+        finally:
+            beat_sending.reset(sending)
         if self._published is not None:
             self.ledger.sent(entry.name, tick.timestamp())
 

@@ -135,7 +135,7 @@ def state_at_cap(tmp: Path, repeats: int = 5) -> dict[str, float]:
     bucket = LocalBucket(tmp / "bucket-state")
     first = datetime.combine(DAY, datetime.min.time())
     base = int(first.timestamp() * 1000)
-    landed = {  # shaped like recently played's keys: played_at and a track id
+    landed: dict[str, float] = {  # shaped like recently played's keys: played_at and a track id
         f"{first + timedelta(seconds=n):%Y-%m-%dT%H:%M:%S}.000Z {uuid.UUID(int=n).hex[:22]}": (
             base + n * 1000
         )

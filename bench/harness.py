@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
+from celery import Celery
 
 from bench import plugin
+from ela import config as config_module
+from ela.settings import broker_prefix
 from tests import helpers
-from tests.helpers import CeleryProcess, base_environ, delete_prefixed, shipped_config
+from tests.helpers import CeleryProcess, base_environ, delete_prefixed, shipped_config, wait_for
 
 BENCH_REDIS_URL = os.environ.get("ELA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PROVIDER_MODULES = ("spotipy", "stravalib", "garminconnect", "todoist_api_python")
+# The Strava emulators allow ten times Strava's default reads (it raises limits on request), so
+# that repeated full runs fit; the worker's shared read budget is raised to match.
+STRAVA_LIMITS: dict[str, Any] = {"limits": (2_000, 20_000), "read_limits": (1_000, 10_000)}
+STRAVA_BUDGET = {"ELA_STRAVA_READ_BUDGET": "1000,10000"}
+
+
+def say(message: str) -> None:
+    """Progress, to stderr (the table goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class Namespace:
@@ -31,7 +46,8 @@ class Namespace:
         self.client.ping()
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
+        """A key of the dev env's Celery transport (queues, the unacked hash) in this run."""
+        return f"{broker_prefix('dev', {'ELA_REDIS_PREFIX': self.prefix})}{name}"
 
     def pending(self, queue: str) -> int:
         """Messages waiting in ``queue`` plus messages delivered but not yet acked."""
@@ -111,6 +127,17 @@ def start_worker(
         raise
 
 
+def run_script(args: list[Any], environ: Mapping[str, str], what: str) -> dict[str, Any]:
+    """Run a measured script (a baseline, a peer) and return the JSON of its last line."""
+    out = subprocess.run(
+        args, cwd=helpers.REPO, env=dict(environ), capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def vm_hwm_kib(pid: int) -> int:
     """Peak resident set size of ``pid`` (``VmHWM``), in KiB."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -130,3 +157,45 @@ def worker_environ(ns: Namespace, config: Path, extra: Mapping[str, str]) -> dic
             **extra,
         },
     )
+
+
+class Runner:
+    """Sends a job's task to the worker and waits for its manifest."""
+
+    def __init__(
+        self, app: Celery, config: config_module.IngestionConfig, log: Path | None = None
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.log = log
+        self.full_runs: dict[str, int] = {}
+
+    def run(self, job: str, **kwargs: Any) -> dict[str, Any]:
+        task = self.config.jobs[job].task
+        sent = self.app.send_task(task, kwargs={"job": job, **kwargs})
+        try:
+            # Polled (every 5 ms) rather than get()'s pub/sub wait, which under redis-py 8 has
+            # been seen to raise TimeoutError a second into a long run.
+            wait_for(sent.ready, 120, f"{job} to finish", interval=0.005)
+            result: dict[str, Any] = sent.get(timeout=10)
+        except Exception:
+            if self.log:
+                say(f"!! {job} failed; the worker's log ends:\n" + self.log.read_text()[-4000:])
+            raise
+        return result
+
+    def timed(self, job: str) -> dict[str, Any]:
+        """A full run. Strava's first sets the cursor; later ones ask again from the epoch.
+        Garmin's year is asked for explicitly, or later runs would ask only for the days
+        after the last complete one."""
+        again = self.full_runs.get(job, 0) > 0 and job == "strava_activities"
+        kwargs: dict[str, Any] = {"since": "1970-01-01T00:00:01+00:00"} if again else {}
+        if job == "garmin_heart_rate":  # the baseline's year: 365 UTC days ending today
+            today = datetime.now(UTC).date()
+            kwargs = {"since": str(today - timedelta(days=364)), "until": str(today)}
+        start = time.perf_counter()
+        manifest = self.run(job, **kwargs)
+        seconds = time.perf_counter() - start
+        self.full_runs[job] = self.full_runs.get(job, 0) + 1
+        (obj,) = manifest["objects"]
+        return {**manifest, "s": seconds, "sha256": obj["sha256"]}

@@ -366,7 +366,6 @@ def _follow(
     from ela.ops import broker
 
     client = broker.connect()
-    prefix = os.environ.get("ELA_REDIS_PREFIX", "")
     outcomes: dict[str, dict[str, Any]] = {}
     pending = list(sent)
     deadline = time.monotonic() + timeout
@@ -386,7 +385,7 @@ def _follow(
             elif state == "RETRY":
                 _say_retry(item, say)
             elif locating:
-                outcome = _located(config, client, prefix, item)
+                outcome = _located(config, client, item)
             if outcome is not None:
                 pending.remove(item)
                 outcomes[item.result.id] = outcome
@@ -413,14 +412,14 @@ def _ended(item: _Sent) -> dict[str, Any]:
 
 
 def _located(
-    config: config_module.IngestionConfig, client: Any, prefix: str, item: _Sent
+    config: config_module.IngestionConfig, client: Any, item: _Sent
 ) -> dict[str, Any] | None:
     import redis
 
     from ela.ops import broker
 
     try:
-        where = broker.locate(client, prefix, config.env, item.queue, item.result.id)
+        where = broker.locate(client, config.env, item.queue, item.result.id)
     except redis.RedisError:
         return None
     item.missing = item.missing + 1 if where is None else 0
@@ -497,7 +496,11 @@ def worker(ctx: click.Context, env: str | None, loglevel: str) -> None:
     # Celery (billiard) reads REMAP_SIGTERM from the environment at import, so it is set for the
     # process we exec: SIGTERM then starts a cold shutdown with the soft grace period instead of
     # a warm one that waits for every running task (up to the hard time limit).
-    _exec_celery(env, ["worker", "-l", loglevel, *ctx.args], {"REMAP_SIGTERM": "SIGQUIT"})
+    named = any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in ctx.args)
+    # The env in the node name: a dev and a prd worker on one host are two nodes, in Flower,
+    # `inspect` and the logs (`celery worker`'s default would name both celery@host).
+    node = [] if named else ["-n", f"{config_module.load_env(env).env}@%h"]
+    _exec_celery(env, ["worker", "-l", loglevel, *node, *ctx.args], {"REMAP_SIGTERM": "SIGQUIT"})
 
 
 @main.command(context_settings=PASSTHROUGH)

@@ -8,6 +8,7 @@ are imported inside the commands, so registering them costs every other ``ela`` 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,18 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ela import config as config_module
-from ela.cli_common import ENV_OPTION, emit_json, fail, load, plural, print_table, user_errors
+from ela.cli_common import (
+    ENV_OPTION,
+    emit_json,
+    fail,
+    load,
+    plural,
+    print_table,
+    say,
+    table_lines,
+    terminal_width,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from ela.ops import broker, status
@@ -121,11 +133,9 @@ def status_command(
     if as_json:
         emit_json({**report.as_json(), "broker": held.as_json(datetime.now(UTC))})
         return
-    click.echo(f"{report.env}: {report.bucket} at {_short(status.iso(report.now))} UTC")
+    say(f"{report.env}: {report.bucket} at {_short(status.iso(report.now))} UTC")
     header = ["", "JOB", "LAST SUCCESS", "RUN", "RECORDS", "DURATION", "FRESHNESS", "LAST FAILURE"]
-    if stats:
-        header += ["RUNS", "FAILS", "RECORDS Σ", "API CALLS", "BYTES", "CPU S"]
-    rows = []
+    rows, totals = [], []
     for job in report.jobs:
         success = job.last_success or {}
         failure = job.last_failure
@@ -144,31 +154,29 @@ def status_command(
                 else "-"
             ),
         ]
-        if stats and job.totals is not None:
-            t = job.totals
-            row += [
-                str(t.runs),
-                str(t.failures),
-                str(t.records),
-                str(t.api_calls),
-                _bytes(t.bytes),
-                f"{t.cpu_s:.1f}" if t.cpu_s is not None else "-",
-            ]
         rows.append(row)
-    print_table(rows, header)
+        if job.totals is not None:
+            t = job.totals
+            cpu = f"{t.cpu_s:.1f}" if t.cpu_s is not None else "-"
+            numbers = [t.runs, t.failures, t.records, t.api_calls]
+            totals.append([job.job, *(f"{n:,}" for n in numbers), _bytes(t.bytes), cpu])
+    _print_coloured(rows, header, [job.freshness.state for job in report.jobs])
+    if totals:
+        say(f"\ntotals of the runs scheduled since {_short(status.iso(report.window_start))}")
+        print_table(totals, ["JOB", "RUNS", "FAILS", "RECORDS", "API CALLS", "BYTES", "CPU S"])
     stale = [job.job for job in report.jobs if job.freshness.stale]
     if stale:
-        click.echo(f"\n! missed two ticks or more: {', '.join(stale)}")
+        say(f"\n! missed two ticks or more: {', '.join(stale)}")
     for job in report.jobs:
         gap = (job.last_success or {}).get("possible_gap")
         if gap:
-            click.echo(
+            say(
                 f"\n~ {job.job}: records may be missing between {_short(gap.get('after'))} and "
                 f"{_short(gap.get('before'))} UTC (the source kept no more; see the manifest)"
             )
         if job.totals is not None and job.totals.gaps:
-            click.echo(f"~ {job.job}: {job.totals.gaps} run(s) in the window may have missed some")
-    click.echo("")
+            say(f"~ {job.job}: {job.totals.gaps} run(s) in the window may have missed some")
+    say("")
     _print_broker(held, report.env)
 
 
@@ -177,21 +185,21 @@ def _print_broker(held: broker.BrokerReport, env: str) -> None:
     from ela.ops import status
 
     if held.error is not None:
-        click.echo(f"broker {held.url}: cannot read it ({held.error}); runs in flight unknown")
+        say(f"broker {held.url}: cannot read it ({held.error}); runs in flight unknown")
         return
     alive = sum(1 for w in held.workers if w.alive)
     lost = held.count("dead worker") + held.count("unknown worker")
-    click.echo(
+    say(
         f"broker {held.url}: {plural(alive, 'worker')} alive, "
         f"{len(held.workers) - alive} dead; {plural(held.count('running'), 'run')} in flight, "
         f"{held.count('retry waiting')} waiting to retry, "
         f"{lost} held by dead or unknown workers, {sum(held.queued.values())} queued"
     )
-    click.echo("")
+    say("")
     print_table([[queue, str(n)] for queue, n in held.queued.items()], ["QUEUE", "WAITING"])
     now = datetime.now(UTC)
     if held.deliveries:
-        click.echo("")
+        say("")
         rows = [
             [
                 status_run8(d.run_id),
@@ -206,7 +214,7 @@ def _print_broker(held: broker.BrokerReport, env: str) -> None:
         print_table(rows, ["RUN", "JOB", "STATE", "WORKER", "AGE", "RETRY AT"])
     mine = [w for w in held.workers if w.info.get("env") == env]
     if mine:
-        click.echo("")
+        say("")
         print_table(
             [[w.id, "alive" if w.alive else "dead", str(len(w.held))] for w in mine],
             ["WORKER", "LEASE", "HOLDS"],
@@ -226,6 +234,35 @@ def _short(iso: Any) -> str:
 
 def _text(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+# How a job's row looks on a terminal, by its freshness (click drops colours elsewhere).
+_COLOURS = {"late": "yellow", "stale": "red", "never": "red"}
+
+
+# Left out of the status table when the terminal is too narrow for all of it (--json has them).
+_OPTIONAL = ("RUN", "DURATION")
+
+
+def _print_coloured(rows: list[list[str]], header: list[str], states: list[str]) -> None:
+    """The status table, each job's lines coloured by its freshness ``states``."""
+    width = terminal_width()
+    head, *lines = table_lines(rows, header, width)
+    if width is not None and any(len(line) > width for row in [head, *lines] for line in row):
+        keep = [i for i, name in enumerate(header) if name not in _OPTIONAL]
+        header, rows = [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
+        head, *lines = table_lines(rows, header, width)
+    for line in head:
+        click.echo(line)
+    for state, row_lines in zip(states, lines, strict=True):
+        for line in row_lines:
+            click.echo(click.style(line, fg=_COLOURS.get(state)) if state in _COLOURS else line)
+
+
+def _shown(path: str) -> str:
+    """A file's path as the operator would type it: relative to here when it is below here."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def _freshness_text(fresh: status.Freshness) -> str:
@@ -308,22 +345,20 @@ def diff_command(left: str, right: str, as_json: bool, color: bool | None) -> No
             continue
         cells = [[row.key, *configdiff.render_cells(row)] for row in section_rows]
         header = [section.upper(), lname, rname]
-        widths = [max(len(r[i]) for r in [header, *cells]) for i in range(3)]
-        click.echo(_line("  ", header, widths))
-        for row, cell in zip(section_rows, cells, strict=True):
-            text = _line("* " if row.differs else "  ", cell, widths)
-            if use_color and row.differs:
-                missing = row.left is None or row.right is None
-                text = click.style(text, fg="red" if missing else "yellow", bold=missing)
-            click.echo(text, color=use_color)
+        head, *lines = table_lines(cells, header, terminal_width(), indent=2)
+        click.echo("\n".join(f"  {line}" for line in head))
+        for row, row_lines in zip(section_rows, lines, strict=True):
+            marker = "* " if row.differs else "  "
+            for n, line in enumerate(row_lines):
+                text = f"{marker if n == 0 else '  '}{line}"
+                if use_color and row.differs:
+                    missing = row.left is None or row.right is None
+                    text = click.style(text, fg="red" if missing else "yellow", bold=missing)
+                click.echo(text, color=use_color)
         click.echo("")
     count = sum(row.differs for row in rows)
-    click.echo(f"{plural(count, 'difference')} ({lconf.path} vs {rconf.path})")
+    click.echo(f"{plural(count, 'difference')} ({_shown(lconf.path)} vs {_shown(rconf.path)})")
     sys.exit(1 if differs else 0)  # as diff(1) does: 0 the same, 1 different
-
-
-def _line(marker: str, cells: list[str], widths: list[int]) -> str:
-    return (marker + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))).rstrip()
 
 
 # -- promote ------------------------------------------------------------------------------------

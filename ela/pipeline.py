@@ -35,6 +35,7 @@ from ela import downstream, faults, limits, naming
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES, FetchContext, Record
 from ela.errors import IngestError, InputError, PayloadError, ReauthError, RetriableError
+from ela.run_input import check_run_id
 from ela.sinks import Bucket, JsonlSpool, SpoolFull, bucket_url, get_json, open_bucket, put_json
 from ela.state import JobState, StateUpdate, commit, read_state
 
@@ -83,8 +84,11 @@ def run_job(
     """Run ``job_name`` once and return its manifest (a JSON-safe dict, no secrets).
 
     Raises:
-        IngestError: the classified failure (RetriableError is worth another attempt).
+        IngestError: the classified failure (RetriableError is worth another attempt);
+            InputError for a run id that is not a UUID, before anything is read or written
+            (object names are made from it).
     """
+    check_run_id(run_id)
     job = config.jobs[job_name]
     service = SERVICES[job.service]
     data_type = service.data_types[job.data_type]

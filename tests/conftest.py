@@ -158,7 +158,6 @@ def worker_factory(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterato
             "ELA_ENV": env,
             "ELA_BUCKET_URL": (tmp_path / "bucket").as_uri(),
             "ELA_TOKEN_DIR": str(tmp_path / "tokens"),
-            "ELA_STATE_DIR": str(tmp_path / "state"),
             "ELA_REDIS_PREFIX": redis_prefix,
         }
         if config is not None:

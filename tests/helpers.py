@@ -43,6 +43,11 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def run_id_of(name: str) -> str:
+    """A run id (a UUID, as every run id must be) that a test can name and find again."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ela-test:{name}"))
+
+
 def delete_prefixed(client: redis.Redis, prefix: str) -> None:
     """Delete every key under ``prefix`` (and no other), a thousand per DEL."""
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))

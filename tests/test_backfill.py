@@ -29,7 +29,7 @@ from ela.sinks import LocalBucket, get_json
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, write_config
+from tests.helpers import REPO, run_id_of, write_config
 from tests.test_garmin import heart_rate_landed
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
@@ -410,7 +410,7 @@ def test_a_backfill_never_rewinds_the_cursor_nor_makes_the_next_run_skip_the_gap
         return run_job(
             CONFIG,
             "strava_activities",
-            run_id=str(uuid.uuid5(uuid.NAMESPACE_URL, name)),  # run ids are UUIDs
+            run_id=run_id_of(name),
             scheduled_at=datetime(2025, 6, 1, tzinfo=UTC),
             overrides=Overrides(limit=limit),
             bucket=bucket,

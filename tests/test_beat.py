@@ -23,6 +23,7 @@ from celery import Celery
 
 from beat_schedules import SCHEDULED_AT_HEADER
 from beat_schedules.scheduler import RENEW_EVERY, SingleBeatScheduler, tick_run_id
+from ela.settings import broker_prefix
 from tests.helpers import base_environ, client_app, todoist_only
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a tick of "* * * * *"
@@ -81,7 +82,8 @@ def new_beat(beat_app: Celery, tmp_path: Path) -> Iterator[BeatFactory]:
 
 def queued(redis_client: redis.Redis, prefix: str) -> list[dict[str, Any]]:
     """The headers of the todoist_projects runs on the queue, oldest first."""
-    queue = redis_client.lrange(f"{prefix}dev.todoist", 0, -1)
+    keys = broker_prefix("dev", {"ELA_REDIS_PREFIX": prefix})
+    queue = redis_client.lrange(f"{keys}dev.todoist", 0, -1)
     headers = [json.loads(raw)["headers"] for raw in reversed(queue)]
     return [h for h in headers if h["task"] == "tasks.todoist.projects"]
 

@@ -283,8 +283,8 @@ def test_a_bucket_that_cannot_be_read_is_a_one_line_503(
             answer = requests.get(flower.url + path, auth=GOOD, timeout=30)
             assert answer.status_code == 503, (path, answer.text[:500])
             assert answer.text.startswith(
-                "cannot read gs://ela-dp-dev: FatalError: gs://ela-dp-dev: no Google credentials "
-                "found; set GOOGLE_APPLICATION_CREDENTIALS"
+                "cannot read gs://ela-dp-dev: FatalError: gs://ela-dp-dev: no usable Google "
+                "credentials; set GOOGLE_APPLICATION_CREDENTIALS"
             ), answer.text
             assert "\n" not in answer.text.strip() and "Traceback" not in answer.text
 

@@ -22,7 +22,7 @@ from ela.pipeline import Overrides, run_job
 from ela.sinks import LocalBucket
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, shipped_config, with_job, write_config
+from tests.helpers import REPO, run_id_of, shipped_config, with_job, write_config
 
 LAST_DAY = date(2025, 6, 30)
 SCHEDULED = datetime(2025, 6, 30, 13, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ def run(
         return run_job(
             cfg or config,
             job,
-            run_id=f"run-{job}-0001",
+            run_id=run_id_of(f"run-{job}-0001"),
             scheduled_at=SCHEDULED,
             overrides=Overrides.from_kwargs(**overrides),
             bucket=bucket,
@@ -204,7 +204,7 @@ def test_explicit_window_for_backfill(
     sleep = run_job(
         config_module.load(REPO / "ingestion-config-dev.yaml"),
         "garmin_sleep",
-        run_id="backfill-sleep",
+        run_id=run_id_of("backfill-sleep"),
         scheduled_at=SCHEDULED,
         overrides=Overrides.from_kwargs(since="2025-01-30", until="2025-02-02"),
         bucket=other,
@@ -250,7 +250,7 @@ def run_at(
     return run_job(
         config,
         job,
-        run_id=f"{job}-{when.astimezone(UTC):%Y%m%d%H%M}",
+        run_id=run_id_of(f"{job}-{when.astimezone(UTC):%Y%m%d%H%M}"),
         scheduled_at=when,
         bucket=bucket,
         environ=emulator.environ() | {"ELA_TOKEN_DIR": str(token_dir)},
@@ -578,7 +578,7 @@ def test_authorize_with_mfa_stores_working_tokens(
         manifest = run_job(
             config,
             "garmin_sleep",
-            run_id="after-auth",
+            run_id=run_id_of("after-auth"),
             scheduled_at=SCHEDULED,
             bucket=bucket,
             environ=environ | {"ELA_TOKEN_DIR": str(store.directory)},

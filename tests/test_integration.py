@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +161,56 @@ def test_dev_and_prd_workers_never_take_each_others_tasks(
     assert not any(task_id in dev.log() for task_id in prd_ids)
     assert not any(task_id in prd.log() for task_id in dev_ids)
     assert "dev.todoist" in dev.log() and "prd.todoist" not in dev.log()
+
+
+def events_seen(app: Any, seconds: float) -> list[dict[str, Any]]:
+    """The Celery events ``app`` receives over ``seconds`` (what Flower would show)."""
+    seen: list[dict[str, Any]] = []
+    with app.connection() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": seen.append})
+        stop = threading.Timer(seconds, lambda: setattr(receiver, "should_stop", True))
+        stop.start()
+        try:
+            receiver.capture(limit=None, timeout=1, wakeup=False)
+        except TimeoutError:
+            pass
+        finally:
+            stop.cancel()
+    return seen
+
+
+def test_dev_and_prd_on_one_redis_see_only_their_own_workers(
+    worker_factory: WorkerFactory, todoist: TodoistEmulator, tmp_path: Path
+) -> None:
+    """Same Redis, same database, same ELA_REDIS_PREFIX: each env's remote control (`inspect`,
+    Flower's worker pages and controls) and events reach only its own workers."""
+    workers = {
+        env: worker_factory(
+            extra_env={**todoist.environ(), "ELA_BUCKET_URL": (tmp_path / env).as_uri()},
+            config=todoist_only(tmp_path / f"{env}.yaml", env),
+            env=env,
+        )
+        for env in ("dev", "prd")
+    }
+    nodes = {
+        env: set(w.client.control.inspect(timeout=3).ping() or {}) for env, w in workers.items()
+    }
+    assert len(nodes["dev"]) == len(nodes["prd"]) == 1 and not nodes["dev"] & nodes["prd"]
+    ran: dict[str, str] = {}
+
+    def run_both() -> None:
+        time.sleep(1)  # the receiver listens first
+        for env, worker in workers.items():
+            ran[env] = worker.call("tasks.todoist.projects")["run_id"]
+
+    runs = threading.Thread(target=run_both)
+    runs.start()
+    events = events_seen(workers["dev"].client, 8)
+    runs.join()
+    tasks = {e.get("uuid") for e in events if e.get("type", "").startswith("task-")}
+    assert ran["dev"] in tasks and ran["prd"] not in tasks, (ran, tasks)
+    hosts = {e.get("hostname") for e in events if e.get("hostname")}
+    assert nodes["dev"] <= hosts and not hosts & nodes["prd"], hosts
 
 
 def test_a_retried_run_rewrites_the_same_objects(

@@ -24,6 +24,7 @@ from ela.config import load
 from ela.emulators.server import Fault
 from ela.emulators.todoist import TodoistEmulator
 from ela.errors import InputError, ReauthError
+from ela.run_input import RUN_ID
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
 from tests.helpers import REPO, Beat, SentryEndpoint, foreign_app, todoist_only, wait_for
@@ -109,6 +110,27 @@ def test_credential_shaped_text_is_filtered(text: str, kept: str) -> None:
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert Scrubber({}).text(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The letters re's (?i) takes for ASCII ones: long s, Kelvin sign, dotted and dotless i.
+        "\u017fecret=abc123 and TO\u212aEN: xyz789",
+        "AUTHOR\u0130ZATION: Bearer abcdef123456",
+        "author\u0131zation=q1w2e3r4 oauth zzzzzzzzzz",
+        "api-KEY: k-1 API_key=k-2 apikey=k-3 PASSWD=p-1 Password: p-2",
+        "BASIC b3BzOmZsb3dlci1wdw== via HTTPS://u:p@host/",
+        "Task tasks.todoist.projects[0b1c] succeeded in 0.2s: {'records': 12}",
+    ],
+)
+def test_each_pattern_is_skipped_only_when_it_cannot_match(text: str) -> None:
+    """A pattern runs only when one of its words is in the line (most lines hold none); the
+    result is what running every pattern on every line gives."""
+    every = text
+    for _, pattern, replacement in observability._PATTERNS:
+        every = pattern.sub(replacement, every)
+    assert Scrubber({}).text(text) == every
 
 
 def test_environment_and_token_store_values_are_filtered_in_every_spelling(
@@ -277,6 +299,9 @@ def test_a_failed_run_reaches_sentry_tagged_and_no_secret_leaves(
         for record in in_task:
             assert record["job"] == "todoist_projects" and record["env"] == "dev"
             assert record["task_id"] == run_id and record["task"] == "tasks.todoist.projects"
+        # The worker's "received" line, written before the task runs, names the run too.
+        [received] = [r for r in mine if r["message"].endswith(" received")]
+        assert received["job"] == "todoist_projects", received
     assert {"time", "level", "logger", "message", "process", "env"} <= set(records[0])
 
 
@@ -336,5 +361,6 @@ def test_beat_entries_are_sentry_cron_monitors_named_after_the_job(
     assert begun["environment"] == ok["environment"] == "dev"
     assert ok["duration"] > 0
     beat_records = json_lines(beat.log())
-    assert any("Sending due task todoist_projects" in r["message"] for r in beat_records)
+    [sending, *_] = [r for r in beat_records if "Sending due task todoist_projects" in r["message"]]
+    assert sending["job"] == "todoist_projects" and RUN_ID.fullmatch(sending["run_id"]), sending
     assert all(r["env"] == "dev" for r in beat_records)

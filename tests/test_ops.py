@@ -228,6 +228,19 @@ def test_status_command_reads_the_bucket_url(
         "runs", "failures", "records", "api_calls", "bytes", "duration_s", "cpu_s", "gaps",
     }  # fmt: skip
 
+    # On an 80-column terminal every line fits (wrapped, not cut), the totals in a table of
+    # their own; on a colour terminal a stale job is red and a late one yellow.
+    narrow = {**environ, "COLUMNS": "80"}
+    fitted = invoke("status", "--stats", "--window", "1d", "--now", at, env=narrow)
+    assert fitted.exit_code == 0, fitted.output
+    assert max(len(line) for line in fitted.output.splitlines()) <= 80, fitted.output
+    assert "totals of the runs scheduled since" in fitted.output
+    coloured = CliRunner().invoke(main, ["status", "--now", at], env=environ, color=True)
+    [stale_line] = [line for line in coloured.output.splitlines() if "stale: 2 ticks" in line]
+    assert "garmin_activities" in stale_line and stale_line.startswith("\x1b[31m")  # red
+    [late_line] = [line for line in coloured.output.splitlines() if "late: 1 tick" in line]
+    assert "strava_activities" in late_line and late_line.startswith("\x1b[33m")  # yellow
+
 
 @pytest.mark.integration  # ela status reads the broker too
 def test_status_bad_inputs_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -282,6 +295,15 @@ def test_diff_side_by_side_plain_and_json() -> None:
     assert data["differences"] == sum(
         row["differs"] for rows in data["sections"].values() for row in rows
     )
+
+
+def test_diff_fits_an_80_column_terminal() -> None:
+    result = CliRunner().invoke(main, ["diff", "dev", "prd"], env={"COLUMNS": "80"})
+    assert result.exit_code == 1
+    assert max(len(line) for line in result.output.splitlines()) <= 80, result.output
+    # Long group lists wrap onto lines of their own, under their column.
+    [spotify_all] = [line for line in result.output.splitlines() if "spotify_all" in line]
+    assert spotify_all.split()[1] == "spotify_recently_played,"
 
 
 def test_diff_of_a_file_with_itself_and_bad_inputs(tmp_path: Path) -> None:

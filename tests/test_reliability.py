@@ -36,6 +36,7 @@ from ela.emulators.strava import StravaEmulator
 from ela.emulators.todoist import TodoistEmulator
 from ela.errors import PayloadError, TimeLimitError
 from ela.pipeline import run_job
+from ela.settings import broker_prefix
 from ela.sinks import LocalBucket
 from ela.state import JobState, read_cursor, read_state
 from ela.tokens import TokenStore
@@ -373,10 +374,11 @@ def test_sigterm_finishes_what_fits_the_grace_and_requeues_the_rest_at_once(
         worker.process.proc.send_signal(signal.SIGTERM)
         worker.process.proc.wait(SHUTDOWN_GRACE_S + 10)  # compose's stop_grace_period
         exited = time.monotonic() - sent
-        queued = redis_client.lrange(f"{redis_prefix}dev.todoist", 0, -1)
+        keys = broker_prefix("dev", {"ELA_REDIS_PREFIX": redis_prefix})
+        queued = redis_client.lrange(f"{keys}dev.todoist", 0, -1)
     assert bucket.get_bytes(naming.manifest("todoist", "todoist_tasks", short.id))
     assert {json.loads(m)["headers"]["id"] for m in queued} == {long.id, retry.id}
-    assert redis_client.hlen(f"{redis_prefix}unacked") == 0
+    assert redis_client.hlen(f"{keys}unacked") == 0
     assert SHUTDOWN_GRACE_S <= exited < SHUTDOWN_GRACE_S + 10, exited
 
 
@@ -588,15 +590,19 @@ def test_run_wait_says_in_one_line_that_redis_lost_the_runs(
         text=True,
     )
     client = redis.Redis.from_url(private_redis.url)
-    wait_for(lambda: client.llen("dev.todoist") == 2, 30, "both runs queued")
+    queue = f"{broker_prefix('dev', environ)}dev.todoist"
+    wait_for(lambda: client.llen(queue) == 2, 30, "both runs queued")
     private_redis.restart(down_for=2)
     restarted = time.monotonic()
     out, err = waiting.communicate(timeout=60)
     took = time.monotonic() - restarted
     assert waiting.returncode == 1, (out, err)
-    lost = [line for line in out.splitlines() if " lost " in line]
+    # Said as each run is found lost, then in the table.
+    said = [line for line in out.splitlines() if line.startswith("✗ ")]
+    assert sorted(line.split()[1] for line in said) == ["todoist_projects:", "todoist_tasks:"]
+    assert all(": lost: Redis lost this run" in line for line in said), out
+    lost = [line for line in out.splitlines() if " lost " in line and not line.startswith("✗")]
     assert [line.split()[0] for line in lost] == ["todoist_tasks", "todoist_projects"], out
-    assert all("Redis lost this run" in line for line in lost)
     assert "Traceback" not in out + err, err
     assert took < 15, took
 

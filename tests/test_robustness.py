@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ import pytest
 
 from ela import config as config_module
 from ela import limits
-from ela.connectors.base import FetchContext, Paginator, http_error, read_body
+from ela.connectors.base import FetchContext, Paginator, http_error, read_ahead, read_body
 from ela.emulators.registry import emulator_for
 from ela.emulators.server import Drift, Emulator, Fault
 from ela.emulators.spotify import SpotifyEmulator
@@ -231,6 +232,70 @@ def test_the_paginator_refuses_a_page_that_repeats_an_earlier_one() -> None:
     # The same records in another order, or one more, are another page.
     bodies = {1: (a, 2), 2: (a[::-1], 3), 3: ([*a, {"id": 5}], None)}
     assert len(walk(Paginator("strava: activities", token=1), bodies)) == 7
+
+
+def test_read_ahead_makes_the_next_items_while_the_consumer_works() -> None:
+    """The producer goes on without waiting for the consumer: one item waits, one is made."""
+    made: list[int] = []
+    third = threading.Event()
+
+    def produce(settle: Callable[[], None]) -> Iterator[int]:
+        for n in range(1, 7):
+            made.append(n)
+            if n == 3:
+                third.set()
+            yield n
+
+    items = read_ahead(produce, "test-ahead")
+    assert next(items) == 1
+    assert third.wait(5)  # 2 waits, 3 is made, while the consumer holds 1
+    time.sleep(0.1)
+    assert made == [1, 2, 3]
+    assert list(items) == [2, 3, 4, 5, 6]
+
+
+def test_read_ahead_raises_the_producers_error_in_its_turn_and_stops_with_the_consumer() -> None:
+    def failing(settle: Callable[[], None]) -> Iterator[int]:
+        yield 1
+        yield 2
+        raise PayloadError("page 3 loops")
+
+    seen = []
+    with pytest.raises(PayloadError, match="page 3 loops"):
+        for item in read_ahead(failing, "test-ahead"):
+            seen.append(item)
+    assert seen == [1, 2]
+
+    made: list[int] = []
+
+    def endless(settle: Callable[[], None]) -> Iterator[int]:
+        for n in itertools.count(1):
+            made.append(n)
+            yield n
+
+    before = threading.active_count()
+    items = read_ahead(endless, "test-ahead")
+    assert next(items) == 1
+    items.close()  # the consumer stops: so does the producer, its thread gone
+    assert threading.active_count() == before
+    assert len(made) <= 3
+
+
+def test_read_ahead_settle_waits_until_the_consumer_is_done_with_every_item() -> None:
+    done: list[int] = []
+
+    def produce(settle: Callable[[], None]) -> Iterator[int]:
+        yield 1
+        yield 2
+        settle()
+        yield len(done)  # what the consumer had finished when settle returned
+
+    out = []
+    for item in read_ahead(produce, "test-ahead"):
+        time.sleep(0.05)  # a slow consumer
+        out.append(item)
+        done.append(item)
+    assert out == [1, 2, 2]
 
 
 @pytest.mark.parametrize(
@@ -560,3 +625,17 @@ def test_a_garmin_day_without_data_lands_as_garmin_sent_it(providers: Providers,
     assert providers.landed(manifest) == [landed_for(garmin, d) for d in days]
     empty = record_for(days[1])
     assert (empty.get("heartRateValues") or empty.get("dailySleepDTO", {}).get("id")) is None
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_body_that_is_not_utf8_lands_with_a_warning(providers: Providers, service: str) -> None:
+    """A server with the wrong charset: requests used to replace the bad byte without a word,
+    and Todoist's strict parse failed the whole run over it."""
+    job, path = PAGED[service]
+    providers[service].inject(Fault(latin1=True, path=path))
+
+    manifest = providers.run(job)
+
+    [warning] = [w for w in manifest["warnings"] if "not valid UTF-8" in w]
+    assert "byte 0xe9" in warning and path in warning
+    assert any("\ufffd" in json.dumps(r, ensure_ascii=False) for r in providers.landed(manifest))

@@ -32,6 +32,8 @@ PRD = config_module.load(REPO / "ingestion-config-prd.yaml")
         ("ELA_BUCKET_URL", "gs://Not_A_Bucket", "is not a bucket name"),
         ("SPOTIFY_API_URL", "api.spotify.com/v1", "SPOTIFY_API_URL='api.spotify.com/v1': expected"),
         ("REDIS_URL", "http://localhost:6379", "expected redis://host:port/db"),
+        ("ELA_MAX_BODY_BYTES", "huge", "ELA_MAX_BODY_BYTES='huge' is not a size"),
+        ("ELA_MAX_SPOOL_BYTES", "-1", "ELA_MAX_SPOOL_BYTES='-1' is not a size"),
         ("REDIS_URL", "rediss://:pw@redis.example:6380/0", "needs ?ssl_cert_reqs=required"),
         ("ELA_TOKEN_KEY", "pw-not-a-fernet-key", "ELA_TOKEN_KEY is not a Fernet key"),
     ],

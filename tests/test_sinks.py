@@ -1,17 +1,28 @@
-"""The landing JSONL and the local bucket's copy: bytes, not just parsed values."""
+"""The landing JSONL and the local bucket's copy (bytes, not just parsed values); a GCS key
+the process may not read."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ela.sinks import JsonlSpool, LocalBucket, jsonl_line
+from ela.errors import FatalError
+from ela.sandbox import isolated_environ
+from ela.sinks import GCSBucket, JsonlSpool, LocalBucket, jsonl_line
+from tests.helpers import REPO
 
 
 def stdlib_line(record: Any) -> bytes:
@@ -81,3 +92,91 @@ def test_local_upload_copies_from_a_file_or_from_memory(tmp_path: Path) -> None:
     bucket.upload("a/from-memory", io.BytesIO(data), len(data), "application/octet-stream")
     assert bucket.get_bytes("a/from-file") == data
     assert bucket.get_bytes("a/from-memory") == data
+
+
+# -- a service-account key this user may not read (a gcloud key is 0600, owned by its writer) ---
+
+ROOT = os.geteuid() == 0
+OWNER, OTHER = 65533, 65534  # two uids that are not root; the key belongs to the first
+# As root, a subprocess loses the capabilities that let root read any file, so the key's mode
+# and owner decide, as for the image's uid 10001. (Not a uid switch: this Python may live where
+# other uids cannot read it.)
+NO_OVERRIDE = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.fixture
+def unreadable_key() -> Iterator[Path]:
+    """A 0600 key file owned by another uid (as root), or at mode 000 (as anyone else), in a
+    folder any uid may enter."""
+    folder = Path(tempfile.mkdtemp(prefix="ela-key-"))
+    folder.chmod(0o755)
+    key = folder / "gcp-service-account.json"
+    key.write_text(json.dumps({"type": "service_account", "client_email": "x@y"}))
+    if ROOT:
+        os.chown(key, OWNER, OWNER)
+    key.chmod(0o600 if ROOT else 0o000)
+    try:
+        yield key
+    finally:
+        shutil.rmtree(folder)
+
+
+@contextlib.contextmanager
+def another_uid() -> Iterator[int]:
+    """Act as a uid that cannot read the key (root: OTHER, switching back after), yield it."""
+    if not ROOT:
+        yield os.geteuid()
+        return
+    # What the client imports lazily must be loaded first: OTHER cannot read this Python's files.
+    from google.cloud import storage  # noqa: F401
+
+    os.seteuid(OTHER)
+    try:
+        yield OTHER
+    finally:
+        os.seteuid(0)
+
+
+def test_an_unreadable_key_is_one_line_naming_the_file_and_the_uid(
+    unreadable_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(unreadable_key))
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    with another_uid() as uid, pytest.raises(FatalError) as raised:
+        GCSBucket("ela-dp-dev", {})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{unreadable_key}: cannot read the Google credentials file")
+    assert f"as uid {uid};" in message
+    assert f"chown {uid} KEY" in message
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "command",
+    [["bucket", "setup"], ["run", "todoist_projects", "--inline"]],
+    ids=["bucket-setup", "run-inline"],
+)
+def test_the_cli_says_so_without_a_traceback(unreadable_key: Path, command: list[str]) -> None:
+    environ = {
+        **isolated_environ(),
+        "ELA_BUCKET_URL": "gs://ela-dp-dev",
+        "GOOGLE_APPLICATION_CREDENTIALS": str(unreadable_key),
+        "PYTHONPATH": str(REPO),
+    }
+    result = subprocess.run(
+        [*(NO_OVERRIDE if ROOT else []), sys.executable, "-m", "ela.cli", *command, "--env", "dev"],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if "cannot read the Google credentials" in line]
+    assert len(lines) == 1, output
+    assert f"{unreadable_key}: cannot read the Google credentials file" in lines[0]
+    assert f"as uid {os.geteuid()};" in lines[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +23,14 @@ import requests
 from ela import config as config_module
 from ela import naming
 from ela.config import IngestionConfig
-from ela.connectors.strava import authorize, rate_limit_reset
+from ela.connectors.base import FetchContext
+from ela.connectors.strava import (
+    _parse_once,
+    activities,
+    authorize,
+    rate_limit_reset,
+    strava,
+)
 from ela.emulators.server import Fault, Request, Response
 from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator, encode_polyline
 from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
@@ -30,7 +39,7 @@ from ela.sinks import Bucket, LocalBucket, get_json
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, with_job
+from tests.helpers import REPO, wait_for, with_job
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 WHEN = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
@@ -224,6 +233,74 @@ def test_limit_lands_the_oldest_and_the_next_run_continues(
     assert first["api_calls"] == 2  # refresh + one page of 120 (no bigger page than needed)
     rest = run(emu, bucket, tmp_path)
     assert landed(bucket, rest) == everything[120:]
+
+
+def test_the_next_pages_are_asked_for_while_this_one_is_read(tmp_path: Path) -> None:
+    """Pages travel while page 1's records are still being taken (here: held after the first):
+    one waits beside it and one more is fetched, no further; the calls are the ones a
+    sequential run makes."""
+    with StravaEmulator(activities=800) as emulator:
+        assert isinstance(emulator, StravaEmulator)
+        ctx = FetchContext(job="strava_activities", now=WHEN, environ=environ(emulator, tmp_path))
+        with strava.open_client(ctx) as client:
+            records = activities(client, ctx)
+            first = next(records)
+            wait_for(lambda: activity_calls(emulator) == 3, 10, "pages 2 and 3 to be asked for")
+            time.sleep(0.2)  # page 3 has arrived: nothing more is asked for until page 2 is read
+            assert activity_calls(emulator) == 3
+            rest = list(records)
+        assert [first, *rest] == emulator.window(after=0)
+        pages = [q["page"] for _, path, q in emulator.calls if path.endswith("/activities")]
+        assert pages == ["1", "2", "3", "4", "5"]  # four full pages and the empty one after
+
+
+def test_a_decoded_page_is_freed_as_soon_as_it_is_dropped() -> None:
+    """A response whose body was decoded once must not sit in a reference cycle: with the
+    cyclic garbage collector off (as between its rare full passes), dropping it frees it."""
+    response = requests.Response()
+    response.status_code = 200
+    response._content = b'[{"id": 1, "start_date": "2025-07-01T08:00:00Z"}]'
+    _parse_once(response)
+    first = response.json()
+    assert first == [{"id": 1, "start_date": "2025-07-01T08:00:00Z"}]
+    assert response.json() is first  # decoded once
+    freed = weakref.ref(response)
+    gc.disable()
+    try:
+        del response
+        assert freed() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("limit", "pages"),
+    [(None, 3), (200, 1), (250, 2), (399, 2), (400, 2), (401, 3)],
+)
+def test_reading_ahead_adds_no_call(
+    bucket: LocalBucket, tmp_path: Path, limit: int | None, pages: int
+) -> None:
+    """A page that could reach the limit is read through before the next is asked for."""
+    with StravaEmulator(activities=400) as emulator:
+        assert isinstance(emulator, StravaEmulator)
+        manifest = run(emulator, bucket, tmp_path, overrides=Overrides(limit=limit))
+        assert manifest["records"] == min(limit or 400, 400)
+        assert activity_calls(emulator) == pages
+
+
+def test_a_limit_reached_after_skipping_landed_ids_adds_no_call(
+    emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    """The lookback's landed ids do not count towards the limit, so a full page may still be
+    followed by another: asked for once the page is read, not before."""
+    config = with_job(CONFIG, "strava_activities", lookback_days=90)
+    first = run(emu, bucket, tmp_path, config=config)
+    new = emu.add_activities(190)
+    emu.reset_calls()
+    second = run(emu, bucket, tmp_path, config=config, overrides=Overrides(limit=200))
+    assert landed(bucket, second) == new  # all of them: page 1 held landed ids too
+    assert first["records"] == 300
+    assert activity_calls(emu) == 2
 
 
 def test_explicit_window_lands_that_window_without_moving_the_cursor(

@@ -177,6 +177,19 @@ def test_inline_run_without_gcs_credentials_is_one_line(tmp_path: Path) -> None:
     [row] = [line for line in result.stdout.splitlines() if line.startswith("todoist_projects")]
     assert row.split()[1] == "failed"
     assert row.endswith(
-        "gs://ela-dp-dev: no Google credentials found; set GOOGLE_APPLICATION_CREDENTIALS "
+        "gs://ela-dp-dev: no usable Google credentials; set GOOGLE_APPLICATION_CREDENTIALS "
         "to a service-account key file, or ELA_BUCKET_URL=file:///some/folder"
     )
+
+    # A key path that names no file says so, with the path.
+    missing = tmp_path / "keys" / "sa.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "ela.cli", "run", "todoist_projects", "--inline"],
+        cwd=REPO,
+        env={**environ, "GOOGLE_APPLICATION_CREDENTIALS": str(missing)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert f"GOOGLE_APPLICATION_CREDENTIALS={missing}: no such file" in result.stdout

@@ -31,6 +31,7 @@ the command line (where ``ps`` shows it).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -183,6 +184,18 @@ def add_jobs_pages() -> None:
     urls.settings["template_loader"] = flower_jobs.Templates(urls.settings["template_path"])
 
 
+def log_as_the_others() -> None:
+    """Flower's own lines in the worker's and beat's format (JSON off a terminal, scrubbed):
+    a root handler of ours, with which Tornado adds none of its own."""
+    from worker.app import config
+    from worker.observability import Scrubber, format_handlers
+
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    format_handlers(root, config, Scrubber(os.environ))
+
+
 def main(args: list[str] | None = None) -> int:
     if not os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")[2]:
         print(
@@ -195,6 +208,7 @@ def main(args: list[str] | None = None) -> int:
 
     add_jobs_pages()
     install()
+    log_as_the_others()
     prop = cached_property(_broker_uri_with_password)
     prop.__set_name__(Flower, "broker_uri_with_password")
     Flower.broker_uri_with_password = prop

@@ -12,7 +12,7 @@ from kombu import Queue
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES
 from ela.run_input import route
-from ela.settings import DEFAULT_BROKER
+from ela.settings import DEFAULT_BROKER, broker_prefix, result_prefix
 
 # The longest a retry may wait in the broker (Strava's 15-minute window). Longer waits fail the
 # run instead: the next scheduled run picks up from the same cursor.
@@ -46,17 +46,17 @@ def celery_settings(
     broker = environ.get("REDIS_URL") or DEFAULT_BROKER
     soft = config.global_.timeout_minutes * 60
     hard = hard_time_limit(config)
-    prefix = environ.get("ELA_REDIS_PREFIX", "")
     return {
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-url
         "broker_url": broker,
         # Redis redelivers a message not acked within the visibility timeout; it must outlast
         # the longest a task can hold one: the hard limit plus a retry's countdown.
         # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
-        # ELA_REDIS_PREFIX keeps a sandbox's keys apart from a real deployment on the same Redis.
+        # A key prefix per env (ela.settings.broker_prefix): dev and prd on one Redis share no
+        # queue, unacked hash, event or control channel, so neither sees the other's workers.
         "broker_transport_options": {
             "visibility_timeout": hard + MAX_RETRY_COUNTDOWN + 300,
-            **({"global_keyprefix": prefix} if prefix else {}),
+            "global_keyprefix": broker_prefix(config.env, environ),
         },
         "broker_connection_retry_on_startup": True,
         # #broker-transport — kombu's Redis transport, made to survive a Redis restart with
@@ -67,7 +67,9 @@ def celery_settings(
         "result_backend": broker,
         "result_expires": 24 * 3600,
         "result_extended": True,
-        "result_backend_transport_options": {"global_keyprefix": f"{prefix}ela-{config.env}-"},
+        "result_backend_transport_options": {
+            "global_keyprefix": result_prefix(config.env, environ)
+        },
         # #task-serializer — JSON only: no pickle from the broker.
         "task_serializer": "json",
         "result_serializer": "json",

@@ -163,6 +163,88 @@ def in_order(
                 waiting.cancel()
 
 
+class _Handoff:
+    """Between :func:`read_ahead`'s producer thread and its consumer: at most one item waits."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.waiting: deque[tuple[bool, Any]] = deque()  # (True, item) or (False, error/None)
+        self.unfinished = 0  # items handed over that the consumer has not finished with
+        self.closed = False  # the consumer has stopped
+
+    def put(self, entry: tuple[bool, Any]) -> bool:
+        """Hand over ``entry`` once the slot is free; False if the consumer has stopped."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.closed or not self.waiting)
+            if self.closed:
+                return False
+            self.waiting.append(entry)
+            self.unfinished += 1
+            self.cond.notify_all()
+            return True
+
+    def settle(self) -> None:
+        """Return once the consumer has finished with every item handed over (or stopped)."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.closed or self.unfinished == 0)
+
+    def take(self, finished: bool) -> tuple[bool, Any]:
+        """The next entry; ``finished``: the consumer is done with the one it took before."""
+        with self.cond:
+            if finished:
+                self.unfinished -= 1
+                self.cond.notify_all()
+            self.cond.wait_for(lambda: bool(self.waiting))
+            entry = self.waiting.popleft()
+            self.cond.notify_all()
+            return entry
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+def read_ahead(produce: Callable[[Callable[[], None]], Iterator[T]], name: str) -> Iterator[T]:
+    """What ``produce`` yields, made by a thread of its own while the consumer works.
+
+    The producer goes on to its next item as soon as it has handed one over, without waiting
+    for the consumer to come back for it: a paged endpoint's next call leaves the moment the
+    last page shows there is one. At most one item waits, so the producer is at most one item
+    (and the one it is making) ahead. ``produce`` is given ``settle``, which returns once the
+    consumer has finished with everything handed over, for a producer whose next step depends
+    on what the consumer made of it. A failure of the producer is raised to the consumer in
+    its turn, after the items before it; a consumer that stops stops the producer once the
+    item it is making is done.
+    """
+    handoff = _Handoff()
+
+    def run() -> None:
+        try:
+            for item in produce(handoff.settle):
+                if not handoff.put((True, item)):
+                    return
+            handoff.put((False, None))
+        except BaseException as exc:  # the consumer raises it, with its traceback
+            handoff.put((False, exc))
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        finished = False
+        while True:
+            more, value = handoff.take(finished)
+            if not more:
+                if value is not None:
+                    raise value
+                return
+            yield value
+            finished = True
+    finally:
+        handoff.close()
+        thread.join()
+
+
 class Paginator:
     """The way through one paged endpoint: numbers its pages and refuses a source that loops.
 
@@ -289,9 +371,17 @@ def http_error(
 
 
 def read_body(
-    chunks: Iterable[bytes], limit: int, where: str, declared: int | None = None
+    chunks: Iterable[bytes],
+    limit: int,
+    where: str,
+    declared: int | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> bytes:
     """A response body from its decoded (decompressed) chunks, refused once it passes ``limit``.
+
+    A body that is not valid UTF-8 (every API here sends UTF-8 JSON) has the bad bytes replaced
+    by U+FFFD and ``warn`` says where: requests would replace them without a word, and a strict
+    parser would fail the run over one bad byte in a name.
 
     Args:
         chunks: the body as it is decoded, a chunk at a time.
@@ -299,6 +389,7 @@ def read_body(
         where: the service and request, for the message.
         declared: the Content-Length, if any: a body that says it is too long is refused
             before a byte of it is read.
+        warn: where to say that bytes were replaced (the run's manifest warnings).
 
     Raises:
         PayloadError: the body is longer than ``limit``; the caller closes the response.
@@ -312,10 +403,24 @@ def read_body(
         if size > limit:
             raise _too_big(where, limit, None)
         parts.append(chunk)
-    return b"".join(parts)
+    body = b"".join(parts)
+    if body.isascii():
+        return body
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if warn is not None:
+            warn(
+                f"{where}: the body is not valid UTF-8 (byte 0x{body[exc.start]:02x} at "
+                f"{exc.start:,}); landed with such bytes replaced by U+FFFD"
+            )
+        return body.decode("utf-8", "replace").encode()
+    return body
 
 
-def read_response(response: Any, limit: int, service: str) -> None:
+def read_response(
+    response: Any, limit: int, service: str, warn: Callable[[str], None] | None = None
+) -> None:
     """Read a ``requests.Response``'s body through :func:`read_body` (decoded, capped), and
     keep it where requests keeps what ``.content`` read, so the client library reads the same
     bytes. For transports that sent the request with ``stream=True``.
@@ -330,7 +435,7 @@ def read_response(response: Any, limit: int, service: str) -> None:
     except ValueError:
         declared = None
     try:
-        response._content = read_body(response.iter_content(1 << 16), limit, where, declared)
+        response._content = read_body(response.iter_content(1 << 16), limit, where, declared, warn)
     except PayloadError:
         response.close()
         raise

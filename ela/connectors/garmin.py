@@ -121,6 +121,7 @@ def adapt(
     *,
     on_request: Callable[[], None] | None = None,
     on_response: Callable[[Any], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Callable[[], None]:
     """Point one ``Garmin`` at GARMIN_API_URL / GARMIN_SSO_URL, with timeouts and call counting.
 
@@ -141,6 +142,7 @@ def adapt(
         environ: where GARMIN_API_URL / GARMIN_SSO_URL may redirect the endpoints.
         on_request: called before every hooked request.
         on_response: called with every hooked response.
+        on_warning: told of a data call's body that is not UTF-8 (landed with U+FFFD).
 
     Returns:
         A function that closes the data-call sessions (one per thread that made calls).
@@ -173,7 +175,7 @@ def adapt(
                 on_request()
             response = send(*args, **kwargs)
             if data:
-                read_response(response, max_body, "garmin")
+                read_response(response, max_body, "garmin", on_warning)
                 if response.is_redirect:
                     where = urlsplit(args[url_at]).path
                     location = response.headers.get("Location")
@@ -465,7 +467,13 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
     garmin = Garmin()  # no credentials: the library cannot fall back to a password login
 
     client = _Client(garmin, store, tokens)
-    close = adapt(garmin, ctx.environ, on_request=ctx.count_call, on_response=client.saw)
+    close = adapt(
+        garmin,
+        ctx.environ,
+        on_request=ctx.count_call,
+        on_response=client.saw,
+        on_warning=ctx.warn,
+    )
     try:
         client.resume()
         yield client

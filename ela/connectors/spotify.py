@@ -81,9 +81,15 @@ def _hosts(environ: Mapping[str, str]) -> endpoints.Hosts:
     return endpoints.Hosts.of("spotify", environ, "SPOTIFY_API_URL", "SPOTIFY_ACCOUNTS_URL")
 
 
-def _session(count: Callable[[], None], hosts: endpoints.Hosts, max_body: int) -> requests.Session:
+def _session(
+    count: Callable[[], None],
+    hosts: endpoints.Hosts,
+    max_body: int,
+    warn: Callable[[str], None] | None = None,
+) -> requests.Session:
     """A requests session with the retry policy, counting every HTTP attempt into ``count``,
-    sending each request only to ``hosts`` and reading no body past ``max_body`` bytes."""
+    sending each request only to ``hosts`` and reading no body past ``max_body`` bytes (a body
+    that is not UTF-8 is said to ``warn``)."""
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
@@ -110,7 +116,7 @@ def _session(count: Callable[[], None], hosts: endpoints.Hosts, max_body: int) -
             request.url = hosts.route(request.url or "")
             response = super().send(request, True, timeout, verify, cert, proxies)
             if not stream:
-                read_response(response, max_body, "spotify")
+                read_response(response, max_body, "spotify", warn)
             return response
 
     retry = CountingRetry(
@@ -387,7 +393,7 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
 
     timeout = endpoints.http_timeout(ctx.environ)
     hosts = _hosts(ctx.environ)
-    session = _session(ctx.count_call, hosts, limits.max_body_bytes(ctx.environ))
+    session = _session(ctx.count_call, hosts, limits.max_body_bytes(ctx.environ), ctx.warn)
     # The stored access token while it has more than REUSE_MARGIN left; otherwise an expired
     # entry with the refresh token: spotipy's first call refreshes it, never prompts.
     reusable = _reusable(stored) if stored.get("refresh_token") == refresh_token else None

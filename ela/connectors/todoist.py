@@ -132,7 +132,7 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         except ValueError:
             declared = None
         try:
-            response._content = read_body(_decoded(response), cap, where, declared)
+            response._content = read_body(_decoded(response), cap, where, declared, ctx.warn)
         except zlib.error as exc:
             response.close()
             raise PayloadError(f"{where}: the compressed body is damaged ({exc})") from exc

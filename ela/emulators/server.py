@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import orjson
+
 from ela.tokens import TokenStore
 
 
@@ -91,6 +93,9 @@ class Fault:
             body that is still valid JSON; with ``Emulator.gzip`` it compresses to almost
             nothing, a decompression bomb).
         redirect: answer ``302 Found`` with this ``Location`` (another host, say).
+        latin1: serve the real answer with the first string of its first record starting with
+            ``é`` encoded as Latin-1 (the byte 0xE9), as a server or proxy with the wrong
+            charset does: a body that is not valid UTF-8.
     """
 
     status: int = 500
@@ -103,6 +108,7 @@ class Fault:
     after: int = 0
     pad: int = 0
     redirect: str = ""
+    latin1: bool = False
 
 
 Handler = Callable[[Request, "re.Match[str]"], Response]
@@ -136,7 +142,9 @@ class Emulator:
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, re.compile(f"^{pattern}$"), handler))
 
-    def start(self, port: int = 0) -> Emulator:
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> Emulator:
+        """Serve on ``host:port`` (port 0: a free one). Loopback unless told otherwise:
+        scripts/compose-smoke serves other containers on 0.0.0.0."""
         emulator = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -158,7 +166,7 @@ class Emulator:
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self._server = ThreadingHTTPServer((host, port), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -270,6 +278,8 @@ class Emulator:
                 return Response(302, {"redirect": fault.redirect}, {"Location": fault.redirect})
             if fault.pad:
                 return dataclasses.replace(self._handle(request), pad=fault.pad)
+            if fault.latin1:
+                return _in_latin1(self._handle(request))
             if fault.malformed:
                 return Response(200, raw=b'{"results": [ {"id": "truncated...')
             if fault.status:
@@ -310,7 +320,7 @@ class Emulator:
         elif response.body is None:
             payload = b""
         else:
-            payload = json.dumps(response.body).encode()
+            payload = _encoded(response.body)
         if gzip:
             payload = _gzipped(payload, response.pad)
         elif response.pad:
@@ -325,6 +335,31 @@ class Emulator:
         http.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # client gave up
             http.wfile.write(payload)
+
+
+def _in_latin1(response: Response) -> Response:
+    """``response`` with ``é`` (Latin-1's 0xE9, invalid in UTF-8) at the start of the first
+    string value of its first record (the first object in a list), else of the body."""
+    payload = json.dumps(response.body, ensure_ascii=False).encode()
+    records = re.search(rb"\[ ?\{", payload)
+    found = re.compile(rb'": ?"').search(payload, records.end() if records else 0)
+    if found is None:
+        return response
+    return dataclasses.replace(
+        response, raw=payload[: found.end()] + b"\xe9" + payload[found.end() :]
+    )
+
+
+def _encoded(body: Any) -> bytes:
+    """``body`` as compact JSON, as the real APIs send it, by orjson: the emulators run beside
+    the clients under test, and the standard library's encoder took a quarter of the time to
+    serve a page of 200 Strava activities. What orjson refuses (an integer past 64 bits, a lone
+    surrogate) is encoded by the standard library. (No emulator serves NaN, which orjson would
+    write as null.)"""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _gzipped(payload: bytes, pad: int) -> bytes:

@@ -145,7 +145,8 @@ class StravaEmulator(Emulator):
         self._usage = [0, 0]  # all requests: this quarter hour, today
         self._read_usage = [0, 0]
         self.athlete = self._make_athlete()
-        self.activities: list[dict[str, Any]] = []
+        self.activities: list[dict[str, Any]] = []  # in start order: add them with _insert
+        self._starts: list[int] = []  # their start_date epochs, for the window bisections
         self._seed_history(activities)
         self.route("POST", r"/oauth/token", self._token)
         self.route("GET", r"/oauth/authorize", self._authorize)
@@ -230,8 +231,7 @@ class StravaEmulator(Emulator):
             days.append(day)
             day -= timedelta(days=self.random.choice((1, 1, 1, 2, 2, 3)))
         with self.lock:
-            for d in reversed(days):
-                self.activities.append(self._make_activity(d))
+            self._insert([self._make_activity(d) for d in reversed(days)])
 
     def add_activities(self, count: int, start: datetime | None = None) -> list[dict[str, Any]]:
         """Record ``count`` new activities after the newest one started by now (from ``start``'s
@@ -257,7 +257,10 @@ class StravaEmulator(Emulator):
 
     def _insert(self, new: list[dict[str, Any]]) -> None:
         for activity in new:  # kept in start order, which the window bisections rely on
-            bisect.insort(self.activities, activity, key=lambda a: _epoch(a["start_date"]))
+            start = _epoch(activity["start_date"])
+            at = bisect.bisect_right(self._starts, start)
+            self._starts.insert(at, start)
+            self.activities.insert(at, activity)
 
     def window(self, after: int | None = None, before: int | None = None) -> list[dict[str, Any]]:
         """The activities Strava would list for ``after``/``before`` (exclusive), oldest first."""
@@ -266,8 +269,9 @@ class StravaEmulator(Emulator):
 
     def _window_of(self, after: int | None, before: int | None) -> list[dict[str, Any]]:
         """The same, without copying (callers hold the lock): activities are kept in start
-        order, so two bisections find the window even among thousands."""
-        starts = [_epoch(a["start_date"]) for a in self.activities]
+        order beside their start epochs, so two bisections find the window among thousands
+        without reading a date (parsing all 5,000 dates took 5 ms of every page served)."""
+        starts = self._starts
         low = 0 if after is None else bisect.bisect_right(starts, after)
         high = len(starts) if before is None else bisect.bisect_left(starts, before)
         return self.activities[low:high]
@@ -582,7 +586,8 @@ class StravaEmulator(Emulator):
             if after is None:
                 rows = rows[::-1]  # newest first unless `after` is given
             start = 0 if self.loop else (page - 1) * per_page
-            return Response(200, self.drifted(copy.deepcopy(rows[start : start + per_page])))
+            # Not copied: served records are only read, and stored ones change only between runs.
+            return Response(200, self.drifted(rows[start : start + per_page]))
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -23,7 +23,7 @@ from ela.config import IngestionConfig
 from ela.connectors import SERVICES
 from ela.leases import Keys, as_text
 from ela.ops.status import _parse_time, iso
-from ela.settings import DEFAULT_BROKER, redacted
+from ela.settings import DEFAULT_BROKER, broker_prefix, redacted, result_prefix
 
 # kombu's Redis transport keeps a message of priority p in "{queue}\x06\x16{p}" (p > 0).
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -124,7 +124,7 @@ def collect(
     answer (the rest of ``ela status`` does not need it)."""
     now = now or datetime.now(UTC)
     report = BrokerReport(redacted(redis_url(environ)))
-    keys = Keys(environ.get("ELA_REDIS_PREFIX", ""))
+    keys = Keys(broker_prefix(config.env, environ))
     try:
         client = connect(environ)
         names = queues(config)
@@ -207,14 +207,17 @@ def _deliveries(
     return found
 
 
-def locate(client: redis.Redis, prefix: str, env: str, queue: str, run_id: str) -> str | None:
+def locate(
+    client: redis.Redis, env: str, queue: str, run_id: str, environ: Mapping[str, str] = os.environ
+) -> str | None:
     """Where a sent run is: ``done`` or ``started`` (its result or state is stored),
     ``queued``, ``taken`` (a worker holds it), or None: Redis has lost it.
 
     A message moves from its queue to the unacked hash in two steps (BRPOP, then the ack
     bookkeeping): a caller should see None twice, a moment apart, before believing it.
     """
-    meta = client.get(f"{prefix}ela-{env}-celery-task-meta-{run_id}")
+    meta = client.get(f"{result_prefix(env, environ)}celery-task-meta-{run_id}")
+    prefix = broker_prefix(env, environ)
     if meta is not None:
         return "done" if _loads(meta).get("status") in ("SUCCESS", "FAILURE") else "started"
     needle = run_id.encode()
