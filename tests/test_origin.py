@@ -8,6 +8,7 @@ from ../shared/seed/ORIGIN_CONFIGS.md: double-quoted scalars, flow lists, traili
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -358,7 +359,7 @@ def test_a_run_refuses_to_start_naming_every_unset_dependency(tmp_path: Path) ->
             run_job(
                 config,
                 "spotify_recently_played",
-                run_id="r-1",
+                run_id=str(uuid.uuid4()),
                 scheduled_at=datetime(2026, 11, 25, 14, tzinfo=UTC),
                 bucket=bucket,
                 environ=environ,
@@ -394,7 +395,8 @@ def test_a_real_worker_and_beat_take_the_origin_file_as_it_is(
     # Beat builds every entry from the file and baselines each one's latest tick in Redis.
     beat = CeleryProcess(["beat", "-l", "info"], worker.environ, tmp_path / "beat.log")
     client = redis.Redis.from_url(worker.environ["REDIS_URL"])
-    ledger = f"{worker.environ['ELA_REDIS_PREFIX']}ela:{env}:beat:ticks"
+    prefix = (worker.client.conf.broker_transport_options or {}).get("global_keyprefix", "")
+    ledger = f"{prefix}ela:{env}:beat:ticks"  # beat_schedules/scheduler.py's TickLedger
     try:
         beat.wait_log("beat: leading this environment", timeout=60)
         wait_for(lambda: all(client.hexists(ledger, name) for name in ORIGIN), 30, "the ledger")
