@@ -77,7 +77,7 @@ def write_config(path: Path, *, bench_job: bool = False) -> Path:
             "description": "Benchmark: a connector that yields nothing",
             "service": plugin.NAME,
             "data_type": "nothing",
-            "schedule": "0 0 1 1 *",
+            "cron": "0 0 1 1 *",
             "enabled": True,
         }
         services[plugin.NAME] = {"data_types": ["nothing"]}

@@ -46,8 +46,16 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
-def validate(files: Sequence[str]) -> None:
-    """Validate config files (default: both shipped ones). Problems print as FILE:LINE: message."""
+@click.option(
+    "--check-env",
+    is_flag=True,
+    help="Also report every enabled job whose dependencies are unset in this environment.",
+)
+def validate(files: Sequence[str], check_env: bool) -> None:
+    """Validate config files (default: both shipped ones). Problems print as FILE:LINE: message.
+
+    Notices (things that load but should change) print as ``note: FILE:LINE: ...``.
+    """
     paths = list(files) or [str(config_module.config_path(env, {})) for env in config_module.ENVS]
     failed = False
     for path, config, problems in config_module.iter_problems(paths):
@@ -56,21 +64,32 @@ def validate(files: Sequence[str]) -> None:
             for line in problems:
                 click.echo(line)
             continue
+        for notice in config.notices:
+            click.echo(f"note: {notice}")
+        unset = config_module.unset_dependencies(config, os.environ) if check_env else []
+        failed = failed or bool(unset)
+        for line in unset:
+            click.echo(line)
         jobs = config.jobs
         enabled = sum(job.enabled for job in jobs.values())
         click.echo(
-            f"{path}: ok — env {config.env}, {len(jobs)} jobs ({enabled} enabled), "
-            f"{len(config.job_groups)} groups, bucket {config.global_.gcs_bucket}, "
-            f"timezone {config.global_.timezone}"
+            f"{path}: {'unset dependencies' if unset else 'ok'} — env {config.env}, "
+            f"{len(jobs)} jobs ({enabled} enabled), {len(config.job_groups)} groups, "
+            f"bucket {config.global_.gcs_bucket}, timezone {config.global_.timezone}"
         )
     sys.exit(1 if failed else 0)
 
 
+def _utc_text(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def schedule_rows(config: config_module.IngestionConfig, count: int) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
+    tz = config.global_.tz
     rows = []
     for name, job in config.jobs.items():
-        runs = job.cron.next_runs(config.global_.tz, now, count) if job.enabled else []
+        runs = job.cron.next_runs(tz, now, count) if job.enabled else []
         rows.append(
             {
                 "job": name,
@@ -80,7 +99,8 @@ def schedule_rows(config: config_module.IngestionConfig, count: int) -> list[dic
                 "queue": config.queue(job.service),
                 "enabled": job.enabled,
                 "params": job.params(),
-                "next_runs": [run.isoformat().replace("+00:00", "Z") for run in runs],
+                "next_runs": [_utc_text(run) for run in runs],
+                "next_runs_local": [run.astimezone(tz).isoformat() for run in runs],
             }
         )
     return rows
@@ -134,19 +154,34 @@ def jobs(env: str | None, as_json: bool) -> None:
     help="How many upcoming runs to show.",
 )
 def schedule(env: str | None, as_json: bool, count: int) -> None:
-    """Show each job's cron, queue, parameters and next run times (UTC)."""
+    """Show each job's cron, queue, parameters and next run times.
+
+    Crons are read in the config's timezone; each run shows in that zone and in UTC.
+    """
     with user_errors():
         config = load(env)
     rows = schedule_rows(config, count)
     if as_json:
         emit_json(rows)
         return
+    tz = config.global_.tz
+
+    def both(utc_text: str) -> str:
+        moment = datetime.fromisoformat(utc_text.replace("Z", "+00:00"))
+        return f"{moment.astimezone(tz):%Y-%m-%d %H:%M %Z} ({moment:%H:%MZ})"
+
     print_table(
         [
-            [r["job"], r["cron"], r["queue"], _params_text(r["params"]), ", ".join(r["next_runs"])]
+            [
+                r["job"],
+                r["cron"],
+                r["queue"],
+                _params_text(r["params"]),
+                ", ".join(both(run) for run in r["next_runs"]),
+            ]
             for r in rows
         ],
-        ["JOB", "CRON", "QUEUE", "PARAMS", f"NEXT {count} RUNS (UTC)"],
+        ["JOB", "CRON", "QUEUE", "PARAMS", f"NEXT {count} RUNS, {config.global_.timezone} (UTC)"],
     )
 
 
@@ -550,6 +585,38 @@ def bucket_purge_errors(env: str | None) -> None:
         f"deleted {plural(len(deleted), 'error object')} older than "
         f"{plural(config.global_.error_retention_days, 'day')}"
     )
+
+
+@bucket.command("check")
+@ENV_OPTION
+@click.argument("prefixes", nargs=-1)
+def bucket_check(env: str | None, prefixes: Sequence[str]) -> None:
+    """Check landing objects against BigQuery's rules for loading JSONL with auto-detection.
+
+    PREFIXES default to every service's landing folder. Each finding prints as
+    OBJECT:LINE: FIELD: PROBLEM (the first line that breaks each rule); exit status 1 if any.
+    """
+    from ela.bqcheck import check_jsonl
+    from ela.connectors import SERVICES
+    from ela.sinks import bucket_url, open_bucket
+
+    with user_errors():
+        config = load(env)
+        target = open_bucket(bucket_url(config.global_.gcs_bucket))
+        names = [
+            info.name
+            for prefix in prefixes or [f"{service}/landing/" for service in SERVICES]
+            for info in target.list(prefix)
+            if info.name.endswith(".jsonl")
+        ]
+        findings = 0
+        for name in names:
+            for finding in check_jsonl(target.get_bytes(name) or b""):
+                findings += 1
+                click.echo(f"{name}:{finding.line}: {finding.path or '(row)'}: {finding.problem}")
+    verdict = f"{findings} problems" if findings else "BigQuery can load them all"
+    click.echo(f"{target.url}: checked {len(names)} landing objects; {verdict}")
+    sys.exit(1 if findings else 0)
 
 
 # -- credentials --------------------------------------------------------------------------------

@@ -370,11 +370,13 @@ def diff_command(left: str, right: str, as_json: bool, color: bool | None) -> No
     "--from", "source", default="dev", show_default=True, help="Env or file to copy from."
 )
 @click.option("--to", "target", default="prd", show_default=True, help="Env or file to change.")
-@click.option("--schedule", "schedule", metavar="CRON", help="Give the job this schedule instead.")
+@click.option(
+    "--cron", "--schedule", "schedule", metavar="CRON", help="Give the job this cron instead."
+)
 @click.option(
     "--keep-schedule",
     is_flag=True,
-    help="Keep the target's schedule for the job (the default without --schedule).",
+    help="Keep the target's cron for the job (the default without --cron).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the diff; write nothing.")
 def promote_command(
@@ -392,7 +394,7 @@ def promote_command(
     with user_errors():
         source_path, target_path = _config_file(source), _config_file(target)
         if keep_schedule and schedule is not None:
-            raise ValueError("--schedule and --keep-schedule contradict each other; pick one")
+            raise ValueError("--cron and --keep-schedule contradict each other; pick one")
         if source_path.resolve() == target_path.resolve():
             raise ValueError(f"--from and --to are the same file ({source_path})")
         result = promote.promote(job, source_path, target_path, schedule=schedule)
@@ -411,7 +413,7 @@ def promote_command(
         except OSError as exc:
             raise ValueError(f"{target_path}: cannot write: {exc.strerror}") from None
     verb = "added to" if result.added else "updated in"
-    click.echo(f"{job} {verb} {target_path} (schedule {result.schedule!r})")
+    click.echo(f"{job} {verb} {target_path} (cron {result.schedule!r})")
 
 
 # -- config migrate -----------------------------------------------------------------------------
@@ -436,10 +438,10 @@ def config_group() -> None:
 def migrate_command(legacy: Path, out_dir: Path, force: bool, dry_run: bool) -> None:
     """Turn the origin's single legacy config into the two env files.
 
-    Reads LEGACY (global with gcs_bucket_dev/gcs_bucket_prd; jobs with an environment and a
-    shell command), turns command flags (--limit, --days, --time-range) into fields, and writes
-    both files once they validate. What could not be carried over, or had to be guessed, is
-    printed as one FILE:LINE line each.
+    Reads LEGACY (the origin's ingestion-config.yaml: global with gcs_bucket_dev and
+    gcs_bucket_prd) and writes each env file as LEGACY's own text with that env's bucket and
+    environment, every job, group, comment and command line kept, once both validate. What
+    could not be carried over, or needs a look, is printed as one FILE:LINE line each.
     """
     from ela.ops import migrate
 

@@ -1,9 +1,13 @@
 """The ingestion config: YAML → typed model, with every problem reported as ``FILE:LINE: message``.
 
 The file keeps the origin orchestrator's shape (``global``, ``job_groups``, ``jobs``,
-``services``); job parameters are fields (``limit``, ``time_range``, ``days``) instead of a
-shell ``command``. Validation is strict (unknown keys are errors) and reports all problems at
-once, so a user fixes a file in one pass.
+``services``), and the origin's own files load unchanged: a job's ``cron``, its shell
+``command`` (whose ``--limit``, ``--days``, ``--time-range``, ``--athlete`` are read as its
+parameters, :mod:`ela.command`), its ``environment``, the services' ``supported_data_types``,
+``base_path`` and ``fetch_script``, and no ``error_retention_days`` (the env's default). Our
+own files state parameters as fields (``limit``, ``time_range``, ``days``). Validation is strict
+(unknown keys are errors) and reports all problems at once, so a user fixes a file in one pass.
+Things that load but should change (the old ``schedule`` key) are notices, not problems.
 """
 
 from __future__ import annotations
@@ -17,8 +21,16 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
+from ela import command as command_module
 from ela import cron
 from ela.connectors import SERVICES
 from ela.connectors.base import PARAMS
@@ -39,6 +51,10 @@ MAX_PROBLEMS = 100
 # The one-line fallback for an exception validation did not expect (a bug): a user still gets
 # FILE:LINE and no traceback; tests/test_config_fuzz.py fails if any input reaches it.
 INTERNAL = "internal error while validating"
+# SPEC §2. The origin's files have no error_retention_days: the seed's table states these.
+ERROR_RETENTION_DAYS: dict[str, int] = {"dev": 7, "prd": 14}
+# The origin's legacy single file named both buckets; an env file names one.
+LEGACY_BUCKET_KEYS = ("gcs_bucket_dev", "gcs_bucket_prd")
 
 
 class _Strict(BaseModel):
@@ -56,6 +72,15 @@ class GlobalSettings(_Strict):
     # First retry waits up to this long (full jitter), doubling per attempt; not in the origin.
     retry_backoff_seconds: int = Field(default=30, ge=0, le=900)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retention_of_the_env(cls, data: Any) -> Any:
+        """No ``error_retention_days`` (as in the origin's files): the env's default."""
+        if isinstance(data, dict) and "error_retention_days" not in data:
+            env = str(data.get("environment"))
+            return {**data, "error_retention_days": ERROR_RETENTION_DAYS.get(env, 7)}
+        return data
+
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -69,7 +94,9 @@ class JobGroup(_Strict):
 class Job(_Strict):
     service: str
     data_type: str
-    schedule: str
+    # The five-field cron, written ``cron:`` as in the origin's files (``schedule:`` still loads
+    # with a notice; see :func:`loads`). The attribute keeps the name ``schedule``.
+    schedule: str = Field(alias="cron")
     description: str = ""
     enabled: bool = True
     limit: int | None = Field(default=None, ge=1)
@@ -80,7 +107,11 @@ class Job(_Strict):
     settle_hours: int | None = Field(default=None, ge=0, le=72)  # Garmin: a day is final after
     user_timezone: str | None = None  # Garmin: the user's zone, instead of the profile's
     follow_up_plays: int | None = Field(default=None, ge=1, le=50)  # Spotify: when to look again
-    # The origin listed the environment variables a job needs; kept so those files load.
+    # The origin's shell line; its flags become limit/time_range/days when the file loads.
+    command: str | None = None
+    # The origin repeated the file's environment on every job; it must agree with global's.
+    environment: Env | None = None
+    # The environment variables the job refuses to run without, as the origin's workflow did.
     dependencies: list[str] = []
 
     @property
@@ -96,10 +127,18 @@ class Job(_Strict):
         values = {param: getattr(self, param) for param in PARAMS}
         return {k: v for k, v in values.items() if v is not None}
 
+    def missing_dependencies(self, environ: Mapping[str, str]) -> list[str]:
+        """The job's ``dependencies`` that are unset or empty in ``environ``."""
+        return [name for name in self.dependencies if not environ.get(name)]
+
 
 class ServiceSettings(_Strict):
+    # The origin's key is supported_data_types; both load (see _origin_forms).
     data_types: list[str] = []
     default_limit: int | None = Field(default=None, ge=1)
+    # Where the origin's fetcher lived; kept so the origin's files load, not used.
+    base_path: str | None = None
+    fetch_script: str | None = None
 
 
 class IngestionConfig(_Strict):
@@ -108,6 +147,18 @@ class IngestionConfig(_Strict):
     job_groups: dict[str, JobGroup] = {}
     services: dict[str, ServiceSettings] = {}
     path: str = Field(default="<memory>", exclude=True)
+    # Set by loads(), never read from the file: ``FILE:LINE: message`` lines about things that
+    # load but should change, and the line of every key by its path (("jobs", "x", "cron")).
+    _notices: tuple[str, ...] = PrivateAttr(default=())
+    _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        return self._notices
+
+    def line_of(self, *path: Any) -> int:
+        """The line of the deepest key of ``path`` in the file (1 if none is known)."""
+        return _line_of(self._lines, path)
 
     @property
     def env(self) -> Env:
@@ -240,23 +291,34 @@ def _loads(text: str, filename: str, expect_env: str | None) -> IngestionConfig:
     problems = _Problems(filename)
     data = _parse_yaml(text, problems)
     if data is None and problems.items:
-        raise ConfigError(problems.render())
+        raise problems.error()
     if not isinstance(data, dict):
         problems.add((), "the file must be a mapping with global, jobs, job_groups and services")
-        raise ConfigError(problems.render())
+        raise problems.error()
+    from_command = _origin_forms(data, problems)
 
     model: IngestionConfig | None = None
     try:
         model = IngestionConfig.model_validate({**data, "path": filename})
+        model._notices = tuple(problems.render(problems.notices))
+        model._lines = problems.lines
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(error["loc"])
             if not problems.covers(loc):  # e.g. a recursive alias, already said, read as None
                 problems.add(loc, _pydantic_message(error))
-    _check_semantics(data, filename, problems, expect_env)
+    _check_semantics(data, filename, problems, expect_env, from_command)
     if problems.items or model is None:
-        raise ConfigError(problems.render())
+        raise problems.error()
     return model
+
+
+def _line_of(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
+    """The line of the deepest key of ``loc`` that ``lines`` knows (1 if none)."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
 
 
 class _Problems:
@@ -264,32 +326,49 @@ class _Problems:
         self.filename = filename
         self.lines: dict[tuple[Any, ...], int] = {}
         self.items: dict[tuple[int, str], None] = {}  # ordered, and a set: 40,000 stay fast
+        self.notices: dict[tuple[int, str], None] = {}
         self.locs: set[tuple[Any, ...]] = set()
+        self.found: list[tuple[tuple[Any, ...], str]] = []
 
     def covers(self, loc: tuple[Any, ...]) -> bool:
         """A problem was already reported at ``loc`` or at a value containing it."""
         return any(loc[:end] in self.locs for end in range(len(loc) + 1))
 
     def line_of(self, loc: tuple[Any, ...]) -> int:
-        for end in range(len(loc), -1, -1):
-            if loc[:end] in self.lines:
-                return self.lines[loc[:end]]
-        return 1
+        return _line_of(self.lines, loc)
 
     def add(self, loc: tuple[Any, ...], message: str, line: int | None = None) -> None:
         self.locs.add(loc)
+        self.found.append((loc, message))
+        self._put(self.items, loc, message, line)
+
+    def error(self) -> ConfigError:
+        return ConfigError(self.render(), self.found)
+
+    def notice(self, loc: tuple[Any, ...], message: str) -> None:
+        """Something that loads but should change; never fails the file."""
+        self._put(self.notices, loc, message, None)
+
+    def _put(
+        self,
+        into: dict[tuple[int, str], None],
+        loc: tuple[Any, ...],
+        message: str,
+        line: int | None,
+    ) -> None:
         where = ".".join(_printable(part) for part in loc)
         text = f"{where}: {message}" if where else message
-        self.items[(line if line is not None else self.line_of(loc), text)] = None
+        into[(line if line is not None else self.line_of(loc), text)] = None
 
-    def render(self) -> list[str]:
-        lines = [f"{self.filename}:{line}: {text}" for line, text in sorted(self.items)]
+    def render(self, items: dict[tuple[int, str], None] | None = None) -> list[str]:
+        chosen = sorted(self.items if items is None else items)
+        lines = [f"{self.filename}:{line}: {text}" for line, text in chosen]
         if len(lines) > MAX_PROBLEMS:
             more = len(lines) - MAX_PROBLEMS
-            last = sorted(self.items)[MAX_PROBLEMS][0]
             lines = [
                 *lines[:MAX_PROBLEMS],
-                f"{self.filename}:{last}: and {more:,} more problems; fix these first",
+                f"{self.filename}:{chosen[MAX_PROBLEMS][0]}: and {more:,} more problems; "
+                "fix these first",
             ]
         return lines
 
@@ -457,8 +536,87 @@ def _mapping(data: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _origin_forms(data: dict[str, Any], problems: _Problems) -> dict[str, dict[str, str]]:
+    """Bring the origin's spellings to the model's, in place.
+
+    ``schedule`` becomes ``cron`` (with a notice: ``cron`` is the one key, as in the origin's
+    files), ``supported_data_types`` becomes ``data_types``, and a job's ``command`` sets the
+    parameters its flags name.
+
+    Returns:
+        For each job with a command, the parameters it set and their flags as written.
+    """
+    glob = _mapping(data, "global")
+    for key in [k for k in glob if k in LEGACY_BUCKET_KEYS]:
+        problems.add(
+            ("global", key),
+            "a key of the origin's legacy single file; `ela config migrate "
+            f"{problems.filename}` turns that file into the two env files",
+        )
+        del glob[key]
+    for name, spec in _mapping(data, "services").items():
+        if isinstance(spec, dict):
+            _rename(spec, ("services", name), "supported_data_types", "data_types", problems)
+    from_command: dict[str, dict[str, str]] = {}
+    for name, job in _mapping(data, "jobs").items():
+        if not isinstance(job, dict):
+            continue
+        if _rename(job, ("jobs", name), "schedule", "cron", problems):
+            problems.notice(
+                ("jobs", name, "schedule"),
+                "the key is now cron, as in the origin's files; rename it (schedule still loads)",
+            )
+        if isinstance(job.get("command"), str):
+            from_command[name] = _command_params(name, job, problems)
+    return from_command
+
+
+def _rename(
+    mapping: dict[str, Any], loc: tuple[Any, ...], old: str, new: str, problems: _Problems
+) -> bool:
+    """Move ``old`` to ``new`` (keeping its line for messages); True if it was moved."""
+    if old not in mapping:
+        return False
+    if new in mapping:
+        problems.add((*loc, old), f"both {old} and {new} are set; keep only {new}")
+        return False
+    mapping[new] = mapping.pop(old)
+    problems.lines[(*loc, new)] = problems.line_of((*loc, old))
+    return True
+
+
+def _command_params(name: str, job: dict[str, Any], problems: _Problems) -> dict[str, str]:
+    """Check the origin ``command`` against the job and set the parameters it passes."""
+    loc = ("jobs", name, "command")
+    try:
+        parsed = command_module.parse(job["command"])
+    except command_module.CommandError as exc:
+        problems.add(loc, str(exc))
+        return {}
+    service, data_type = job.get("service"), job.get("data_type")
+    if parsed.service != service:
+        problems.add(loc, f"runs the {parsed.service} fetcher but the job's service is {service!r}")
+    elif parsed.data_type is None:
+        problems.add(loc, f"names no data type; the origin's lines name it, e.g. {data_type}")
+    elif parsed.data_type != data_type:
+        problems.add(loc, f"fetches {parsed.data_type} but the job's data_type is {data_type!r}")
+    for param, value in parsed.params.items():
+        if job.get(param) is not None and job[param] != value:
+            problems.add(
+                loc, f"{parsed.flags[param]} disagrees with {param}: {job[param]}; keep one of them"
+            )
+            continue
+        job[param] = value
+        problems.lines.setdefault(("jobs", name, param), problems.line_of(loc))
+    return parsed.flags
+
+
 def _check_semantics(
-    data: dict[str, Any], filename: str, problems: _Problems, expect_env: str | None
+    data: dict[str, Any],
+    filename: str,
+    problems: _Problems,
+    expect_env: str | None,
+    from_command: Mapping[str, Mapping[str, str]],
 ) -> None:
     """Checks beyond types: crons, the connector catalogue, groups and the environment."""
     glob = _mapping(data, "global")
@@ -502,7 +660,13 @@ def _check_semantics(
 
     jobs = _mapping(data, "jobs")
     for name, job in jobs.items():
-        _check_job(name, job, problems)
+        _check_job(name, job, problems, from_command.get(name, {}))
+        declared = job.get("environment") if isinstance(job, dict) else None
+        if declared in ENVS and env in ENVS and declared != env:
+            problems.add(
+                ("jobs", name, "environment"),
+                f"is {declared!r} but global.environment is {env!r}; a file serves one environment",
+            )
 
     for group, spec in _mapping(data, "job_groups").items():
         if group in jobs:
@@ -524,18 +688,19 @@ def _check_semantics(
             seen.add(member)
 
 
-def _check_job(name: str, job: Any, problems: _Problems) -> None:
+def _check_job(name: str, job: Any, problems: _Problems, flags: Mapping[str, str]) -> None:
+    """One job's cron and parameters; a parameter its ``command`` set is reported there."""
     loc: tuple[Any, ...] = ("jobs", name)
     if not _NAME.fullmatch(str(name)):
         problems.add(loc, "job names are lower_snake_case (letters, digits, underscores)")
     if not isinstance(job, dict):
         return
-    schedule = job.get("schedule")
-    if isinstance(schedule, str):
+    expression = job.get("cron")
+    if isinstance(expression, str):
         try:
-            cron.parse(schedule)
+            cron.parse(expression)
         except cron.CronError as exc:
-            problems.add((*loc, "schedule"), f"bad cron: {exc}")
+            problems.add((*loc, "cron"), f"bad cron: {exc}")
     service, data_type = job.get("service"), job.get("data_type")
     if not isinstance(service, str) or not isinstance(data_type, str):
         return
@@ -551,29 +716,50 @@ def _check_job(name: str, job: Any, problems: _Problems) -> None:
         )
         return
     spec = types[data_type]
+
+    def report(param: str, message: str) -> None:
+        if param in flags:
+            problems.add((*loc, "command"), f"{flags[param]}: {message}")
+        else:
+            problems.add((*loc, param), message)
+
     for param in PARAMS:
         if job.get(param) is not None and param not in spec.params:
             allowed = ", ".join(sorted(spec.params)) or "none"
-            problems.add(
-                (*loc, param),
-                f"does not apply to {service}/{data_type} (its parameters: {allowed})",
-            )
+            report(param, f"does not apply to {service}/{data_type} (its parameters: {allowed})")
     limit = job.get("limit")
     if isinstance(limit, int) and spec.max_limit is not None and limit > spec.max_limit:
-        problems.add(
-            (*loc, "limit"),
+        report(
+            "limit",
             f"{limit} is above what the {service} API returns for {data_type} "
             f"({spec.max_limit}); lower it",
         )
     days = job.get("days")
     if isinstance(days, int) and spec.max_days is not None and days > spec.max_days:
-        problems.add((*loc, "days"), f"{days} is above the maximum of {spec.max_days} per run")
+        report("days", f"{days} is above the maximum of {spec.max_days} per run")
     zone = job.get("user_timezone")
     if isinstance(zone, str):
         try:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
             problems.add((*loc, "user_timezone"), f"{zone!r} is not an IANA time zone")
+
+
+def unset_dependencies(config: IngestionConfig, environ: Mapping[str, str]) -> list[str]:
+    """``FILE:LINE: jobs.NAME.dependencies: A, B not set`` for each enabled job missing some.
+
+    The line is the job's ``dependencies`` key.
+    """
+    found = []
+    for name, job in config.enabled_jobs().items():
+        missing = job.missing_dependencies(environ)
+        if missing:
+            line = config.line_of("jobs", name, "dependencies")
+            found.append(
+                f"{config.path}:{line}: jobs.{name}.dependencies: {', '.join(missing)} not set; "
+                "the job refuses to run without them"
+            )
+    return found
 
 
 def iter_problems(paths: list[str]) -> Iterator[tuple[str, IngestionConfig | None, list[str]]]:

@@ -1,13 +1,24 @@
 """Five-field cron expressions: parsing with precise errors, and fire times in a timezone.
 
-This is the single interpretation of a job's ``schedule`` string. Validation, ``ela schedule``
-and the scheduled time stamped on each run all use it; the beat schedule hands the same fields
-to Celery's ``crontab`` (a test checks both agree on every shipped job).
+This is the single interpretation of a job's ``cron`` string. Validation, ``ela schedule``,
+``ela status`` and beat itself (``beat_schedules.JobCrontab`` asks it for the next tick) all
+use it, so what is shown is what fires.
+
+Daylight-saving time, for a zone such as Europe/Paris (README, Configuration):
+
+- a wall time that occurs twice (autumn, 02:00-02:59) fires once, on its first pass;
+- a wall time the clocks skip (spring, 02:00-02:59) is skipped by a job whose hour field
+  starts with ``*`` (``0 * * * *``, ``0 */2 * * *``): it keeps to its wall-clock marks, and its
+  next tick comes within the step. A job at fixed hours (``30 2 * * *``) fires an hour later by
+  the clock (03:30), at the instant the skipped time would have had: as Celery's own crontab
+  does, and so a daily job does not lose its day.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -58,6 +69,15 @@ class Cron:
             and (day.isoweekday() % 7) in self.days_of_week
         )
 
+    @property
+    def hour_steps(self) -> bool:
+        """The hour field counts from ``*`` (``*``, ``*/N``): ticks follow the wall clock."""
+        return self.fields[1].startswith("*")
+
+    def day_runs(self, day: date, tz: ZoneInfo) -> tuple[datetime, ...]:
+        """The day's fire times (``day`` in ``tz``) as aware UTC datetimes, in order."""
+        return _day_runs(self, day, tz)
+
     def next_runs(self, tz: ZoneInfo, after: datetime, count: int) -> list[datetime]:
         """The next ``count`` fire times strictly after ``after``, as aware UTC datetimes."""
         runs: list[datetime] = []
@@ -69,27 +89,22 @@ class Cron:
 
     def previous_run(self, tz: ZoneInfo, at: datetime) -> datetime:
         """The latest fire time at or before ``at`` (UTC), searching back at most ~14 months."""
-        local = at.astimezone(tz).replace(second=0, microsecond=0)
-        day = local.date()
+        # A day's runs may spill into the next local day (a skipped wall time fires an hour
+        # later), so the search starts a day ahead.
+        day = at.astimezone(tz).date() + timedelta(days=1)
         for _ in range(430):
-            if self.matches_day(day):
-                for hour in sorted(self.hours, reverse=True):
-                    for minute in sorted(self.minutes, reverse=True):
-                        candidate = _to_utc(day, hour, minute, tz)
-                        if candidate is not None and candidate <= at:
-                            return candidate
+            runs = self.day_runs(day, tz)
+            before = bisect.bisect_right(runs, at)
+            if before:
+                return runs[before - 1]
             day -= timedelta(days=1)
         raise CronError(f"{self.expression!r} has not fired in the last 14 months")
 
     def _iter_from(self, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
-        day = after.astimezone(tz).date()
+        day = after.astimezone(tz).date() - timedelta(days=1)
         for _ in range(366 * 5):  # every valid expression fires within 5 years (Feb 29)
-            if self.matches_day(day):
-                for hour in sorted(self.hours):
-                    for minute in sorted(self.minutes):
-                        candidate = _to_utc(day, hour, minute, tz)
-                        if candidate is not None and candidate > after:
-                            yield candidate
+            runs = self.day_runs(day, tz)
+            yield from runs[bisect.bisect_right(runs, after) :]
             day += timedelta(days=1)
 
     def min_gap(self, tz: ZoneInfo, start: datetime, samples: int = 24) -> timedelta:
@@ -99,11 +114,29 @@ class Cron:
         return min(gaps) if gaps else timedelta(days=366)
 
 
-def _to_utc(day: date, hour: int, minute: int, tz: ZoneInfo) -> datetime | None:
-    """Wall time in ``tz`` to UTC; None for a wall time that a DST jump skips."""
+@functools.lru_cache(maxsize=64)
+def _day_runs(cron: Cron, day: date, tz: ZoneInfo) -> tuple[datetime, ...]:
+    """:meth:`Cron.day_runs`, kept: beat asks for the same days every few seconds, and an
+    every-minute cron has 1,440 runs a day to compute (12 ms)."""
+    if not cron.matches_day(day):
+        return ()
+    runs = {
+        run
+        for hour in cron.hours
+        for minute in cron.minutes
+        if (run := _to_utc(day, hour, minute, tz, skip_missing=cron.hour_steps)) is not None
+    }
+    return tuple(sorted(runs))
+
+
+def _to_utc(
+    day: date, hour: int, minute: int, tz: ZoneInfo, *, skip_missing: bool
+) -> datetime | None:
+    """Wall time in ``tz`` to UTC: a repeated wall time's first pass (``fold=0``); a skipped one
+    at the offset before the jump (an hour later by the clock), or None with ``skip_missing``."""
     local = datetime.combine(day, time(hour, minute), tzinfo=tz)
     as_utc = local.astimezone(UTC)
-    if as_utc.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):
+    if skip_missing and as_utc.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):
         return None
     return as_utc
 

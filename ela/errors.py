@@ -6,6 +6,8 @@ map (``Service.classify``); the Celery task retries only :class:`RetriableError`
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class IngestError(Exception):
     """Base class: a run failed for a reason a person can read in one line."""
@@ -55,8 +57,15 @@ class InputError(IngestError):
 
 
 class ConfigError(Exception):
-    """A configuration problem; ``problems`` holds one ``FILE:LINE: message`` line each."""
+    """A configuration problem; ``problems`` holds one ``FILE:LINE: message`` line each.
 
-    def __init__(self, problems: list[str]) -> None:
+    ``found`` holds the same problems as (key path, message), e.g.
+    ``(("jobs", "x", "cron"), "bad cron: ...")``, for tools that act on them.
+    """
+
+    def __init__(
+        self, problems: list[str], found: list[tuple[tuple[Any, ...], str]] | None = None
+    ) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.found = found or []

@@ -9,13 +9,19 @@ LANDING_TIME = "%Y_%m_%d_%H_%M"
 
 
 def landing(service: str, data_type: str, scheduled_at: datetime, run_id: str) -> str:
-    """``{service}/landing/{YYYY_MM_DD_HH_MM}_{service}_{data_type}_{run8}.jsonl``.
+    """``{service}/landing/{YYYY_MM_DD_HH_MM}_{run8}_{service}_{data_type}.jsonl``.
 
-    The origin's name plus the run id's first 8 characters, so the downstream loaders (which
-    read the data type from the name) keep working and a retried run rewrites its own object.
+    The origin's name with the run id's first 8 characters after the time stamp: a retried run
+    rewrites its own object, and the name still ends in ``_{service}_{data_type}.jsonl``, which
+    is how the downstream loaders tell a file's data type (the current Spotify loader takes
+    only names that end in ``_{data_type}.jsonl``). None of them reads the time stamp.
+
+    Objects landed before this name was adopted end ``_{service}_{data_type}_{run8}.jsonl``;
+    nothing in this product reads landing names (status, retention and backfill go by
+    manifests and error objects), so buckets holding both kinds keep working.
     """
     stamp = scheduled_at.astimezone(UTC).strftime(LANDING_TIME)
-    return f"{service}/landing/{stamp}_{service}_{data_type}_{run8(run_id)}.jsonl"
+    return f"{service}/landing/{stamp}_{run8(run_id)}_{service}_{data_type}.jsonl"
 
 
 def manifest(service: str, job: str, run_id: str) -> str:

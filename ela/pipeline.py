@@ -4,7 +4,8 @@ The order is the durability contract (SPEC §4):
 
 1. If this run id already has a manifest, the run was committed before (a redelivery after a
    crash, or a retry after the manifest was written): re-apply its cursor and return it.
-2. Records stream from the connector into a spooled JSONL file; nothing is in memory at once.
+2. Records stream from the connector, through the downstream's adaptations
+   (:mod:`ela.downstream`), into a spooled JSONL file; nothing is in memory at once.
 3. The landing object is uploaded under a name fixed by (scheduled time, run id), so a retry
    or redelivery of the same run overwrites it instead of adding a second copy.
 4. The manifest is written last; it is the commit.
@@ -30,10 +31,10 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ela import faults, limits, naming
+from ela import downstream, faults, limits, naming
 from ela.config import IngestionConfig
 from ela.connectors import SERVICES, FetchContext, Record
-from ela.errors import IngestError, InputError, PayloadError, RetriableError
+from ela.errors import IngestError, InputError, PayloadError, ReauthError, RetriableError
 from ela.run_input import check_run_id
 from ela.sinks import Bucket, JsonlSpool, SpoolFull, bucket_url, get_json, open_bucket, put_json
 from ela.state import JobState, StateUpdate, commit, read_state
@@ -125,13 +126,14 @@ def run_job(
     )
     spool = JsonlSpool()
     try:
+        _check_dependencies(job_name, job.missing_dependencies(environ))
         spool.max_bytes = limits.max_spool_bytes(environ)
         with service.open_client(ctx) as client:
             records = data_type.fetch(client, ctx)
             if faults.armed(environ):
                 records = _crash_midway(records, environ, job_name)
             try:
-                spool.write_all(records)
+                spool.write_lines(downstream.lines(data_type, records))
             except SpoolFull as full:
                 raise PayloadError(
                     f"{ctx.page or job.service + ': ' + job_name}: the run's landing data "
@@ -252,6 +254,15 @@ def _refuse_another_runs_object(
                 f"{job}: run {run_id} would overwrite {name}, which run {other.get('run_id')} "
                 "landed; run ids must be unique (let Celery make them)"
             )
+
+
+def _check_dependencies(job_name: str, missing: list[str]) -> None:
+    """Refuse the run, naming every unset variable at once, as the origin's workflow did."""
+    if missing:
+        raise ReauthError(
+            f"{job_name}: {', '.join(missing)} not set (the job's dependencies); set them in "
+            "the environment (.env for docker compose) and run it again"
+        )
 
 
 @contextlib.contextmanager

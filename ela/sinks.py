@@ -381,9 +381,16 @@ class JsonlSpool:
         Raises:
             SpoolFull: the next record would take the file past ``max_bytes``.
         """
+        self.write_lines(jsonl_line(record) for record in records)
+
+    def write_lines(self, lines: Iterable[bytes]) -> None:
+        """Spool lines already written by :func:`jsonl_line`, each ending in a newline.
+
+        Raises:
+            SpoolFull: the next line would take the file past ``max_bytes``.
+        """
         limit = self.max_bytes or sys.maxsize
-        for record in records:
-            line = jsonl_line(record)
+        for line in lines:
             if self.size + len(line) > limit:
                 raise SpoolFull(limit, self.records)
             self.file.write(line)

@@ -76,7 +76,7 @@ def write_config(path: Path, env: str = "dev", **changes: Any) -> Path:
     """
     data = shipped_config(env)
     for job, cron in changes.pop("schedules", {}).items():
-        data["jobs"][job]["schedule"] = cron
+        data["jobs"][job]["cron"] = cron
     for section in ("jobs", "job_groups", "services"):
         if section in changes:
             data[section] = changes.pop(section)
@@ -93,7 +93,7 @@ def todoist_only(path: Path, env: str = "dev", **changes: Any) -> Path:
     """
     jobs = {k: v for k, v in shipped_config(env)["jobs"].items() if k.startswith("todoist")}
     for name, cron in changes.pop("schedules", {}).items():
-        jobs[name]["schedule"] = cron
+        jobs[name]["cron"] = cron
     groups = {"productivity_all": {"jobs": ["todoist_tasks", "todoist_projects"]}}
     changes.setdefault("retry_backoff_seconds", 1)
     return write_config(path, env, jobs=jobs, job_groups=groups, **changes)

@@ -30,6 +30,7 @@ from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
 from tests.helpers import REPO, run_id_of, write_config
+from tests.test_garmin import heart_rate_landed
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 GARMIN_LAST_DAY = date(2025, 6, 30)
@@ -261,12 +262,12 @@ def test_garmin_heart_rate_backfill_lands_one_record_per_day(
 
     bucket = LocalBucket(tmp_path / "bucket")
     records = landed(bucket, report["chunks"])
-    assert records == [em.heart_rate_for(d) for d in days]  # the emulator's, oldest first
+    assert records == [heart_rate_landed(em, d) for d in days]  # the emulator's, oldest first
     assert [r["calendarDate"] for r in records] == [d.isoformat() for d in days]  # no gap/dupe
     assert em.calls_to("dailyHeartRate") == 90  # one call per day
     # Stamped with each window's end, so a re-run names its objects the same way.
     assert sorted(o.name for o in bucket.list("garmin/landing/")) == [
-        f"garmin/landing/{end:%Y_%m_%d}_00_00_garmin_heart_rate_{c['run_id'][:8]}.jsonl"
+        f"garmin/landing/{end:%Y_%m_%d}_00_00_{c['run_id'][:8]}_garmin_heart_rate.jsonl"
         for c in report["chunks"]
         for end in [date.fromisoformat(c["last"]) + timedelta(days=1)]
     ]

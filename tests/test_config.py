@@ -76,7 +76,7 @@ GLOBALS = {
         timeout_minutes=15,
         gcs_bucket="ela-dp-dev",
         error_retention_days=7,
-        timezone="UTC",
+        timezone="Europe/Paris",
     ),
     "prd": dict(
         retry_attempts=3,
@@ -84,7 +84,7 @@ GLOBALS = {
         timeout_minutes=45,
         gcs_bucket="ela-dp-prd",
         error_retention_days=14,
-        timezone="UTC",
+        timezone="Europe/Paris",
     ),
 }
 
@@ -122,14 +122,14 @@ def _line_of(text: str, fragment: str) -> int:
 BAD = [
     (
         "unknown-global-key",
-        _edit("  timezone: UTC", "  timezone: UTC\n  colour: blue"),
+        _edit("  retry_attempts: 2", "  retry_attempts: 2\n  colour: blue"),
         "colour: blue",
         "global.colour: unknown key",
     ),
     (
         "unknown-job-key",
-        _edit("    data_type: tasks", "    data_type: tasks\n    command: x.sh"),
-        "command: x.sh",
+        _edit("    data_type: tasks", "    data_type: tasks\n    retries: 3"),
+        "retries: 3",
         "unknown key",
     ),
     (
@@ -201,7 +201,7 @@ BAD = [
     ),
     (
         "bad-timezone",
-        _edit("  timezone: UTC", "  timezone: Mars/Olympus"),
+        _edit("  timezone: Europe/Paris", "  timezone: Mars/Olympus"),
         "Mars/Olympus",
         "not an IANA time zone",
     ),
@@ -210,7 +210,7 @@ BAD = [
         VALID.rstrip().replace(
             "\nservices:",
             "\n  todoist_tasks:\n    service: todoist\n    data_type: tasks\n"
-            "    schedule: '0 1 * * *'\nservices:",
+            "    cron: '0 1 * * *'\nservices:",
         ),
         None,
         "duplicate key",
@@ -252,10 +252,10 @@ BAD = [
         "environment",
     ),
     (
-        "missing-schedule",
-        _edit('    schedule: "0 9 * * *"  # Daily 09:00\n', ""),
+        "missing-cron",
+        _edit('    cron: "0 9 * * *"  # Daily 09:00\n', ""),
         "todoist_projects:",
-        "schedule: required key is missing",
+        "cron: required key is missing",
     ),
     (
         "group-not-list",
@@ -295,7 +295,7 @@ BAD = [
     ),
     (
         "missing-global",
-        "jobs:\n  a_b:\n    service: todoist\n    data_type: tasks\n    schedule: '0 * * * *'\n",
+        "jobs:\n  a_b:\n    service: todoist\n    data_type: tasks\n    cron: '0 * * * *'\n",
         None,
         "global: required key is missing",
     ),
@@ -345,7 +345,7 @@ def test_bad_config_is_reported_at_its_line(
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
-    text = _edit("  timezone: UTC", "  timezone: Nowhere/Land")
+    text = _edit("  timezone: Europe/Paris", "  timezone: Nowhere/Land")
     text = text.replace('"0 * * * *"', '"99 * * * *"').replace("    limit: 20", "    limit: 51")
     path = tmp_path / "ingestion-config-dev.yaml"
     path.write_text(text)

@@ -18,7 +18,7 @@ from ela.sinks import LocalBucket
 from tests.conftest import WorkerFactory, read_jsonl
 from tests.helpers import REPO, shipped_config, wait_for, with_job, write_config
 
-NOW = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
+NOW = datetime(2025, 7, 1, 10, 0, tzinfo=UTC)  # 12:00 in Paris (CEST), where the crons are read
 TICK = NOW + timedelta(hours=3)  # prd reads recently played every 3 hours
 CONFIG = config_module.load(REPO / "ingestion-config-prd.yaml")
 
@@ -119,7 +119,7 @@ def test_a_busy_listener_gets_one_follow_up_run_on_a_real_worker(
 ) -> None:
     jobs = shipped_config("dev")["jobs"]
     jobs = {"spotify_recently_played": jobs["spotify_recently_played"]}
-    jobs["spotify_recently_played"] |= {"schedule": "0 0 1 1 *", "follow_up_plays": 10}
+    jobs["spotify_recently_played"] |= {"cron": "0 0 1 1 *", "follow_up_plays": 10}
     config = write_config(tmp_path / "config.yaml", jobs=jobs, job_groups={})
     worker = worker_factory(
         extra_env={**spotify_emu.environ(), "ELA_TOKEN_DIR": str(tmp_path / "worker-tokens")},

@@ -88,6 +88,19 @@ def landed(bucket: LocalBucket, manifest: dict[str, Any]) -> list[dict[str, Any]
     return read_jsonl(bucket.get_bytes(manifest["objects"][0]["name"]))
 
 
+def sleep_landed(emulator: GarminEmulator, day: date) -> dict[str, Any]:
+    """The emulator's sleep record for ``day`` as it lands: plus ``date`` and ``data_type``."""
+    return {**emulator.sleep_for(day), "date": day.isoformat(), "data_type": "sleep"}
+
+
+def heart_rate_landed(emulator: GarminEmulator, day: date) -> dict[str, Any]:
+    """The heart-rate record as it lands: ``[[ts, bpm], ...]`` as objects, plus the day."""
+    record = emulator.heart_rate_for(day)
+    pairs = record["heartRateValues"]
+    rows = None if pairs is None else [{"timestamp": t, "value": v} for t, v in pairs]
+    return {**record, "heartRateValues": rows, "date": day.isoformat(), "data_type": "heart_rate"}
+
+
 def days_ending(last: date, count: int) -> list[date]:
     return [last - timedelta(days=n) for n in reversed(range(count))]
 
@@ -125,8 +138,8 @@ def test_activities_of_the_configured_days(
 @pytest.mark.parametrize(
     ("job", "record_for", "date_of"),
     [
-        ("garmin_sleep", "sleep_for", lambda r: r["dailySleepDTO"]["calendarDate"]),
-        ("garmin_heart_rate", "heart_rate_for", lambda r: r["calendarDate"]),
+        ("garmin_sleep", sleep_landed, lambda r: r["dailySleepDTO"]["calendarDate"]),
+        ("garmin_heart_rate", heart_rate_landed, lambda r: r["calendarDate"]),
     ],
 )
 def test_daily_records_one_per_day_of_the_configured_days(
@@ -136,7 +149,7 @@ def test_daily_records_one_per_day_of_the_configured_days(
     bucket: LocalBucket,
     tmp_path: Path,
     job: str,
-    record_for: str,
+    record_for: Callable[[GarminEmulator, date], dict[str, Any]],
     date_of: Callable[[dict[str, Any]], str],
 ) -> None:
     emulator.prepare_tokens(store)
@@ -146,8 +159,8 @@ def test_daily_records_one_per_day_of_the_configured_days(
 
     window = days_ending(LAST_DAY, 5)
     records = landed(bucket, manifest)
-    assert records == [getattr(emulator, record_for)(day) for day in window]
-    assert [date_of(r) for r in records] == [d.isoformat() for d in window]
+    assert records == [record_for(emulator, day) for day in window]
+    assert [date_of(r) for r in records] == [r["date"] for r in records]
     endpoint = "dailySleepData" if job == "garmin_sleep" else "dailyHeartRate"
     assert emulator.calls_to(endpoint) == 5  # one library call per day
     assert manifest["api_calls"] == 7  # and the profile and its settings (the time zone)
@@ -173,7 +186,7 @@ def test_shipped_days_is_one_record(
 ) -> None:
     emulator.prepare_tokens(store)
     manifest = run("garmin_sleep")  # days: 1 in the shipped dev config
-    assert landed(bucket, manifest) == [emulator.sleep_for(LAST_DAY)]
+    assert landed(bucket, manifest) == [sleep_landed(emulator, LAST_DAY)]
 
 
 def test_explicit_window_for_backfill(
@@ -198,7 +211,7 @@ def test_explicit_window_for_backfill(
         environ=emulator.environ() | {"ELA_TOKEN_DIR": str(store.directory)},
     )
     window = [date(2025, 1, 30) + timedelta(days=n) for n in range(4)]
-    assert landed(other, sleep) == [emulator.sleep_for(d) for d in window]
+    assert landed(other, sleep) == [sleep_landed(emulator, d) for d in window]
 
 
 def test_window_longer_than_a_year_is_refused(
@@ -267,7 +280,7 @@ def test_each_day_lands_complete_once_after_it_ends(
         noon = at(datetime(2025, 6, 30, 13, 0, tzinfo=BRUSSELS))
         [so_far] = landed(bucket, noon)
         assert so_far["calendarDate"] == "2025-06-30" and noon["partial_days"] == ["2025-06-30"]
-        assert so_far["heartRateValues"][-1][0] <= clock.now.timestamp() * 1000  # not ahead
+        assert so_far["heartRateValues"][-1]["timestamp"] <= clock.now.timestamp() * 1000
 
         evening = at(datetime(2025, 6, 30, 21, 0, tzinfo=BRUSSELS))
         assert evening["partial_days"] == ["2025-06-30"] and days_asked(em) == ["2025-06-30"]
@@ -275,7 +288,7 @@ def test_each_day_lands_complete_once_after_it_ends(
         morning = at(datetime(2025, 7, 1, 9, 0, tzinfo=BRUSSELS))
         whole, today = landed(bucket, morning)
         assert days_asked(em) == ["2025-06-30", "2025-07-01"]
-        assert whole == em.heart_rate_for("2025-06-30")
+        assert whole == heart_rate_landed(em, date(2025, 6, 30))
         assert len(whole["heartRateValues"]) == 24 * 30  # to 23:58, every 2 minutes
         assert today["calendarDate"] == "2025-07-01" and morning["partial_days"] == ["2025-07-01"]
         assert morning["state_update"]["complete_through"] == "2025-06-30"
@@ -326,7 +339,7 @@ def test_a_worker_down_for_three_days_catches_up_all_three(
         nights = [r["dailySleepDTO"]["calendarDate"] for r in landed(bucket, manifest)]
         assert nights == ["2025-06-29", "2025-06-30", "2025-07-01", "2025-07-02"]
         assert manifest["partial_days"] == ["2025-07-02"]
-        assert landed(bucket, manifest)[1] == em.sleep_for("2025-06-30")
+        assert landed(bucket, manifest)[1] == sleep_landed(em, date(2025, 6, 30))
         state = json.loads(bucket.get_bytes("garmin/_state/garmin_sleep.json") or b"{}")
         assert state["complete_through"] == "2025-07-01"
 
@@ -511,7 +524,8 @@ def test_a_renamed_account_refetches_the_profile_once(
 
     manifest = run("garmin_sleep", cfg=cfg)
 
-    assert landed(bucket, manifest) == [emulator.sleep_for(d) for d in days_ending(LAST_DAY, 3)]
+    expected = [sleep_landed(emulator, d) for d in days_ending(LAST_DAY, 3)]
+    assert landed(bucket, manifest) == expected
     assert emulator.calls_to("socialProfile") == 1  # once, however many days got the 403
     assert (store.read("garmin-profile") or {})["display_name"] == DISPLAY_NAME
     assert 1 <= emulator.calls_to("dailySleepData/old-name") <= 3  # in flight before the refetch
@@ -569,7 +583,7 @@ def test_authorize_with_mfa_stores_working_tokens(
             bucket=bucket,
             environ=environ | {"ELA_TOKEN_DIR": str(store.directory)},
         )
-        assert landed(bucket, manifest) == [em.sleep_for(LAST_DAY)]
+        assert landed(bucket, manifest) == [sleep_landed(em, LAST_DAY)]
 
 
 def test_authorize_with_a_wrong_mfa_code_stores_nothing(store: TokenStore) -> None:
@@ -660,8 +674,8 @@ def test_the_three_tasks_on_a_real_worker(
             assert manifest["outcome"] == "succeeded", task
             assert local_bucket.get_bytes(f"garmin/_runs/garmin_{task}/{manifest['run_id']}.json")
         today = em.last_day  # the user's (Brussels), as the runs see it
-        assert landed(local_bucket, results["sleep"]) == [em.sleep_for(today)]
-        assert landed(local_bucket, results["heart_rate"]) == [em.heart_rate_for(today)]
+        assert landed(local_bucket, results["sleep"]) == [sleep_landed(em, today)]
+        assert landed(local_bucket, results["heart_rate"]) == [heart_rate_landed(em, today)]
         assert results["heart_rate"]["partial_days"] == [today.isoformat()]
         expected = em.activities_between(today - timedelta(days=2), today)
         names = [o["name"] for o in results["activities"]["objects"]]  # none if no activities

@@ -69,7 +69,8 @@ def test_beat_tick_lands_in_the_gcs_bucket_with_its_manifest(
     assert manifest["scheduled_at"].endswith(":00+00:00")
     stamp = manifest["scheduled_at"][:16].replace("-", "_").replace("T", "_").replace(":", "_")
     [obj] = manifest["objects"]
-    assert obj["name"].startswith(f"todoist/landing/{stamp}_todoist_projects_")
+    run8 = manifest["run_id"].replace("-", "")[:8]
+    assert obj["name"] == f"todoist/landing/{stamp}_{run8}_todoist_projects.jsonl"
     assert read_jsonl(gcs_bucket.get_bytes(obj["name"])) == todoist.projects
 
 
@@ -222,7 +223,7 @@ def test_a_retried_run_rewrites_the_same_objects(
     assert manifest["attempt"] == 1
     bucket = LocalBucket(tmp_path / "bucket")
     run8 = manifest["run_id"].replace("-", "")[:8]
-    assert [n.rsplit("_", 1)[1] for n in landing_names(bucket)] == [f"{run8}.jsonl"]
+    assert [n.split("_")[5] for n in landing_names(bucket)] == [run8]
     assert read_jsonl(bucket.get_bytes(landing_names(bucket)[0])) == todoist.tasks
     assert list(bucket.list("todoist/errors/")) == []  # it recovered: no error object
     assert "Retry in" in worker.log()

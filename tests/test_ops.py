@@ -1,4 +1,4 @@
-"""Operations commands: status from the bucket, config diff, promote, legacy migration."""
+"""Operations commands: status from the bucket, config diff, promote (migrate: test_origin)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from click.testing import CliRunner, Result
 from ela import config as config_module
 from ela import naming
 from ela.cli import main
-from ela.ops import migrate, promote, status
+from ela.ops import promote, status
 from ela.sinks import Bucket, put_json
 from tests.helpers import REPO
 
-FIXTURE = REPO / "tests" / "fixtures" / "ingestion-config.yaml"
-NOW = datetime(2025, 11, 3, 10, 30, tzinfo=UTC)  # a Monday, half past an even hour
+# A Monday, half past an even hour in the configs' zone: 10:30 in Paris (CET, UTC+1).
+NOW = datetime(2025, 11, 3, 9, 30, tzinfo=UTC)
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -121,7 +121,7 @@ def bucket(request: pytest.FixtureRequest) -> Bucket:
 
 
 def seed_runs(bucket: Bucket) -> dict[str, str]:
-    """Fresh, one tick late and two ticks late jobs (every-2-hours crons) at NOW = 10:30."""
+    """Fresh, one tick late and two ticks late jobs (every-2-hours crons) at NOW, 10:30 local."""
     hours = timedelta(hours=1)
     return {
         # "0 */2 * * *": the 10:00 tick ran.
@@ -370,10 +370,10 @@ def test_promote_with_schedule_and_dry_run(env_files: tuple[Path, Path]) -> None
     before = prd.read_text()
     dry = invoke(
         "promote", "garmin_sleep", "--from", str(dev), "--to", str(prd),
-        "--schedule", "30 5 * * *", "--dry-run",
+        "--cron", "30 5 * * *", "--dry-run",
     )  # fmt: skip
     assert dry.exit_code == 0, dry.output
-    assert '+    schedule: "30 5 * * *"\n' in dry.output
+    assert '+    cron: "30 5 * * *"\n' in dry.output
     assert prd.read_text() == before
 
     done = invoke(
@@ -401,9 +401,12 @@ def test_promote_appends_a_new_job_at_the_end_of_jobs(env_files: tuple[Path, Pat
         )
     )
     result = promote.promote("spotify_top_tracks_short", dev, prd)
-    assert result.added and result.notes and "--schedule" in result.notes[0]
+    assert result.added and result.notes and "--cron" in result.notes[0]
     promote.write(result)
     text = prd.read_text()
+    # Written anew, the job says cron (the one key), whatever its source said.
+    [line] = [line for line in text.splitlines() if line.startswith('    cron: "0 17 * * 1"')]
+    assert line.endswith("# Weekly Monday 17:00") and "schedule" not in text
     assert job_order(prd)[-1] == "spotify_top_tracks_short"
     assert "  # the last job\n  spotify_top_tracks_short:\n" in text
     assert "    time_range: short_term\n\n# The catalogue.\nservices:" in text
@@ -431,113 +434,10 @@ def test_promote_bad_inputs_are_one_line(env_files: tuple[Path, Path]) -> None:
         dev.read_text().replace(
             "\nservices:",
             "  weekly_jobs:\n    service: todoist\n    data_type: tasks\n"
-            '    schedule: "0 1 * * 1"\n\nservices:',
+            '    cron: "0 1 * * 1"\n\nservices:',
         )
     )
     assert_one_line_error(
         invoke("promote", "weekly_jobs", *common), "ingestion-config-prd.yaml:", "share its name"
     )
     assert prd.read_text() == before
-
-
-# -- config migrate -----------------------------------------------------------------------------
-
-
-def test_migrate_reproduces_the_shipped_jobs_schedules_and_params(tmp_path: Path) -> None:
-    result = invoke("config", "migrate", str(FIXTURE), "--out-dir", str(tmp_path))
-    assert result.exit_code == 0, result.output
-    for env in config_module.ENVS:
-        shipped = config_module.load(REPO / f"ingestion-config-{env}.yaml")
-        migrated = config_module.load(tmp_path / f"ingestion-config-{env}.yaml")
-        assert list(migrated.jobs) == list(shipped.jobs)
-        for name, job in shipped.jobs.items():
-            got = migrated.jobs[name]
-            assert (got.service, got.data_type, got.schedule) == (
-                job.service,
-                job.data_type,
-                job.schedule,
-            ), name
-            assert got.params() == job.params(), name
-            assert (got.enabled, got.dependencies) == (job.enabled, job.dependencies), name
-        assert {g: grp.jobs for g, grp in migrated.job_groups.items()} == {
-            g: grp.jobs for g, grp in shipped.job_groups.items()
-        }
-        assert migrated.services == shipped.services
-        assert migrated.global_.gcs_bucket == f"ela-dp-{env}"
-        assert migrated.global_.timezone == "UTC"
-
-    notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
-    assert all(line.startswith(f"note: {FIXTURE}:") for line in notes)
-    expected = [
-        "global.timezone: Europe/Paris was declared",
-        "global.retry_attempts: one value (3) for both dev and prd",
-        "global.log_level: no equivalent",
-        "jobs.spotify_recently_played_prd.command: dropped --time-range medium_term",
-        "jobs.spotify_recently_played_prd.command: dropped --days 7",
-        "jobs.strava_activities_prd.command: dropped --upload-to-gcs",
-        "jobs.todoist_projects.timeout_minutes: no equivalent",
-        "jobs.weather_daily: cannot tell the service",
-        "services.weather: not a known service",
-    ]
-    for text in expected:
-        assert any(text in line for line in notes), text
-    assert "wrote" in result.output
-
-
-def test_migrate_refuses_to_overwrite_and_bad_inputs(tmp_path: Path) -> None:
-    first = invoke("config", "migrate", str(FIXTURE), "--out-dir", str(tmp_path))
-    assert first.exit_code == 0
-    again = invoke("config", "migrate", str(FIXTURE), "--out-dir", str(tmp_path))
-    assert again.exit_code == 1 and "pass --force" in again.output
-    forced = invoke("config", "migrate", str(FIXTURE), "--out-dir", str(tmp_path), "--force")
-    assert forced.exit_code == 0, forced.output
-    assert_one_line_error(invoke("config", "migrate", str(tmp_path / "nope.yaml")), "nope.yaml:1:")
-    not_yaml = tmp_path / "legacy.yaml"
-    not_yaml.write_text("jobs: {a: [\n")
-    assert_one_line_error(invoke("config", "migrate", str(not_yaml)), "not valid YAML")
-    no_jobs = tmp_path / "nojobs.yaml"
-    no_jobs.write_text("global: {}\n")
-    assert_one_line_error(invoke("config", "migrate", str(no_jobs)), "expected a jobs mapping")
-
-
-def test_migrate_reports_unparseable_commands_and_guesses(tmp_path: Path) -> None:
-    legacy = tmp_path / "ingestion-config.yaml"
-    legacy.write_text(
-        "global:\n"
-        "  gcs_bucket: ela-dp\n"
-        "jobs:\n"
-        "  todoist_tasks:\n"
-        "    command: python scripts/todoist_ingest.py --data-type tasks\n"
-        "    schedule: '0 * * * *'\n"
-        "  todoist_projects:\n"
-        "    environment: prd\n"
-        '    command: "python scripts/todoist_ingest.py --data-type \'projects"\n'
-        "    schedule: '0 7 * * *'\n"
-        "  spotify_saved_tracks:\n"
-        "    environment: both\n"
-        "    command: python scripts/spotify_ingest.py --limit 20000 && echo done\n"
-        "    schedule: '0 6 * * 0'\n"
-        "  spotify_top_tracks:\n"
-        "    environment: both\n"
-        "    command: python scripts/spotify_ingest.py --limit 99 --time-range forever\n"
-        "    schedule: {dev: '0 15 * * 1', prd: '0 9 1 * *'}\n"
-    )
-    result = migrate.migrate(legacy)
-    notes = "\n".join(result.notes)
-    assert f"{legacy}:4: jobs.todoist_tasks: no environment; put it in both files" in notes
-    assert f"{legacy}:9: jobs.todoist_projects.command: cannot parse the command" in notes
-    assert "jobs.spotify_saved_tracks.command: not a single script call" in notes
-    assert "--limit 99 is above the spotify API's 50 for top_tracks; wrote 50" in notes
-    assert "dropped --time-range forever (not a time range)" in notes
-    assert "global.gcs_bucket: one bucket for both environments; used ela-dp-dev" in notes
-    assert "global.retry_attempts: not set; used 2 for dev, 3 for prd" in notes
-    assert len(result.notes) == len(set(result.notes))
-    dev = config_module.loads(result.texts["dev"], "ingestion-config-dev.yaml")
-    prd = config_module.loads(result.texts["prd"], "ingestion-config-prd.yaml")
-    assert list(dev.jobs) == ["todoist_tasks", "spotify_top_tracks"]
-    assert list(prd.jobs) == ["todoist_tasks", "spotify_top_tracks"]
-    assert (dev.jobs["spotify_top_tracks"].schedule, prd.jobs["spotify_top_tracks"].limit) == (
-        "0 15 * * 1",
-        50,
-    )
-    assert dev.global_.retry_attempts == 2 and prd.global_.retry_attempts == 3

@@ -134,9 +134,7 @@ def test_killed_runs_land_exactly_once(
 
         # Exactly one landing object for this run, the one the manifest names, intact.
         run8 = naming.run8(run_id)
-        landed = [
-            o for o in bucket.list(f"{service}/landing/") if o.name.endswith(f"_{run8}.jsonl")
-        ]
+        landed = [o for o in bucket.list(f"{service}/landing/") if f"_{run8}_{service}_" in o.name]
         assert [o.name for o in landed] == [o["name"] for o in manifest["objects"]], job
         records = [r for o in manifest["objects"] for r in read_jsonl(bucket.get_bytes(o["name"]))]
         assert len(records) == manifest["records"]

@@ -41,6 +41,7 @@ from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import read_jsonl
 from tests.helpers import REPO
+from tests.test_garmin import heart_rate_landed, sleep_landed
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 WHEN = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -614,12 +615,14 @@ def test_a_garmin_day_without_data_lands_as_garmin_sent_it(providers: Providers,
     days = [garmin.last_day - timedelta(days=n) for n in range(3)][::-1]
     garmin.no_data_days = {days[1]}
     record_for = garmin.sleep_for if job == "garmin_sleep" else garmin.heart_rate_for
+    landed_for = sleep_landed if job == "garmin_sleep" else heart_rate_landed
 
     manifest = providers.run(
         job, overrides=Overrides(since=datetime.combine(days[0], datetime.min.time(), UTC))
     )
 
-    assert providers.landed(manifest) == [record_for(d) for d in days]
+    # As sent, with the day and data type the downstream reads (README, What lands where).
+    assert providers.landed(manifest) == [landed_for(garmin, d) for d in days]
     empty = record_for(days[1])
     assert (empty.get("heartRateValues") or empty.get("dailySleepDTO", {}).get("id")) is None
 

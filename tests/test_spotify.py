@@ -123,7 +123,8 @@ def test_each_job_lands_the_providers_records_unchanged(
     assert manifest["api_calls"] == 1 + pages == len(shared.calls)  # one token refresh
     assert shared.calls_to("/api/token") == 1
     [obj] = manifest["objects"]
-    assert obj["name"].startswith(f"spotify/landing/2025_07_01_09_00_spotify_{job[8:]}_")
+    run8 = manifest["run_id"].replace("-", "")[:8]
+    assert obj["name"] == f"spotify/landing/2025_07_01_09_00_{run8}_spotify_{job[8:]}.jsonl"
 
 
 def test_top_items_follow_the_time_range(shared: SpotifyEmulator, tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_tasks_land_unchanged_across_pages(
     assert todoist.calls_to("/tasks") == 3
     [obj] = manifest["objects"]
     run8 = manifest["run_id"].replace("-", "")[:8]
-    assert obj["name"] == f"todoist/landing/2026_11_25_14_00_todoist_tasks_{run8}.jsonl"
+    assert obj["name"] == f"todoist/landing/2026_11_25_14_00_{run8}_todoist_tasks.jsonl"
 
 
 def test_projects_land_on_gcs_emulator(todoist: TodoistEmulator, gcs_bucket: Bucket) -> None:

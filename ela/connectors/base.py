@@ -4,7 +4,9 @@ A provider is a :class:`Service`: a way to open an authenticated client (the ada
 the real client library at ``*_API_URL`` endpoints, with timeouts and call counting) and an
 error map. Each of its data types is one generator function registered with
 ``@service.data_type(...)`` that takes the client and a :class:`FetchContext` and yields the
-provider's records unchanged. Adding a data type is adding one such function.
+provider's records unchanged (a per-day record wrapped in :class:`DayRecord`; what the
+downstream needs of records is done in one place, :mod:`ela.downstream`). Adding a data type
+is adding one such function.
 
 What every provider shares lives here, once: :class:`Paginator` (the way through a paged
 endpoint, which refuses a source that loops), :func:`http_error` (what an HTTP status means to
@@ -22,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
@@ -57,6 +59,15 @@ C = TypeVar("C")
 K = TypeVar("K")
 T = TypeVar("T")
 Page = TypeVar("Page", bound=Sequence[Any])
+
+
+class DayRecord(dict[str, Any]):
+    """A record of one calendar day (Garmin sleep, heart rate): the provider's object, and the
+    day it was asked for, which :mod:`ela.downstream` stamps on it as ``date``."""
+
+    def __init__(self, record: Record, day: date) -> None:
+        super().__init__(record)
+        self.day = day
 
 
 @dataclasses.dataclass

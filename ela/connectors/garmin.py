@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ela import endpoints, limits
 from ela.connectors.base import (
+    DayRecord,
     FetchContext,
     Paginator,
     Record,
@@ -570,7 +571,7 @@ def _daily(
             undated.append(day.isoformat())
         elif stamped != day.isoformat():
             raise PayloadError(f"garmin: {kind} {day}: the record is for {stamped!r}")
-        yield record
+        yield DayRecord(record, day)
     if undated:
         ctx.warn(f"{kind}: records without a calendarDate for {', '.join(undated)}")
     final = last_final_day(ctx, zone)

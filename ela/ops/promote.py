@@ -2,7 +2,7 @@
 
 The target is edited through ruamel.yaml's round-trip mode, so its comments, key order, quoting
 and flow-style lists survive; only the promoted job's lines change. The target keeps its own
-schedule unless a new one is given (schedules are what differ by design between dev and prd),
+cron unless a new one is given (schedules are what differ by design between dev and prd),
 and the result is validated with :func:`ela.config.loads` before anything is written.
 """
 
@@ -89,7 +89,7 @@ def promote(job: str, source: Path, target: Path, *, schedule: str | None = None
         try:
             cron.parse(schedule)
         except cron.CronError as exc:
-            raise ValueError(f"--schedule: {exc}") from None
+            raise ValueError(f"--cron: {exc}") from None
 
     # Only the source's values are taken, so its layout does not matter: any loader will do.
     source_doc = _yaml(*_LAYOUTS[0]).load(source_text)
@@ -102,10 +102,11 @@ def promote(job: str, source: Path, target: Path, *, schedule: str | None = None
 
     tail = _take_tail(jobs)
     if added:
+        _rename_cron_key(wanted)
         if schedule is None:
             notes.append(
-                f"{job} is new in {target.name}: it takes {source.name}'s schedule "
-                f"{wanted['schedule']!r}; pass --schedule to give it another"
+                f"{job} is new in {target.name}: it takes {source.name}'s cron "
+                f"{wanted['cron']!r}; pass --cron to give it another"
             )
         else:
             _set_schedule(wanted, schedule)
@@ -122,7 +123,7 @@ def promote(job: str, source: Path, target: Path, *, schedule: str | None = None
         old_text=old_text,
         new_text=new_text,
         added=added,
-        schedule=str(jobs[job]["schedule"]),
+        schedule=str(jobs[job][_cron_key(jobs[job])]),
         notes=notes,
     )
 
@@ -196,11 +197,11 @@ def _update_job(target: CommentedMap, wanted: CommentedMap, schedule: str | None
     lacks are removed; new keys go after the key that precedes them in the source.
     """
     tail = _take_tail(target)
-    for key in [k for k in target if k not in wanted and k != "schedule"]:
+    for key in [k for k in target if k not in wanted and k not in CRON_KEYS]:
         del target[key]
     order = list(wanted)
     for i, key in enumerate(order):
-        if key == "schedule":
+        if key in CRON_KEYS:
             continue
         if key in target:
             if target[key] != wanted[key]:
@@ -209,17 +210,37 @@ def _update_job(target: CommentedMap, wanted: CommentedMap, schedule: str | None
         before = [k for k in order[:i] if k in target]
         position = list(target).index(before[-1]) + 1 if before else 0
         target.insert(position, key, wanted[key])
-    if schedule is not None and schedule != target.get("schedule"):
+    if schedule is not None and schedule != target.get(_cron_key(target)):
         _set_schedule(target, schedule)
-    elif "schedule" not in target:
-        target.insert(order.index("schedule"), "schedule", wanted["schedule"])
+    elif not any(key in target for key in CRON_KEYS):
+        source_key = _cron_key(wanted)
+        target.insert(order.index(source_key), "cron", wanted[source_key])
     _give_tail(target, tail)
+
+
+# The job's cron key: ``cron``, or the older ``schedule`` a file may still use (it loads).
+CRON_KEYS = ("cron", "schedule")
+
+
+def _cron_key(job: CommentedMap) -> str:
+    return next((key for key in CRON_KEYS if key in job), "cron")
+
+
+def _rename_cron_key(job: CommentedMap) -> None:
+    """A job written into a file anew says ``cron``, whatever its source file said."""
+    if "schedule" in job and "cron" not in job:
+        position = list(job).index("schedule")
+        comment = job.ca.items.pop("schedule", None)  # its ``# Every hour``
+        job.insert(position, "cron", job.pop("schedule"))
+        if comment is not None:
+            job.ca.items["cron"] = comment
 
 
 def _set_schedule(job: CommentedMap, schedule: str) -> None:
     """Set a new cron, dropping the old one's end-of-line comment (``# Every hour``)."""
-    job["schedule"] = DoubleQuotedScalarString(schedule)
-    entry = job.ca.items.get("schedule")
+    key = _cron_key(job)
+    job[key] = DoubleQuotedScalarString(schedule)
+    entry = job.ca.items.get(key)
     if entry and len(entry) > 2 and entry[2] is not None:
         _, _, rest = entry[2].value.partition("\n")
         if rest:
