@@ -123,7 +123,7 @@ def build_schedule(config: IngestionConfig) -> dict[str, dict[str, Any]]:
     }
     schedule[PURGE_ERRORS] = {
         "task": "tasks.purge_errors",
-        "schedule": crontab(minute="17", hour="3"),
+        "schedule": JobCrontab(minute="17", hour="3", zone=config.global_.timezone),
         # The queue is worker.settings.ops_queue (not imported: worker imports this package).
         "options": {"queue": config.queue("ops"), "expires": 24 * 3600},
     }

@@ -33,6 +33,7 @@ import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import redis
 from celery.beat import ScheduleEntry, Scheduler
@@ -260,17 +261,19 @@ def _next_tick(entry: ScheduleEntry, after: datetime) -> timedelta:
 
 
 def latest_tick(entry: ScheduleEntry, now: datetime, oldest: datetime) -> datetime | None:
-    """The entry's latest tick after ``oldest`` and at or before ``now``; None if none."""
+    """The entry's latest tick after ``oldest`` and at or before ``now``; None if none.
+
+    Ticks come from the schedule's cron itself (:class:`beat_schedules.JobCrontab`), not from
+    Celery's ``remaining_estimate``, which reads the clock again: when that clock had moved
+    half a second past ``now`` (slow sends within one beat tick), the estimate no longer landed
+    on the tick and this walk never got past it.
+    """
+    schedule = entry.schedule
+    zone = ZoneInfo(schedule.zone)
     found = None
     cursor = oldest
     while True:
-        tick = _whole_second(now + entry.schedule.remaining_estimate(cursor))
+        (tick,) = schedule.cron.next_runs(zone, cursor, 1)
         if tick > now:
             return found
-        found, cursor = tick, tick
-
-
-def _whole_second(moment: datetime) -> datetime:
-    """Celery's estimate reads the clock again, so it is off by the microseconds in between;
-    a crontab tick is a whole minute, and its run id must be the same on every beat."""
-    return (moment + timedelta(microseconds=500_000)).replace(microsecond=0)
+        found = cursor = tick

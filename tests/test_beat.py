@@ -234,3 +234,20 @@ def test_a_wiped_redis_starts_the_ledger_again_from_now(
         redis_client.delete(key)
     run(beat, clock, *seconds(10, 30, 60))
     assert sent(redis_client, redis_prefix) == [minute(1)]
+
+
+@pytest.mark.timeout(10)
+def test_the_latest_tick_is_found_whatever_the_clock_does_meanwhile() -> None:
+    """Celery's remaining_estimate reads the clock itself: once it had moved more than half a
+    second past the `now` beat asked about (slow sends within one tick), the walk to the
+    latest tick never got past a tick and beat hung."""
+    from celery.beat import ScheduleEntry
+
+    from beat_schedules import JobCrontab
+    from beat_schedules.scheduler import latest_tick
+
+    now = T0 + timedelta(seconds=20)
+    schedule = JobCrontab(zone="Europe/Paris", nowfun=lambda: now + timedelta(seconds=2))
+    entry = ScheduleEntry(name="todoist_projects", schedule=schedule)
+    assert latest_tick(entry, now, now - timedelta(minutes=5)) == T0.replace(second=0)
+    assert latest_tick(entry, now, T0) is None  # no tick after T0 up to now

@@ -477,9 +477,7 @@ def _tune_monitors(config: IngestionConfig) -> None:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def setup(
-    config: Callable[[], IngestionConfig], environ: Mapping[str, str] = os.environ
-) -> None:
+def setup(config: Callable[[], IngestionConfig], environ: Mapping[str, str] = os.environ) -> None:
     """Hook logging and Sentry into Celery's worker and beat start-up (idempotent).
 
     Sentry starts in the worker's main process (``celeryd_init``), before the prefork pool
