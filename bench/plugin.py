@@ -28,7 +28,7 @@ def _classify(exc: BaseException) -> IngestError | None:
     return None
 
 
-bench: Service[None] = Service(NAME, credentials=(), open_client=_open, classify=_classify)
+bench: Service[None] = Service(NAME, open_client=_open, classify=_classify)
 
 
 @bench.data_type("nothing")

@@ -19,6 +19,10 @@ from ela import cli_backfill
 from ela import config as config_module
 from ela.cli import main
 from ela.config import IngestionConfig
+from ela.connectors.garmin import CHUNK_DAYS as GARMIN_CHUNK_DAYS
+from ela.connectors.pacing import SLACK_S, BackfillProfile
+from ela.connectors.strava import CHUNK_LIMIT as STRAVA_CHUNK_LIMIT
+from ela.connectors.strava import read_quotas
 from ela.emulators.garmin import GarminEmulator
 from ela.emulators.server import Fault
 from ela.emulators.strava import StravaEmulator
@@ -57,7 +61,7 @@ def epoch(day: date) -> int:
 
 def test_a_window_is_cut_into_chunks_aligned_on_since() -> None:
     plan = bf.plan(CONFIG, "garmin_sleep", date(2025, 1, 1), date(2025, 4, 5), today=TODAY)
-    assert plan.chunk_days == bf.GARMIN_CHUNK_DAYS == 30
+    assert plan.chunk_days == GARMIN_CHUNK_DAYS == 30
     assert [(c.first, c.last) for c in plan.chunks] == [
         (date(2025, 1, 1), date(2025, 1, 30)),
         (date(2025, 1, 31), date(2025, 3, 1)),
@@ -103,7 +107,7 @@ def test_windows_as_each_connector_reads_them() -> None:
         "since": "2025-01-01T00:00:00+00:00",
         "until": "2025-01-31T00:00:00+00:00",
         "scheduled_at": "2025-01-31T00:00:00+00:00",
-        "limit": bf.STRAVA_CHUNK_LIMIT,
+        "limit": STRAVA_CHUNK_LIMIT,
     }
     assert "limit" not in g1.task_kwargs("garmin_activities", garmin.profile.limit)
     assert (strava.task, strava.queue, strava.incremental) == (
@@ -184,51 +188,57 @@ class FakeClock:
 
 
 def test_strava_quotas_leave_headroom_for_scheduled_runs() -> None:
-    short, daily = bf.strava_quotas()
+    short, daily = read_quotas()
     assert (short.period_s, short.limit, short.budget) == (900, 100, 90)
     assert (daily.period_s, daily.limit, daily.budget) == (86400, 1000, 900)
 
 
 def test_pacer_waits_for_the_next_window_when_the_budget_is_spent() -> None:
     clock = FakeClock(datetime(2025, 6, 1, 10, 7, 30, tzinfo=UTC).timestamp())
-    pacer = bf.Pacer(bf.strava_quotas(), clock=clock.time, sleep=clock.sleep)
+    pacer = bf.Pacer(read_quotas(), clock=clock.time, sleep=clock.sleep)
     assert pacer.delay(1) == (0.0, None)
     pacer.record(89)
     assert pacer.delay(1) == (0.0, None)
     pacer.record(1)
     wait, quota = pacer.delay(1)
     assert quota is not None and quota.name == "Strava 15-minute"
-    assert wait == 450 + bf.SLACK_S  # 10:07:30 → 10:15:00, and a second past it
+    assert wait == 450 + SLACK_S  # 10:07:30 → 10:15:00, and a second past it
     pacer.pause(wait)
     assert pacer.delay(1) == (0.0, None)  # a new quarter hour
-    assert pacer.used(bf.strava_quotas()[1]) == 90  # still today's
+    assert pacer.used(read_quotas()[1]) == 90  # still today's
 
 
 def test_pacer_waits_for_midnight_when_the_day_is_spent() -> None:
     clock = FakeClock(datetime(2025, 6, 1, 20, 0, tzinfo=UTC).timestamp())
-    pacer = bf.Pacer(bf.strava_quotas(), clock=clock.time, sleep=clock.sleep)
+    pacer = bf.Pacer(read_quotas(), clock=clock.time, sleep=clock.sleep)
     for _ in range(10):
         pacer.record(90)
         clock.now += 900
     wait, quota = pacer.delay(1)
     assert quota is not None and quota.name == "Strava daily"
-    assert clock.now + wait == datetime(2025, 6, 2, tzinfo=UTC).timestamp() + bf.SLACK_S
+    assert clock.now + wait == datetime(2025, 6, 2, tzinfo=UTC).timestamp() + SLACK_S
 
 
 def test_a_chunk_bigger_than_a_window_starts_in_a_fresh_one() -> None:
     clock = FakeClock(datetime(2025, 6, 1, 10, 0, tzinfo=UTC).timestamp())
-    pacer = bf.Pacer(bf.strava_quotas(), clock=clock.time, sleep=clock.sleep)
+    pacer = bf.Pacer(read_quotas(), clock=clock.time, sleep=clock.sleep)
     assert pacer.delay(500) == (0.0, None)  # nothing spent yet: go
     pacer.record(1)
-    assert pacer.delay(500)[0] == 900 + bf.SLACK_S
+    assert pacer.delay(500)[0] == 900 + SLACK_S
+
+
+def profile(service: str, data_type: str) -> BackfillProfile:
+    found = bf.backfill_profile(service, data_type)
+    assert found is not None
+    return found
 
 
 def test_estimates() -> None:
-    strava = bf.PROFILES[("strava", "activities")]
+    strava = profile("strava", "activities")
     assert [strava.estimate(30, n) for n in (0, 199, 200, 450)] == [1, 1, 2, 3]
-    assert bf.PROFILES[("garmin", "heart_rate")].estimate(30, 0) == 31  # a call a day + profile
-    assert bf.PROFILES[("garmin", "sleep")].estimate(5, 5) == 6
-    assert bf.PROFILES[("garmin", "activities")].estimate(30, 45) == 4
+    assert profile("garmin", "heart_rate").estimate(30, 0) == 31  # a call a day + profile
+    assert profile("garmin", "sleep").estimate(5, 5) == 6
+    assert profile("garmin", "activities").estimate(30, 45) == 4
 
 
 # -- Garmin: one record a day over ~90 days ------------------------------------------------------
@@ -464,7 +474,7 @@ def test_pacing_keeps_each_15_minute_window_under_its_budget(tmp_path: Path) -> 
         bucket = LocalBucket(tmp_path / "bucket")
         plan = bf.plan(CONFIG, "strava_activities", date(2024, 6, 1), STRAVA_UNTIL)
         assert len(plan.chunks) == 13
-        quotas = bf.strava_quotas(short=5, daily=1000)
+        quotas = read_quotas(short=5, daily=1000)
         assert quotas[0].budget == 4  # room left for the scheduled runs
         pacer = bf.Pacer(quotas, clock=clock.time, sleep=clock.sleep)
         events: list[bf.Event] = []
@@ -488,7 +498,7 @@ def test_pacing_keeps_each_15_minute_window_under_its_budget(tmp_path: Path) -> 
         assert len(waits) >= 3 and clock.sleeps == [e.seconds for e in waits]
         # Every wait ends a second into a new quarter hour, and the chunk starts right then.
         after_waits = [starts[i] for i, e in enumerate(_starts_after_waits(events)) if e]
-        assert after_waits and all(t % 900 == bf.SLACK_S for t in after_waits)
+        assert after_waits and all(t % 900 == SLACK_S for t in after_waits)
         assert clock.now - (time.time() // 900 * 900 + 60) < 4 * 3600  # minutes, not hours
         records = landed(bucket, [r.as_dict() for r in state.results])
         assert records == in_window(em, date(2024, 6, 1), STRAVA_UNTIL)
@@ -521,8 +531,8 @@ def test_a_rate_limited_chunk_waits_as_told_and_runs_again_under_the_same_id(
 
     assert state.complete
     retries = [(e.chunk.index, e.seconds) for e in events if e.kind == "retry"]
-    assert retries == [(2, 120 + bf.SLACK_S)]  # Strava's Retry-After, then a second
-    assert clock.sleeps == [120 + bf.SLACK_S]
+    assert retries == [(2, 120 + SLACK_S)]  # Strava's Retry-After, then a second
+    assert clock.sleeps == [120 + SLACK_S]
     assert [r.attempts for r in state.results] == [1, 2, 1, 1]
     second = plan.chunks[1]
     assert [q["after"] for q in list_calls(em)].count(str(epoch(second.first) - 1)) == 2
@@ -619,7 +629,7 @@ def test_a_chunk_the_worker_gave_up_on_is_waited_for_and_sent_again(
         assert state.complete, state.results
         assert [r.attempts for r in state.results] == [1, 2, 1, 1]
         # No Retry-After reached us through Celery: wait for Strava's next quarter hour.
-        assert clock.sleeps == [450 + bf.SLACK_S]
+        assert clock.sleeps == [450 + SLACK_S]
         bucket = LocalBucket(tmp_path / "bucket")
         assert landed(bucket, [r.as_dict() for r in state.results]) == in_window(
             em, date(2025, 3, 1), STRAVA_UNTIL

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from ela.connectors.pacing import BackfillProfile
 from ela.endpoints import origin
 from ela.errors import (
     FatalError,
@@ -462,6 +463,7 @@ class DataType:
         max_days: the most days a single run may ask for, or None.
         incremental: whether the job keeps a cursor in ``_state/``.
         keeps_state: whether the job keeps any state (a cursor, landed keys, complete days).
+        backfill: how ``ela backfill`` cuts and paces a past window, for a type that takes one.
     """
 
     service: str
@@ -472,6 +474,7 @@ class DataType:
     max_days: int | None = None
     incremental: bool = False
     keeps_state: bool = False
+    backfill: BackfillProfile | None = None
     doc: str = ""
 
     @property
@@ -486,12 +489,10 @@ class Service(Generic[C]):
         self,
         name: str,
         *,
-        credentials: tuple[str, ...],
         open_client: Callable[[FetchContext], AbstractContextManager[C]],
         classify: Callable[[BaseException], IngestError | None],
     ) -> None:
         self.name = name
-        self.credentials = credentials
         self.open_client = open_client
         self._classify = classify
         self.data_types: dict[str, DataType] = {}
@@ -505,6 +506,7 @@ class Service(Generic[C]):
         max_days: int | None = None,
         incremental: bool = False,
         keeps_state: bool = False,
+        backfill: BackfillProfile | None = None,
     ) -> Callable[[FetchFn], FetchFn]:
         """Register the decorated generator as this service's data type ``name``."""
 
@@ -518,6 +520,7 @@ class Service(Generic[C]):
                 max_days=max_days,
                 incremental=incremental,
                 keeps_state=keeps_state or incremental,
+                backfill=backfill,
                 doc=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
             )
             return fn

@@ -34,6 +34,7 @@ from ela.connectors.base import (
     parse_retry_after,
     read_response,
 )
+from ela.connectors.pacing import BackfillProfile
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.tokens import TokenStore
 
@@ -53,11 +54,28 @@ ZONE = "garmin-zone"
 # A job's settle_hours wins.
 SETTLE_HOURS = 6
 AUTH_FIX = "run `ela auth garmin` to log in again (MFA included) and store new tokens"
-ACTIVITY_PAGE = 20  # what the library and Connect's web UI ask for per activity-search page
+PAGE_SIZE = 20  # what the library and Connect's web UI ask for per activity-search page
 # Daily calls in flight at once (sleep, heart rate: one day per call). Garmin publishes no API
 # limit (its 429s come from SSO logins); four overlaps the round trips of a backfill without
 # bursting, and records are still yielded in day order.
 PARALLEL_DAYS = 4
+
+# Backfill: a daily type costs one call per day, so a 30-day chunk is ~31 calls (and the profile)
+# — a minute or two of work, far inside the dev 15-minute task limit and the 366-day window one
+# run may ask for; a failed chunk re-fetches at most a month, and a month is a sensible landing
+# object for the loaders. Activities follow the same chunks (a search page per 20 activities).
+# Garmin publishes no quota; its 429s carry Retry-After, which the runner honours.
+CHUNK_DAYS = 30
+DAILY_BACKFILL = BackfillProfile(
+    chunk_days=CHUNK_DAYS,
+    until_exclusive=False,
+    estimate=lambda days, most_records: days + 1,  # a call a day, and the profile on resume
+)
+ACTIVITY_BACKFILL = BackfillProfile(
+    chunk_days=CHUNK_DAYS,
+    until_exclusive=False,
+    estimate=lambda days, most_records: most_records // PAGE_SIZE + 2,  # pages, and the profile
+)
 
 # Where garminconnect sends DI OAuth2 token requests (ticket exchange and refresh): a host of
 # its own; with GARMIN_SSO_URL redirected they are served under that base instead.
@@ -303,7 +321,7 @@ class _PerThread(threading.local):
     generation: int | None = None
 
 
-class _Client:
+class GarminClient:
     """A ``Garmin`` resumed from stored tokens; refreshes are locked and written back.
 
     The library refreshes by itself (before a call when the token expires within 15 minutes,
@@ -454,7 +472,7 @@ class _Client:
 
 
 @contextmanager
-def _open(ctx: FetchContext) -> Iterator[_Client]:
+def _open(ctx: FetchContext) -> Iterator[GarminClient]:
     from garminconnect import Garmin
 
     store = TokenStore.from_env(ctx.environ)
@@ -466,7 +484,7 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         raise ReauthError(f"garmin: no stored tokens in {store.where}: {AUTH_FIX}")
     garmin = Garmin()  # no credentials: the library cannot fall back to a password login
 
-    client = _Client(garmin, store, tokens)
+    client = GarminClient(garmin, store, tokens)
     close = adapt(
         garmin,
         ctx.environ,
@@ -481,9 +499,8 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
         close()
 
 
-garmin: Service[_Client] = Service(
+garmin: Service[GarminClient] = Service(
     "garmin",
-    credentials=("GARMIN_USERNAME", "GARMIN_PASSWORD"),
     open_client=_open,
     classify=_classify,
 )
@@ -543,7 +560,7 @@ def last_final_day(ctx: FetchContext, zone: ZoneInfo) -> date:
 
 
 def _daily(
-    client: _Client,
+    client: GarminClient,
     ctx: FetchContext,
     kind: str,
     fetch: Callable[[str], Any],
@@ -585,9 +602,13 @@ def _daily(
 
 
 @garmin.data_type(
-    "sleep", params=("days", "settle_hours", "user_timezone"), max_days=MAX_DAYS, keeps_state=True
+    "sleep",
+    params=("days", "settle_hours", "user_timezone"),
+    max_days=MAX_DAYS,
+    keeps_state=True,
+    backfill=DAILY_BACKFILL,
 )
-def sleep(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def sleep(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Daily sleep, one record per calendar day (``dailySleepDTO.calendarDate``)."""
 
     def calendar_date(record: Record) -> Any:
@@ -602,8 +623,9 @@ def sleep(client: _Client, ctx: FetchContext) -> Iterator[Record]:
     params=("days", "settle_hours", "user_timezone"),
     max_days=MAX_DAYS,
     keeps_state=True,
+    backfill=DAILY_BACKFILL,
 )
-def heart_rate(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def heart_rate(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Daily heart rate, one record per calendar day (``calendarDate``)."""
     yield from _daily(
         client, ctx, "heart_rate", client.garmin.get_heart_rates, lambda r: r.get("calendarDate")
@@ -611,9 +633,13 @@ def heart_rate(client: _Client, ctx: FetchContext) -> Iterator[Record]:
 
 
 @garmin.data_type(
-    "activities", params=("days", "user_timezone"), max_days=MAX_DAYS, keeps_state=True
+    "activities",
+    params=("days", "user_timezone"),
+    max_days=MAX_DAYS,
+    keeps_state=True,
+    backfill=ACTIVITY_BACKFILL,
 )
-def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def activities(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Activities started in the last ``days`` days (the user's), newest first, as the activity
     search returns them, each landed once.
 
@@ -637,7 +663,7 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
             f"{span} from {position}",
             client.garmin.connectapi,
             client.garmin.garmin_connect_activities,
-            params={**params, "start": str(position), "limit": str(ACTIVITY_PAGE)},
+            params={**params, "start": str(position), "limit": str(PAGE_SIZE)},
         )
         if not isinstance(page, list):
             raise PayloadError(f"garmin: {span}: page at {position} is not a list")
@@ -645,7 +671,7 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
             if not isinstance(record, dict):
                 raise PayloadError(f"garmin: {span}: record {position + offset} is not an object")
         yield from _unlanded(pages.read(page), ctx, days[0])
-        pages.advance(position + len(page) if len(page) >= ACTIVITY_PAGE else None)
+        pages.advance(position + len(page) if len(page) >= PAGE_SIZE else None)
 
 
 def _unlanded(page: list[Record], ctx: FetchContext, first: date) -> Iterator[Record]:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import requests
     import spotipy
 
-PAGE_MAX = 50  # Spotify's maximum page size for every endpoint used here.
+PAGE_SIZE = 50  # Spotify's maximum page size for every endpoint used here.
 # Offset pages in flight at once. Spotify's limit is a rolling 30 s window on the number of
 # calls, which concurrency does not change; four overlaps the round trips without bursting.
 PARALLEL_PAGES = 4
@@ -59,12 +59,6 @@ SCOPES = (
     "playlist-read-private",  # playlists
     "playlist-read-collaborative",  # playlists shared with the user
     "user-top-read",  # top_tracks, top_artists
-)
-CREDENTIALS = (
-    "SPOTIFY_CLIENT_ID",
-    "SPOTIFY_CLIENT_SECRET",
-    "SPOTIFY_REDIRECT_URI",
-    "SPOTIFY_REFRESH_TOKEN",
 )
 REAUTH_HINT = "run `ela auth spotify` (or set a new SPOTIFY_REFRESH_TOKEN)"
 # Quick in-process retries for transient 5xx and refused connections; anything longer is the
@@ -264,7 +258,7 @@ def _spotify_class() -> type[spotipy.Spotify]:
     return RenewingSpotify
 
 
-class _Client:
+class SpotifyClient:
     """A spotipy client plus the paging every data type shares."""
 
     def __init__(self, sp: spotipy.Spotify, hosts: endpoints.Hosts, ctx: FetchContext) -> None:
@@ -288,7 +282,7 @@ class _Client:
                 a page is not at the offset asked for, a ``next`` link names another host
                 than the configured API's, or the pages loop (:class:`Paginator`).
         """
-        size = min(PAGE_MAX, limit) if limit else PAGE_MAX
+        size = min(PAGE_SIZE, limit) if limit else PAGE_SIZE
         pages = Paginator(f"spotify: {what}", self.ctx)
         page = first(size)
         items = _items(page, what, 1)
@@ -310,7 +304,7 @@ class _Client:
             link = self.hosts.route(link, f"{what} page {pages.number + 1}")
         split = urlsplit(link)
         query = dict(parse_qsl(split.query))
-        size = int(query.get("limit", PAGE_MAX))
+        size = int(query.get("limit", PAGE_SIZE))
         offsets = iter(range(start, wanted, size))
 
         def page_at(offset: int) -> list[Any]:
@@ -371,7 +365,7 @@ def _items(page: Any, what: str, number: int) -> list[Any]:
 
 
 @contextmanager
-def _open(ctx: FetchContext) -> Iterator[_Client]:
+def _open(ctx: FetchContext) -> Iterator[SpotifyClient]:
     from spotipy.cache_handler import MemoryCacheHandler
 
     # spotipy logs request headers (the bearer token, the client secret) at DEBUG.
@@ -419,7 +413,7 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
     )
     sp = _spotify_class()(auth_manager=auth, requests_session=session, requests_timeout=timeout)
     try:
-        yield _Client(sp, hosts, ctx)
+        yield SpotifyClient(sp, hosts, ctx)
     finally:
         session.close()
 
@@ -481,9 +475,7 @@ def _classify(exc: BaseException) -> IngestError | None:
     return None
 
 
-spotify: Service[_Client] = Service(
-    "spotify", credentials=CREDENTIALS, open_client=_open, classify=_classify
-)
+spotify: Service[SpotifyClient] = Service("spotify", open_client=_open, classify=_classify)
 
 
 # -- data types -----------------------------------------------------------------------------
@@ -519,7 +511,7 @@ def play_key(item: Record) -> str:
     max_limit=50,
     incremental=True,
 )
-def recently_played(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def recently_played(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record]:
     """The plays of the last 50 not landed before, newest first as the API sends them.
 
     Spotify keeps only the last 50 plays, and a play listened to offline appears when the
@@ -594,7 +586,7 @@ def recently_played(client: _Client, ctx: FetchContext) -> Iterator[Record]:
 
 
 @spotify.data_type("saved_tracks", params=("limit",), max_limit=10_000)
-def saved_tracks(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def saved_tracks(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record]:
     """The saved tracks library, newest first, up to ``limit`` (pages of 50)."""
     yield from client.pages(
         "saved_tracks", lambda n: client.sp.current_user_saved_tracks(limit=n), ctx.limit
@@ -602,7 +594,7 @@ def saved_tracks(client: _Client, ctx: FetchContext) -> Iterator[Record]:
 
 
 @spotify.data_type("saved_albums", params=("limit",), max_limit=10_000)
-def saved_albums(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def saved_albums(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record]:
     """The saved albums library, newest first, up to ``limit`` (pages of 50)."""
     yield from client.pages(
         "saved_albums", lambda n: client.sp.current_user_saved_albums(limit=n), ctx.limit
@@ -610,7 +602,7 @@ def saved_albums(client: _Client, ctx: FetchContext) -> Iterator[Record]:
 
 
 @spotify.data_type("playlists", params=("limit",), max_limit=10_000)
-def playlists(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def playlists(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record]:
     """The playlists the user owns or follows, up to ``limit``."""
     yield from client.pages(
         "playlists", lambda n: client.sp.current_user_playlists(limit=n), ctx.limit
@@ -619,7 +611,7 @@ def playlists(client: _Client, ctx: FetchContext) -> Iterator[Record]:
 
 # Top items: at most 50 per call, and Spotify computes only the top 50 per time range.
 @spotify.data_type("top_tracks", params=("limit", "time_range"), max_limit=50)
-def top_tracks(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def top_tracks(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record]:
     """The user's top tracks for ``time_range``."""
     time_range = ctx.time_range or "medium_term"
     yield from client.pages(
@@ -630,7 +622,7 @@ def top_tracks(client: _Client, ctx: FetchContext) -> Iterator[Record]:
 
 
 @spotify.data_type("top_artists", params=("limit", "time_range"), max_limit=50)
-def top_artists(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def top_artists(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record]:
     """The user's top artists for ``time_range``."""
     time_range = ctx.time_range or "medium_term"
     yield from client.pages(

@@ -52,6 +52,7 @@ from ela.connectors.base import (
     read_response,
     require,
 )
+from ela.connectors.pacing import SLACK_S, BackfillProfile, Quota
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.tokens import TokenStore
 
@@ -236,7 +237,7 @@ def _parse_once(response: requests.Response) -> None:
 
 
 @dataclasses.dataclass
-class _Client:
+class StravaClient:
     api: Client
     transport: _Transport
 
@@ -331,7 +332,7 @@ def _quiet_stravalib(record: logging.LogRecord) -> bool:
 
 
 @contextmanager
-def _stravalib_client(ctx: FetchContext) -> Iterator[_Client]:
+def _stravalib_client(ctx: FetchContext) -> Iterator[StravaClient]:
     """A stravalib Client on our session, its own rate limiter and auto-refresh disabled."""
     import requests
     from stravalib.client import Client
@@ -351,11 +352,11 @@ def _stravalib_client(ctx: FetchContext) -> Iterator[_Client]:
     api.protocol.client_id = None
     api.protocol.client_secret = None
     with session:
-        yield _Client(api, transport)
+        yield StravaClient(api, transport)
 
 
 @contextmanager
-def _open(ctx: FetchContext) -> Iterator[_Client]:
+def _open(ctx: FetchContext) -> Iterator[StravaClient]:
     client_id, secret = _app_credentials(ctx.environ)
     store = TokenStore.from_env(ctx.environ)
     with _stravalib_client(ctx) as client:
@@ -435,9 +436,8 @@ def _seconds_to_quarter_hour() -> float:
     return QUARTER_HOUR_S - time.time() % QUARTER_HOUR_S
 
 
-strava: Service[_Client] = Service(
+strava: Service[StravaClient] = Service(
     "strava",
-    credentials=("STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET", "STRAVA_REFRESH_TOKEN"),
     open_client=_open,
     classify=_classify,
 )
@@ -446,8 +446,52 @@ strava: Service[_Client] = Service(
 # -- data types ----------------------------------------------------------------------------
 
 
-@strava.data_type("activities", params=("limit", "lookback_days"), incremental=True)
-def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+# Backfill: one list page holds 200 activities and a month of even a very active athlete is well
+# under that, so a 30-day chunk costs one read. Shorter chunks would spend more reads for the same
+# data (ten years in 30-day chunks is ~122 reads, a bit more than one 15-minute window), longer
+# ones would make a failed chunk costlier and objects bigger.
+CHUNK_DAYS = 30
+# One chunk's item limit. The job's own limit (20 to 1000) paces scheduled runs; a chunk must land
+# its whole window, and nobody records 10,000 activities in a month, so this only guards against a
+# runaway window (a chunk that reaches it fails loudly).
+CHUNK_LIMIT = 10_000
+
+
+def read_quotas(short: int = READ_BUDGET[0], daily: int = READ_BUDGET[1]) -> tuple[Quota, ...]:
+    """Strava's read limits, by default its default ones (100 per 15 minutes, 1,000 per day)."""
+    return (
+        Quota.shared("Strava 15-minute", QUARTER_HOUR_S, short),
+        Quota.shared("Strava daily", DAY_S, daily),
+    )
+
+
+def _chunk_calls(days: int, most_records: int) -> int:
+    # stravalib stops at the first page shorter than per_page, so n activities cost n//200 + 1
+    # reads; the token refresh goes to /oauth/, which Strava does not rate-limit.
+    return most_records // PAGE_SIZE + 1
+
+
+def _next_quarter_hour(now: float, attempt: int) -> float:
+    # A 429 that names no reset (or one reported by a worker, whose result does not carry
+    # retry_after) is most likely the 15-minute window.
+    return QUARTER_HOUR_S - now % QUARTER_HOUR_S + SLACK_S
+
+
+@strava.data_type(
+    "activities",
+    params=("limit", "lookback_days"),
+    incremental=True,
+    backfill=BackfillProfile(
+        chunk_days=CHUNK_DAYS,
+        max_chunk_days=366,
+        until_exclusive=True,
+        estimate=_chunk_calls,
+        fallback_wait=_next_quarter_hour,
+        quotas=read_quotas(),
+        limit=CHUNK_LIMIT,
+    ),
+)
+def activities(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
     """Activities since the cursor, oldest first, up to ``limit``, re-reading a lookback.
 
     Strava's ``after`` filters on start time, so an activity uploaded after a run but started
@@ -558,7 +602,7 @@ def activities(client: _Client, ctx: FetchContext) -> Iterator[Record]:
 
 
 @strava.data_type("athlete")
-def athlete(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def athlete(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
     """The authenticated athlete's profile (one record), as Strava sent it.
 
     The request ``Client.get_athlete`` makes, without its model round trip: stravalib's

@@ -38,7 +38,7 @@ INFLATE_STEP = 1 << 16  # bytes a compressed body may expand to in one step
 REAUTH = "TODOIST_API_TOKEN is invalid or revoked; set a new one"
 
 
-class _Client:
+class TodoistClient:
     """A TodoistAPI whose httpx client is routed, timed out, counted and capped, and that keeps
     the body of each page it fetches (:attr:`fresh`)."""
 
@@ -100,7 +100,7 @@ def _refused(what: str, exc: Exception) -> str:
 
 
 @contextmanager
-def _open(ctx: FetchContext) -> Iterator[_Client]:
+def _open(ctx: FetchContext) -> Iterator[TodoistClient]:
     import httpx
     from todoist_api_python.api import TodoistAPI
 
@@ -110,7 +110,7 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
     hosts = endpoints.Hosts.of("todoist", ctx.environ, "TODOIST_API_URL")
     connect, read = endpoints.http_timeout(ctx.environ)
     cap = limits.max_body_bytes(ctx.environ)
-    holder: dict[str, _Client] = {}
+    holder: dict[str, TodoistClient] = {}
 
     # The library passes its own per-request timeout (60 s read); ours wins.
     timeout = httpx.Timeout(read, connect=connect).as_dict()
@@ -152,7 +152,7 @@ def _open(ctx: FetchContext) -> Iterator[_Client]:
 
     http = httpx.Client(event_hooks={"request": [route], "response": [keep_raw]})
     api = TodoistAPI(token, client=http)
-    client = holder["client"] = _Client(api, ctx)
+    client = holder["client"] = TodoistClient(api, ctx)
     with api:  # closes the httpx client; the api object stays referenced while pages are read
         yield client
 
@@ -177,18 +177,16 @@ def _classify(exc: BaseException) -> IngestError | None:
     return None
 
 
-todoist: Service[_Client] = Service(
-    "todoist", credentials=("TODOIST_API_TOKEN",), open_client=_open, classify=_classify
-)
+todoist: Service[TodoistClient] = Service("todoist", open_client=_open, classify=_classify)
 
 
 @todoist.data_type("tasks")
-def tasks(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def tasks(client: TodoistClient, ctx: FetchContext) -> Iterator[Record]:
     """Active tasks, every page."""
     yield from client.pages("tasks", client.api.get_tasks(limit=PAGE_SIZE))
 
 
 @todoist.data_type("projects")
-def projects(client: _Client, ctx: FetchContext) -> Iterator[Record]:
+def projects(client: TodoistClient, ctx: FetchContext) -> Iterator[Record]:
     """Active projects, every page."""
     yield from client.pages("projects", client.api.get_projects(limit=PAGE_SIZE))

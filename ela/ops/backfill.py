@@ -36,166 +36,26 @@ from typing import Any, Literal
 
 from ela.config import IngestionConfig
 from ela.connectors import data_type as registered
-from ela.connectors.strava import DAY_S, PAGE_SIZE, QUARTER_HOUR_S, READ_BUDGET
+from ela.connectors.pacing import SLACK_S, BackfillProfile, Quota
 from ela.errors import FatalError, IngestError, RetriableError
 from ela.sinks import Bucket
 
-# Chunk sizes, in days.
-# Garmin: sleep and heart rate cost one call per day, so a 30-day chunk is ~31 calls (and the
-# profile) — a minute or two of work, far inside the dev 15-minute task limit and the 366-day
-# window one Garmin run may ask for; a failed chunk re-fetches at most a month, and a month is
-# a sensible landing object for the loaders. Activities follow the same chunks (one search page
-# per 20 activities, two or three pages a month).
-GARMIN_CHUNK_DAYS = 30
-# Strava: one list page holds 200 activities (Strava's maximum per_page) and a month of even a
-# very active athlete is well under that, so a 30-day chunk costs one read. Shorter chunks would
-# spend more reads for the same data (ten years in 30-day chunks is ~122 reads, a bit more than
-# one 15-minute window), longer ones would make a failed chunk costlier and objects bigger.
-STRAVA_CHUNK_DAYS = 30
-# One run's item limit for a Strava chunk. The job's own limit (20 to 1000) paces scheduled runs;
-# a chunk must land its whole window, and nobody records 10,000 activities in a month, so this
-# only guards against a runaway window (a chunk that reaches it fails loudly, see below).
-STRAVA_CHUNK_LIMIT = 10_000
-GARMIN_ACTIVITY_PAGE = 20  # the activity search page size garminconnect asks for
-# Of every provider quota a backfill spends at most this share, so the scheduled runs of the
-# same application (the same Strava quota) are not starved while it runs.
-QUOTA_SHARE = 0.9
-# A window "resets at :15" on Strava's clock, not necessarily ours: wait a second past it.
-SLACK_S = 1.0
 # Consecutive retriable failures of one chunk before the backfill stops (re-run to resume).
 # A rate-limit wait counts once however long it is, so this bounds flapping 5xx, not quotas.
 MAX_ATTEMPTS = 8
-FALLBACK_BACKOFF_S = 30.0  # first wait for a retriable error that names no Retry-After
-MAX_FALLBACK_S = 15 * 60.0
 
 # Run ids of backfill chunks live in their own uuid5 namespace.
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "ela-ingest:backfill")
 
 
-# -- providers -------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Quota:
-    """A provider rate-limit window aligned on the UTC epoch (Strava's reset at :00/:15/:30/:45
-    and at midnight UTC are both epoch-aligned).
-
-    Attributes:
-        name: for messages ("Strava 15-minute").
-        period_s: the window's length.
-        limit: what the provider allows per window.
-        budget: what a backfill lets itself spend per window (``limit`` minus headroom).
-    """
-
-    name: str
-    period_s: int
-    limit: int
-    budget: int
-
-    @classmethod
-    def shared(cls, name: str, period_s: int, limit: int) -> Quota:
-        """A quota of which the backfill takes :data:`QUOTA_SHARE` (at least one call)."""
-        return cls(name, period_s, limit, max(1, math.floor(limit * QUOTA_SHARE)))
-
-    def window_start(self, now: float) -> float:
-        return now - now % self.period_s
-
-    def resets_in(self, now: float) -> float:
-        return self.period_s - now % self.period_s
-
-
-def strava_quotas(short: int = READ_BUDGET[0], daily: int = READ_BUDGET[1]) -> tuple[Quota, ...]:
-    """Strava's read limits, by default its default ones (100 per 15 minutes, 1,000 per day)."""
-    return (
-        Quota.shared("Strava 15-minute", QUARTER_HOUR_S, short),
-        Quota.shared("Strava daily", DAY_S, daily),
-    )
-
-
-EstimateFn = Callable[[int, int], int]
-"""(days in the chunk, most records a chunk has landed so far) → API calls it will cost."""
-
-
-def _strava_calls(days: int, most_records: int) -> int:
-    # stravalib stops at the first page shorter than per_page, so n activities cost n//200 + 1
-    # reads; the token refresh goes to /oauth/, which Strava does not rate-limit.
-    return most_records // PAGE_SIZE + 1
-
-
-def _garmin_daily_calls(days: int, most_records: int) -> int:
-    return days + 1  # one call per day, and the profile read when the client resumes
-
-
-def _garmin_activity_calls(days: int, most_records: int) -> int:
-    return most_records // GARMIN_ACTIVITY_PAGE + 2  # pages, and the profile
-
-
-def _next_quarter_hour(now: float, attempt: int) -> float:
-    # A Strava 429 that names no reset (or one reported by a worker, whose result does not
-    # carry retry_after) is most likely the 15-minute window.
-    return QUARTER_HOUR_S - now % QUARTER_HOUR_S + SLACK_S
-
-
-def _backoff(now: float, attempt: int) -> float:
-    return float(min(MAX_FALLBACK_S, FALLBACK_BACKOFF_S * 2**attempt))
-
-
-def _max_days(service: str, name: str) -> int:
-    """The most days one run of the registered data type may ask for."""
-    max_days = registered(service, name).max_days
-    assert max_days is not None, f"{service}/{name} registers no max_days"
-    return max_days
-
-
-@dataclasses.dataclass(frozen=True)
-class Profile:
-    """How one backfillable data type is chunked, windowed and paced.
-
-    Attributes:
-        until_exclusive: Strava's ``before`` excludes ``until``; Garmin includes ``until``'s day.
-        limit: the item limit each chunk run gets, or None for the job's own.
-        quotas: the provider's rate-limit windows the backfill paces itself to.
-        estimate: API calls one chunk will cost, before it runs.
-        fallback_wait: (now, attempt) → seconds to wait after a retriable failure that named
-            no retry_after.
-    """
-
-    default_chunk_days: int
-    max_chunk_days: int
-    until_exclusive: bool
-    estimate: EstimateFn
-    fallback_wait: Callable[[float, int], float]
-    quotas: tuple[Quota, ...] = ()
-    limit: int | None = None
-
-
-PROFILES: dict[tuple[str, str], Profile] = {
-    ("strava", "activities"): Profile(
-        default_chunk_days=STRAVA_CHUNK_DAYS,
-        max_chunk_days=366,
-        until_exclusive=True,
-        estimate=_strava_calls,
-        fallback_wait=_next_quarter_hour,
-        quotas=strava_quotas(),
-        limit=STRAVA_CHUNK_LIMIT,
-    ),
-    # Garmin publishes no quota; its 429s carry Retry-After, which the runner honours.
-    **{
-        ("garmin", name): Profile(
-            default_chunk_days=GARMIN_CHUNK_DAYS,
-            max_chunk_days=_max_days("garmin", name),
-            until_exclusive=False,
-            estimate=_garmin_activity_calls if name == "activities" else _garmin_daily_calls,
-            fallback_wait=_backoff,
-        )
-        for name in ("activities", "sleep", "heart_rate")
-    },
-}
+def backfill_profile(service: str, data_type: str) -> BackfillProfile | None:
+    """How the data type is backfilled, as its connector declares it; None if it cannot be."""
+    return registered(service, data_type).backfill
 
 
 def backfillable_jobs(config: IngestionConfig) -> list[str]:
     """The config's jobs whose data type takes a date window."""
-    return [n for n, j in config.jobs.items() if (j.service, j.data_type) in PROFILES]
+    return [n for n, j in config.jobs.items() if backfill_profile(j.service, j.data_type)]
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -265,7 +125,7 @@ class Plan:
     first: date
     last: date
     chunk_days: int
-    profile: Profile
+    profile: BackfillProfile
     chunks: tuple[Chunk, ...]
 
 
@@ -288,7 +148,7 @@ def plan(
     if job not in config.jobs:
         raise ValueError(f"unknown job {job!r}; jobs that can be backfilled: {can}")
     spec = config.jobs[job]
-    profile = PROFILES.get((spec.service, spec.data_type))
+    profile = backfill_profile(spec.service, spec.data_type)
     if profile is None:
         raise ValueError(
             f"{job} cannot be backfilled ({spec.task} takes no date window); "
@@ -300,12 +160,11 @@ def plan(
         raise ValueError(f"--since {since} is after --until {last}")
     if last > today:
         raise ValueError(f"--until {last} is in the future (today is {today} UTC)")
-    size = chunk_days or profile.default_chunk_days
-    if not 1 <= size <= profile.max_chunk_days:
-        raise ValueError(
-            f"--chunk-days {size}: a {spec.service} run may cover 1 to "
-            f"{profile.max_chunk_days} days"
-        )
+    size = chunk_days or profile.chunk_days
+    # A chunk is one run: at most what one run of the type may ask for.
+    most = profile.max_chunk_days or registered(spec.service, spec.data_type).max_days or size
+    if not 1 <= size <= most:
+        raise ValueError(f"--chunk-days {size}: a {spec.service} run may cover 1 to {most} days")
     total = (last - since).days + 1
     count = math.ceil(total / size)
     chunks = []
