@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from ela.cli_common import ENV_OPTION, emit_json, fail, load, plural, print_table, user_errors
+from ela.cli.common import ENV_OPTION, emit_json, fail, load, plural, print_table, user_errors
 from ela.errors import FatalError, IngestError
 
 if TYPE_CHECKING:

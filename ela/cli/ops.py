@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ela import config as config_module
-from ela.cli_common import (
+from ela.cli.common import (
     ENV_OPTION,
     emit_json,
     fail,

@@ -22,7 +22,7 @@ import click
 
 from ela import config as config_module
 from ela import run_input
-from ela.cli_common import (
+from ela.cli.common import (
     ENV_OPTION,
     emit_json,
     fail,
@@ -660,11 +660,8 @@ def demo(keep: bool, folder: str | None) -> None:
 
 
 # Operations commands (status, diff, promote, config migrate, backfill) live in their modules.
-from ela.cli_backfill import register as _register_backfill  # noqa: E402
-from ela.cli_ops import register as _register_ops  # noqa: E402
+from ela.cli.backfill import register as _register_backfill  # noqa: E402
+from ela.cli.ops import register as _register_ops  # noqa: E402
 
 _register_ops(main)
 _register_backfill(main)
-
-if __name__ == "__main__":
-    main()
