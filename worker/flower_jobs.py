@@ -28,7 +28,7 @@ from flower.views import BaseHandler
 from tornado.ioloop import IOLoop
 
 from ela.cli.common import plural
-from ela.cli.ops import _freshness_text as freshness_text  # the words of `ela status`
+from ela.cli.status import freshness_text  # the words of `ela status`
 from ela.config import IngestionConfig
 from ela.errors import InputError
 from ela.ops import jobs_view as jv
