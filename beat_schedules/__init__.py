@@ -99,7 +99,7 @@ def expires_seconds(config: IngestionConfig, job: Job, now: datetime | None = No
 SCHEDULED_AT_HEADER = "ela_scheduled_at"
 
 # While beat sends a tick: (task, run id, kwargs) of the message, so its log lines ("Sending due
-# task", a failed publish) name the job and run as a worker's do (worker/observability.py).
+# task", a failed publish) name the job and run as a worker's do (worker/logs.py).
 beat_sending: ContextVar[tuple[str, str, dict[str, Any]] | None] = ContextVar(
     "beat_sending", default=None
 )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ela import config as config_module
-from ela.cli_common import plural
+from ela.cli.common import plural
 from ela.emulators.registry import emulator_for
 from ela.errors import FatalError
 from ela.settings import redacted

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from ela import cli_backfill
 from ela import config as config_module
+from ela.cli import backfill as cli_backfill
 from ela.cli import main
 from ela.config import IngestionConfig
 from ela.connectors.garmin import CHUNK_DAYS as GARMIN_CHUNK_DAYS

@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from ela.cli import main
-from ela.cli_common import plural
+from ela.cli.common import plural
 from tests.helpers import REPO, write_config
 
 

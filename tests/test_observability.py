@@ -20,17 +20,19 @@ from typing import Any
 
 import pytest
 
+from ela import scrub
 from ela.config import load
 from ela.emulators.server import Fault
 from ela.emulators.todoist import TodoistEmulator
 from ela.errors import InputError, ReauthError
 from ela.run_input import RUN_ID
+from ela.scrub import FILTERED, Scrubber, credential_values
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
 from tests.helpers import REPO, Beat, SentryEndpoint, foreign_app, todoist_only, wait_for
-from worker import observability
 from worker.app import config as dev_config
-from worker.observability import FILTERED, JsonFormatter, Scrubber, credential_values, log_format
+from worker.logs import JsonFormatter, log_format
+from worker.sentry import init_sentry
 from worker.settings import hard_time_limit
 
 pytestmark = pytest.mark.timeout(180)
@@ -128,7 +130,7 @@ def test_each_pattern_is_skipped_only_when_it_cannot_match(text: str) -> None:
     """A pattern runs only when one of its words is in the line (most lines hold none); the
     result is what running every pattern on every line gives."""
     every = text
-    for _, pattern, replacement in observability._PATTERNS:
+    for _, pattern, replacement in scrub._PATTERNS:
         every = pattern.sub(replacement, every)
     assert Scrubber({}).text(text) == every
 
@@ -208,7 +210,7 @@ def test_without_a_dsn_sentry_is_neither_started_nor_imported() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
-    assert observability.init_sentry(dev_config, {}) is False
+    assert init_sentry(dev_config, {}) is False
 
 
 # -- a real worker ---------------------------------------------------------------------------

@@ -187,8 +187,9 @@ def add_jobs_pages() -> None:
 def log_as_the_others() -> None:
     """Flower's own lines in the worker's and beat's format (JSON off a terminal, scrubbed):
     a root handler of ours, with which Tornado adds none of its own."""
+    from ela.scrub import Scrubber
     from worker.app import config
-    from worker.observability import Scrubber, format_handlers
+    from worker.logs import format_handlers
 
     root = logging.getLogger()
     if not root.handlers:

@@ -27,8 +27,8 @@ import tornado.web
 from flower.views import BaseHandler
 from tornado.ioloop import IOLoop
 
-from ela.cli_common import plural
-from ela.cli_ops import _freshness_text as freshness_text  # the words of `ela status`
+from ela.cli.common import plural
+from ela.cli.status import freshness_text  # the words of `ela status`
 from ela.config import IngestionConfig
 from ela.errors import InputError
 from ela.ops import jobs_view as jv

@@ -2,5 +2,5 @@
 
 Domain code only: nothing here imports Celery, so every command works without a broker (and
 ``status`` after Redis is wiped, since it reads only the bucket). The click commands that drive
-these modules live in ``ela/cli_ops.py``.
+these modules live in ``ela/cli/`` (``status.py``, ``configs.py``, ``backfill.py``).
 """

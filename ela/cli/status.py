@@ -1,25 +1,21 @@
-"""The operations commands: ``status``, ``diff``, ``promote`` and ``config migrate``.
+"""``ela status``: each job's last runs and freshness from the bucket, then what Redis holds.
 
-Kept apart from ``ela/cli.py``; ``register(main)`` adds them to the ``ela`` group. The work is
-done in ``ela/ops/``; these functions parse options, call it, and print. Every expected failure
-is one line on stderr and exit status 1. ``ela/ops/`` (and ruamel.yaml, and the bucket clients)
-are imported inside the commands, so registering them costs every other ``ela`` command nothing.
+The work is done in ``ela/ops/status.py`` and ``ela/ops/broker.py``; this module parses the
+options, calls them and prints (coloured table on a terminal, ``--json`` for scripts). They and
+the bucket clients are imported inside the command, so other ``ela`` commands pay nothing.
+Flower's Jobs page says freshness in the same words (:func:`freshness_text`).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from ela import config as config_module
-from ela.cli_common import (
+from ela.cli.common import (
     ENV_OPTION,
     emit_json,
     fail,
@@ -36,14 +32,6 @@ if TYPE_CHECKING:
     from ela.ops import broker, status
 
 
-def register(main: click.Group) -> None:
-    """Add the operations commands to ``main`` (the ``ela`` group)."""
-    main.add_command(status_command)
-    main.add_command(diff_command)
-    main.add_command(promote_command)
-    main.add_command(config_group)
-
-
 @contextmanager
 def _bucket_errors(url: str) -> Iterator[None]:
     """A bucket that cannot be read (missing, no credentials, unreachable) is one line."""
@@ -56,9 +44,6 @@ def _bucket_errors(url: str) -> Iterator[None]:
         if module.startswith(("google.", "requests.", "urllib3.")):
             fail(f"{url}: cannot read the bucket: {type(exc).__name__}: {exc}".splitlines()[0])
         raise
-
-
-# -- status -------------------------------------------------------------------------------------
 
 
 @click.command("status")
@@ -146,7 +131,7 @@ def status_command(
             status_run8(success.get("run_id")),
             _text(success.get("records")),
             f"{success['duration_s']:.1f}s" if success.get("duration_s") is not None else "-",
-            _freshness_text(job.freshness),
+            freshness_text(job.freshness),
             (
                 f"{_short(failure.get('failed_at'))} {failure.get('kind') or ''}".strip()
                 + (" (since last success)" if status.failing_since_success(job) else "")
@@ -259,13 +244,7 @@ def _print_coloured(rows: list[list[str]], header: list[str], states: list[str])
             click.echo(click.style(line, fg=_COLOURS.get(state)) if state in _COLOURS else line)
 
 
-def _shown(path: str) -> str:
-    """A file's path as the operator would type it: relative to here when it is below here."""
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
-
-
-def _freshness_text(fresh: status.Freshness) -> str:
+def freshness_text(fresh: status.Freshness) -> str:
     if fresh.state in ("fresh", "disabled"):
         return fresh.state
     if fresh.state == "never":
@@ -290,174 +269,3 @@ def _bytes(size: int) -> str:
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
     return f"{size}B"
-
-
-# -- diff ---------------------------------------------------------------------------------------
-
-
-def _config_file(which: str) -> Path:
-    """An environment name (``dev``/``prd``: its shipped file) or a path."""
-    if which in config_module.ENVS:
-        return config_module.config_path(which, {})  # ELA_CONFIG would make both sides one file
-    path = Path(which)
-    if not path.exists():
-        raise ValueError(f"{which}: neither dev, prd nor an existing config file")
-    return path
-
-
-@click.command("diff")
-@click.argument("left", default="dev")
-@click.argument("right", default="prd")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option(
-    "--color/--no-color",
-    default=None,
-    help="Colour the differences (default: when writing to a terminal).",
-)
-def diff_command(left: str, right: str, as_json: bool, color: bool | None) -> None:
-    """Two configs side by side: globals, schedules, parameters, groups, services.
-
-    LEFT and RIGHT are environments (dev, prd: their files) or config file paths. Rows that
-    differ are marked "*" (and coloured on a terminal); "-" is a job or group one side lacks.
-
-    \b
-    --json: {"left": {"env", "path"}, "right": {"env", "path"}, "differences": int,
-             "sections": {"global"|"schedules"|"parameters"|"groups"|"services":
-                          [{"key", "left", "right", "differs"}]}}
-    """
-    from ela.ops import configdiff
-
-    with user_errors():
-        lconf = config_module.load(_config_file(left))
-        rconf = config_module.load(_config_file(right))
-    rows = configdiff.compare(lconf, rconf)
-    differs = any(row.differs for row in rows)
-    if as_json:
-        emit_json(configdiff.as_json(lconf, rconf, rows))
-        sys.exit(1 if differs else 0)
-    use_color = color if color is not None else sys.stdout.isatty()
-    lname, rname = lconf.env.upper(), rconf.env.upper()
-    if lname == rname:
-        lname, rname = lconf.path, rconf.path
-    for section in configdiff.SECTIONS:
-        section_rows = [row for row in rows if row.section == section]
-        if not section_rows:
-            continue
-        cells = [[row.key, *configdiff.render_cells(row)] for row in section_rows]
-        header = [section.upper(), lname, rname]
-        head, *lines = table_lines(cells, header, terminal_width(), indent=2)
-        click.echo("\n".join(f"  {line}" for line in head))
-        for row, row_lines in zip(section_rows, lines, strict=True):
-            marker = "* " if row.differs else "  "
-            for n, line in enumerate(row_lines):
-                text = f"{marker if n == 0 else '  '}{line}"
-                if use_color and row.differs:
-                    missing = row.left is None or row.right is None
-                    text = click.style(text, fg="red" if missing else "yellow", bold=missing)
-                click.echo(text, color=use_color)
-        click.echo("")
-    count = sum(row.differs for row in rows)
-    click.echo(f"{plural(count, 'difference')} ({_shown(lconf.path)} vs {_shown(rconf.path)})")
-    sys.exit(1 if differs else 0)  # as diff(1) does: 0 the same, 1 different
-
-
-# -- promote ------------------------------------------------------------------------------------
-
-
-@click.command("promote")
-@click.argument("job")
-@click.option(
-    "--from", "source", default="dev", show_default=True, help="Env or file to copy from."
-)
-@click.option("--to", "target", default="prd", show_default=True, help="Env or file to change.")
-@click.option(
-    "--cron", "--schedule", "schedule", metavar="CRON", help="Give the job this cron instead."
-)
-@click.option(
-    "--keep-schedule",
-    is_flag=True,
-    help="Keep the target's cron for the job (the default without --cron).",
-)
-@click.option("--dry-run", is_flag=True, help="Print the diff; write nothing.")
-def promote_command(
-    job: str, source: str, target: str, schedule: str | None, keep_schedule: bool, dry_run: bool
-) -> None:
-    """Copy JOB's definition from one config into the other, keeping the target's schedule.
-
-    Everything but the schedule is copied (service, data type, parameters, enabled,
-    description, dependencies); a job the target lacks is appended to its jobs. The target's
-    comments, order and quoting are kept, the result is validated before it is written, and
-    the change is printed as a unified diff.
-    """
-    from ela.ops import promote
-
-    with user_errors():
-        source_path, target_path = _config_file(source), _config_file(target)
-        if keep_schedule and schedule is not None:
-            raise ValueError("--cron and --keep-schedule contradict each other; pick one")
-        if source_path.resolve() == target_path.resolve():
-            raise ValueError(f"--from and --to are the same file ({source_path})")
-        result = promote.promote(job, source_path, target_path, schedule=schedule)
-    for note in result.notes:
-        click.echo(f"note: {note}", err=True)
-    if not result.changed:
-        click.echo(f"{target_path}: {job} already matches {source_path}; nothing to do")
-        return
-    click.echo(result.unified_diff(), nl=False)
-    if dry_run:
-        click.echo(f"dry run: {target_path} not written")
-        return
-    with user_errors():
-        try:
-            promote.write(result)
-        except OSError as exc:
-            raise ValueError(f"{target_path}: cannot write: {exc.strerror}") from None
-    verb = "added to" if result.added else "updated in"
-    click.echo(f"{job} {verb} {target_path} (cron {result.schedule!r})")
-
-
-# -- config migrate -----------------------------------------------------------------------------
-
-
-@click.group("config")
-def config_group() -> None:
-    """Config file tools."""
-
-
-@click.command("migrate")
-@click.argument("legacy", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--out-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Where ingestion-config-dev.yaml and ingestion-config-prd.yaml are written.",
-)
-@click.option("--force", is_flag=True, help="Overwrite existing env files.")
-@click.option("--dry-run", is_flag=True, help="Print the notes; write nothing.")
-def migrate_command(legacy: Path, out_dir: Path, force: bool, dry_run: bool) -> None:
-    """Turn the origin's single legacy config into the two env files.
-
-    Reads LEGACY (the origin's ingestion-config.yaml: global with gcs_bucket_dev and
-    gcs_bucket_prd) and writes each env file as LEGACY's own text with that env's bucket and
-    environment, every job, group, comment and command line kept, once both validate. What
-    could not be carried over, or needs a look, is printed as one FILE:LINE line each.
-    """
-    from ela.ops import migrate
-
-    with user_errors():
-        result = migrate.migrate(legacy)
-        paths = result.paths(out_dir)
-        if not dry_run:
-            try:
-                paths = migrate.write(result, out_dir, force=force)
-            except OSError as exc:
-                raise ValueError(f"{out_dir}: cannot write: {exc.strerror}") from None
-    for note in result.notes:
-        click.echo(f"note: {note}")
-    for env, path in paths.items():
-        state = "would write" if dry_run else "wrote"
-        click.echo(f"{state} {path}: {len(result.configs[env].jobs)} jobs")
-
-
-config_group.add_command(migrate_command)

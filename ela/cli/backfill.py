@@ -2,8 +2,8 @@
 
 The chunking, run ids and pacing are :mod:`ela.ops.backfill`; this module is the command, the
 progress display, and the one way a chunk reaches the workers (Celery is imported lazily, as
-``ela run`` does). Registered onto the ``ela`` group by :func:`register`; :mod:`ela.ops.backfill`
-is imported only when a backfill runs, so registering costs other ``ela`` commands nothing.
+``ela run`` does). :mod:`ela.ops.backfill` is imported only when a backfill runs, so the
+command costs other ``ela`` commands nothing.
 """
 
 from __future__ import annotations
@@ -15,18 +15,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from ela.cli_common import ENV_OPTION, emit_json, fail, load, plural, print_table, user_errors
+from ela.cli.common import ENV_OPTION, emit_json, fail, load, plural, print_table, user_errors
 from ela.errors import FatalError, IngestError
 
 if TYPE_CHECKING:
     from ela.ops import backfill as bf
 
 DEFAULT_TIMEOUT = 3600.0  # seconds to wait for one chunk's result, as `ela run --wait`
-
-
-def register(main: click.Group) -> None:
-    """Add ``backfill`` to the ``ela`` command group."""
-    main.add_command(backfill)
 
 
 # -- running a chunk on the workers ---------------------------------------------------------------
