@@ -49,17 +49,18 @@ from bench.harness import STRAVA_LIMITS, Runner, say
 from ela import config as config_module
 from ela import naming
 from ela.connectors.garmin import SETTLE_HOURS
-from ela.emulators.garmin import GarminEmulator
-from ela.emulators.server import Emulator
-from ela.emulators.spotify import SpotifyEmulator
-from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
-from ela.emulators.todoist import TodoistEmulator
 from ela.ops.jobs_view import JobsBoard
 from ela.pipeline import run_job
+from ela.sandbox.emulators.garmin import GarminEmulator
+from ela.sandbox.emulators.server import Emulator
+from ela.sandbox.emulators.spotify import SpotifyEmulator
+from ela.sandbox.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO, client_app, wait_for
+from ela.sandbox.stores import gcs_emulator
 from ela.sinks import GCSBucket, LocalBucket, put_json
 from ela.state import MAX_LANDED
 from ela.tokens import TokenStore
-from tests.helpers import REPO, client_app, gcs_emulator, wait_for
 
 MB = 1024 * 1024
 X = "\u00d7"  # the multiplication sign of ratios

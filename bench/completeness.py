@@ -23,12 +23,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from ela import config as config_module
-from ela.emulators.spotify import SpotifyEmulator, play_key
 from ela.followup import follow_up
 from ela.pipeline import run_job
+from ela.sandbox.emulators.spotify import SpotifyEmulator, play_key
+from ela.sandbox.processes import REPO
 from ela.sinks import LocalBucket
 from ela.state import MAX_LANDED, StateUpdate, commit, read_state
-from tests.helpers import REPO
 
 JOB = "spotify_recently_played"
 DAY = date(2025, 7, 2)  # a Wednesday; any day does

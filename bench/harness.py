@@ -19,9 +19,11 @@ from celery import Celery
 
 from bench import plugin
 from ela import config as config_module
+from ela.sandbox import configs
+from ela.sandbox.configs import shipped_config
+from ela.sandbox.processes import REPO, CeleryProcess, base_environ, wait_for, worker_args
+from ela.sandbox.stores import delete_prefixed
 from ela.settings import broker_prefix
-from tests import helpers
-from tests.helpers import CeleryProcess, base_environ, delete_prefixed, shipped_config, wait_for
 
 BENCH_REDIS_URL = os.environ.get("ELA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PROVIDER_MODULES = ("spotipy", "stravalib", "garminconnect", "todoist_api_python")
@@ -81,11 +83,11 @@ def write_config(path: Path, *, bench_job: bool = False) -> Path:
             "enabled": True,
         }
         services[plugin.NAME] = {"data_types": ["nothing"]}
-    return helpers.write_config(path, jobs=jobs, services=services)
+    return configs.write_config(path, jobs=jobs, services=services)
 
 
 class AppProcess(CeleryProcess):
-    """A benchmark worker process: tests.helpers' CeleryProcess, plus its pool's pids."""
+    """A benchmark worker process: the sandbox's CeleryProcess, plus its pool's pids."""
 
     def pool_children(self) -> list[int]:
         """Pids of the prefork pool's processes."""
@@ -106,17 +108,7 @@ def start_worker(
     concurrency: int = 1,
 ) -> tuple[AppProcess, float]:
     """A worker process; returns it and the seconds from spawn to Celery's ``ready.`` line."""
-    args = [
-        "worker",
-        "-l",
-        "info",
-        "-c",
-        str(concurrency),
-        "-n",
-        f"bench-{uuid.uuid4().hex[:6]}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    args = worker_args(concurrency, f"bench-{uuid.uuid4().hex[:6]}@%h")
     process = AppProcess(args, environ, log, app=app)
     try:
         # Polled every 5 ms: the seconds from spawn to the ready line are what is measured.
@@ -130,7 +122,7 @@ def start_worker(
 def run_script(args: list[Any], environ: Mapping[str, str], what: str) -> dict[str, Any]:
     """Run a measured script (a baseline, a peer) and return the JSON of its last line."""
     out = subprocess.run(
-        args, cwd=helpers.REPO, env=dict(environ), capture_output=True, text=True, check=False
+        args, cwd=REPO, env=dict(environ), capture_output=True, text=True, check=False
     )
     if out.returncode:
         raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")

@@ -24,11 +24,11 @@ from typing import Any
 
 from bench import harness
 from ela import config as config_module
-from ela.emulators.server import Emulator
-from ela.emulators.spotify import SpotifyEmulator
-from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
-from ela.emulators.todoist import TodoistEmulator
-from tests.helpers import REPO, client_app
+from ela.sandbox.emulators.server import Emulator
+from ela.sandbox.emulators.spotify import SpotifyEmulator
+from ela.sandbox.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO, client_app
 
 DLT_VERSION = "1.31.0"  # the release the issue measured; on PyPI
 VENV = REPO / ".bench-venvs" / "dlt"

@@ -652,7 +652,7 @@ def auth(provider: str) -> None:
 @click.option("--folder", type=click.Path(file_okay=False), help="Where the local bucket goes.")
 def demo(keep: bool, folder: str | None) -> None:
     """Run every job through a real worker against local emulators, into a local bucket."""
-    from ela.sandbox import run_demo
+    from ela.sandbox.demo import run_demo
 
     with user_errors():
         code = run_demo(folder=Path(folder) if folder else None, keep=keep)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, base_environ
+from ela.sandbox.processes import REPO, base_environ
 
 ROWS = (
     "1. empty-connector runs via Redis+worker, N=40",
