@@ -156,7 +156,7 @@ def test_inline_run_without_gcs_credentials_is_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from ela.sandbox import isolated_environ
+    from ela.sandbox.processes import isolated_environ
 
     environ = {
         **isolated_environ(),
