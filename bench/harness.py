@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,9 +20,12 @@ from celery import Celery
 
 from bench import plugin
 from ela import config as config_module
+from ela.sandbox import configs
+from ela.sandbox.configs import shipped_config
+from ela.sandbox.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
+from ela.sandbox.processes import REPO, CeleryProcess, base_environ, wait_for, worker_args
+from ela.sandbox.stores import delete_prefixed
 from ela.settings import broker_prefix
-from tests import helpers
-from tests.helpers import CeleryProcess, base_environ, delete_prefixed, shipped_config, wait_for
 
 BENCH_REDIS_URL = os.environ.get("ELA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PROVIDER_MODULES = ("spotipy", "stravalib", "garminconnect", "todoist_api_python")
@@ -29,6 +33,10 @@ PROVIDER_MODULES = ("spotipy", "stravalib", "garminconnect", "todoist_api_python
 # that repeated full runs fit; the worker's shared read budget is raised to match.
 STRAVA_LIMITS: dict[str, Any] = {"limits": (2_000, 20_000), "read_limits": (1_000, 10_000)}
 STRAVA_BUDGET = {"ELA_STRAVA_READ_BUDGET": "1000,10000"}
+
+
+# The bucket of rows that measure orchestration, not this disk: memory, where there is some.
+TMPFS = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 
 def say(message: str) -> None:
@@ -63,6 +71,19 @@ class Namespace:
         self.client.close()
 
 
+@dataclasses.dataclass
+class Context:
+    """What every section's ``rows()`` gets: this run's Redis namespace, a scratch folder that
+    is deleted at the end, and the command line's sizes."""
+
+    ns: Namespace
+    tmp: Path
+    n: int  # empty runs (and no-ops) in section 1
+    repeats: int  # runs per side; the best is kept
+    latency: float  # seconds per call in section 2's last round
+    manifests: int  # manifests in the bucket in section 7
+
+
 def write_config(path: Path, *, bench_job: bool = False) -> Path:
     """The shipped dev config with the benchmark's sizes; ``bench_job`` adds the empty job
     (only ``celery -A bench.worker`` knows its service)."""
@@ -81,11 +102,11 @@ def write_config(path: Path, *, bench_job: bool = False) -> Path:
             "enabled": True,
         }
         services[plugin.NAME] = {"data_types": ["nothing"]}
-    return helpers.write_config(path, jobs=jobs, services=services)
+    return configs.write_config(path, jobs=jobs, services=services)
 
 
 class AppProcess(CeleryProcess):
-    """A benchmark worker process: tests.helpers' CeleryProcess, plus its pool's pids."""
+    """A benchmark worker process: the sandbox's CeleryProcess, plus its pool's pids."""
 
     def pool_children(self) -> list[int]:
         """Pids of the prefork pool's processes."""
@@ -106,17 +127,7 @@ def start_worker(
     concurrency: int = 1,
 ) -> tuple[AppProcess, float]:
     """A worker process; returns it and the seconds from spawn to Celery's ``ready.`` line."""
-    args = [
-        "worker",
-        "-l",
-        "info",
-        "-c",
-        str(concurrency),
-        "-n",
-        f"bench-{uuid.uuid4().hex[:6]}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    args = worker_args(concurrency, f"bench-{uuid.uuid4().hex[:6]}@%h")
     process = AppProcess(args, environ, log, app=app)
     try:
         # Polled every 5 ms: the seconds from spawn to the ready line are what is measured.
@@ -130,12 +141,23 @@ def start_worker(
 def run_script(args: list[Any], environ: Mapping[str, str], what: str) -> dict[str, Any]:
     """Run a measured script (a baseline, a peer) and return the JSON of its last line."""
     out = subprocess.run(
-        args, cwd=helpers.REPO, env=dict(environ), capture_output=True, text=True, check=False
+        args, cwd=REPO, env=dict(environ), capture_output=True, text=True, check=False
     )
     if out.returncode:
         raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def run_baseline(
+    script: str, bucket: str, environ: dict[str, str], strava: StravaEmulator | None = None
+) -> dict[str, Any]:
+    """Run ``bench/baseline/{script}.py`` into ``bucket``; its result, with ``s`` its seconds."""
+    if strava is not None:  # each script run starts from the bootstrap token, as the origin did
+        strava.refresh_tokens.add(BOOTSTRAP_REFRESH_TOKEN)
+    args = [sys.executable, "-m", f"bench.baseline.{script}", bucket]
+    result = run_script(args, environ, f"baseline {script}")
+    return {**result, "s": result["seconds"]}
 
 
 def vm_hwm_kib(pid: int) -> int:

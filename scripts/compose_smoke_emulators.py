@@ -13,9 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
-from ela.emulators.server import Emulator, Fault
-from ela.emulators.strava import StravaEmulator
-from ela.emulators.todoist import TodoistEmulator
+from ela.sandbox.emulators.server import Emulator, Fault
+from ela.sandbox.emulators.strava import StravaEmulator
+from ela.sandbox.emulators.todoist import TodoistEmulator
 
 PORTS = {8081: StravaEmulator, 8082: TodoistEmulator}
 

@@ -11,15 +11,10 @@ from typing import Any
 import pytest
 import redis
 
+from ela.sandbox.processes import base_environ, client_app, start_worker
+from ela.sandbox.stores import delete_prefixed, gcs_emulator
 from ela.sinks import GCSBucket, LocalBucket
-from tests.helpers import (
-    WorkerHandle,
-    base_environ,
-    client_app,
-    delete_prefixed,
-    gcs_emulator,
-    start_worker,
-)
+from tests.helpers import WorkerHandle
 
 # Two tiers. The fast one (`scripts/test --fast`, `pytest -m "not integration"`) is unit tests:
 # no processes, no Redis, no GCS emulator. A test is `integration` when it uses a fixture that

@@ -1,63 +1,40 @@
-"""Test plumbing: real worker/beat processes, test configs, the GCS emulator."""
+"""Test-only plumbing: worker handles, beat on a fast clock, test configs, a private Redis, a
+cuttable link, a stand-in for Sentry.
+
+What the benchmark and ``ela demo`` need too (ports, processes, the GCS emulator, config
+writers) is in :mod:`ela.sandbox`; ``tests/`` imports it from there, never from ``bench/``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import gzip
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import redis
-import yaml
 from celery import Celery
 from celery.result import AsyncResult
 
 from ela import config as config_module
-from ela.sandbox import free_port, isolated_environ, redis_server_command
-from worker.app import create_app
+from ela.sandbox.configs import shipped_config, write_config
+from ela.sandbox.processes import CeleryProcess, env_config, free_port, wait_for
+from ela.sandbox.stores import redis_server_command
 from worker.settings import celery_settings
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def run_id_of(name: str) -> str:
     """A run id (a UUID, as every run id must be) that a test can name and find again."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ela-test:{name}"))
-
-
-def delete_prefixed(client: redis.Redis, prefix: str) -> None:
-    """Delete every key under ``prefix`` (and no other), a thousand per DEL."""
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
-
-
-def shipped_config(env: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((REPO / f"ingestion-config-{env}.yaml").read_text())
-    return data
 
 
 def with_job(
@@ -66,24 +43,6 @@ def with_job(
     """``config`` with some fields of one job changed (in memory, not validated again)."""
     changed = config.jobs[job].model_copy(update=fields)
     return config.model_copy(update={"jobs": {**config.jobs, job: changed}})
-
-
-def write_config(path: Path, env: str = "dev", **changes: Any) -> Path:
-    """The shipped config of ``env`` with top-level sections replaced or global keys changed.
-
-    ``jobs=`` / ``job_groups=`` replace those sections; ``schedules={job: cron}`` changes crons;
-    any other keyword sets a ``global`` key.
-    """
-    data = shipped_config(env)
-    for job, cron in changes.pop("schedules", {}).items():
-        data["jobs"][job]["cron"] = cron
-    for section in ("jobs", "job_groups", "services"):
-        if section in changes:
-            data[section] = changes.pop(section)
-    data["global"].update(changes)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    config_module.load(path)  # a test config must itself be valid
-    return path
 
 
 def todoist_only(path: Path, env: str = "dev", **changes: Any) -> Path:
@@ -97,54 +56,6 @@ def todoist_only(path: Path, env: str = "dev", **changes: Any) -> Path:
     groups = {"productivity_all": {"jobs": ["todoist_tasks", "todoist_projects"]}}
     changes.setdefault("retry_backoff_seconds", 1)
     return write_config(path, env, jobs=jobs, job_groups=groups, **changes)
-
-
-class CeleryProcess:
-    """A real ``celery -A worker worker|beat`` subprocess with its own environment."""
-
-    def __init__(
-        self,
-        args: list[str],
-        environ: Mapping[str, str],
-        log: Path,
-        app: str = "worker",
-        via_ela: bool = False,
-    ) -> None:
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
-        self.started = time.perf_counter()
-        # `ela worker|beat` is what the compose files run: it sets what plain celery does not.
-        command = ["-m", "ela.cli"] if via_ela else ["-m", "celery", "-A", app]
-        self.proc = subprocess.Popen(
-            [sys.executable, *command, *args],
-            cwd=REPO,
-            env=dict(environ),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float = 30, interval: float = 0.1) -> None:
-        def seen() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"process exited {self.proc.returncode}:\n{self.log()}")
-            return text in self.log()
-
-        wait_for(seen, timeout, f"{text!r} in {self.log_path}", interval)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
 
 
 class WorkerHandle:
@@ -168,43 +79,6 @@ class WorkerHandle:
 
     def log(self) -> str:
         return self.process.log()
-
-
-def base_environ(redis_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The parent environment minus anything that could reach a real service."""
-    environ = isolated_environ()
-    environ.update(
-        {"REDIS_URL": redis_url, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
-    )
-    environ.update(extra or {})
-    return environ
-
-
-def start_worker(
-    environ: Mapping[str, str],
-    log: Path,
-    *,
-    concurrency: int = 2,
-    name: str | None = None,
-    extra_args: tuple[str, ...] = (),
-    via_ela: bool = False,
-) -> CeleryProcess:
-    node = name or f"test-{uuid.uuid4().hex[:6]}@%h"
-    args = [
-        "worker",
-        "-l",
-        "info",
-        "-c",
-        str(concurrency),
-        "-n",
-        node,
-        "--without-gossip",
-        "--without-mingle",
-        *extra_args,
-    ]
-    process = CeleryProcess(args, environ, log, via_ela=via_ela)
-    process.wait_log(" ready.", timeout=60)
-    return process
 
 
 class Beat(CeleryProcess):
@@ -237,49 +111,12 @@ class Beat(CeleryProcess):
         return datetime.now(UTC) + timedelta(seconds=self.offset)
 
 
-def env_config(environ: Mapping[str, str]) -> config_module.IngestionConfig:
-    """The config a worker started with ``environ`` runs."""
-    if environ.get("ELA_CONFIG"):
-        return config_module.load(environ["ELA_CONFIG"])
-    return config_module.load(REPO / f"ingestion-config-{environ.get('ELA_ENV', 'dev')}.yaml")
-
-
-def client_app(environ: Mapping[str, str]) -> Celery:
-    """A producer/result client with exactly the worker's settings for this environment."""
-    return create_app(env_config(environ), environ)
-
-
 def foreign_app(environ: Mapping[str, str]) -> Celery:
     """A producer that is not ours: plain Celery with the worker's broker settings, sending
     whatever a client that reaches Redis could send, unchecked by our app's ``send_task``."""
     app = Celery("foreign")
     app.conf.update(celery_settings(env_config(environ), environ))
     return app
-
-
-@contextlib.contextmanager
-def gcs_emulator() -> Iterator[str]:
-    """``gcp-storage-emulator`` in memory on a free port; yields STORAGE_EMULATOR_HOST."""
-    port = free_port()
-    exe = Path(sys.executable).parent / "gcp-storage-emulator"
-    proc = subprocess.Popen(
-        [str(exe), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    host = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    try:
-        wait_for(up, 30, "the GCS emulator")
-        yield host
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
 
 
 class PrivateRedis:

@@ -23,17 +23,19 @@ from ela.connectors.garmin import CHUNK_DAYS as GARMIN_CHUNK_DAYS
 from ela.connectors.pacing import SLACK_S, BackfillProfile
 from ela.connectors.strava import CHUNK_LIMIT as STRAVA_CHUNK_LIMIT
 from ela.connectors.strava import read_quotas
-from ela.emulators.garmin import GarminEmulator
-from ela.emulators.server import Fault
-from ela.emulators.strava import StravaEmulator
 from ela.errors import RetriableError
 from ela.ops import backfill as bf
 from ela.pipeline import Overrides, run_job
+from ela.sandbox.configs import write_config
+from ela.sandbox.emulators.garmin import GarminEmulator
+from ela.sandbox.emulators.server import Fault
+from ela.sandbox.emulators.strava import StravaEmulator
+from ela.sandbox.processes import REPO
 from ela.sinks import LocalBucket, get_json
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, run_id_of, write_config
+from tests.helpers import run_id_of
 from tests.test_garmin import heart_rate_landed
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")

@@ -23,8 +23,9 @@ from celery import Celery
 
 from beat_schedules import SCHEDULED_AT_HEADER
 from beat_schedules.scheduler import RENEW_EVERY, SingleBeatScheduler, tick_run_id
+from ela.sandbox.processes import base_environ, client_app
 from ela.settings import broker_prefix
-from tests.helpers import base_environ, client_app, todoist_only
+from tests.helpers import todoist_only
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a tick of "* * * * *"
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, base_environ
+from ela.sandbox.processes import REPO, base_environ
 
 ROWS = (
     "1. empty-connector runs via Redis+worker, N=40",
@@ -70,7 +70,7 @@ def test_the_benchmark_needs_dlt_only_for_its_peer_section() -> None:
     """dlt lives in the benchmark's own virtual environment, run as a separate process; the
     benchmark itself (and so the product's environment) never imports it."""
     code = (
-        "import sys, bench.__main__, bench.peer; "
+        "import sys, bench.__main__, bench.sections.peer; "
         "sys.exit(any(m == 'dlt' or m.startswith('dlt.') for m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

@@ -10,7 +10,8 @@ from click.testing import CliRunner, Result
 
 from ela.cli import main
 from ela.cli.common import plural
-from tests.helpers import REPO, write_config
+from ela.sandbox.configs import write_config
+from ela.sandbox.processes import REPO
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -26,8 +26,7 @@ import pytest
 import yaml
 
 from ela import config as config_module
-from ela.sandbox import free_port
-from tests.helpers import wait_for
+from ela.sandbox.processes import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVS = ("dev", "prd")

@@ -10,7 +10,7 @@ import pytest
 
 from ela import config as config_module
 from ela.errors import ConfigError
-from tests.helpers import REPO
+from ela.sandbox.processes import REPO
 
 # ../shared/seed/ORIGIN_CONFIGS.md, job by job: (dev cron, dev params, prd cron, prd params).
 ORIGIN = {

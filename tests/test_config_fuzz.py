@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from ela import config as config_module
 from ela.cli import main
 from ela.errors import ConfigError
-from tests.helpers import REPO
+from ela.sandbox.processes import REPO
 
 SEED = 20261129
 CASES = 600

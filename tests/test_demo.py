@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ela import config as config_module
-from ela.sandbox import export_lines, isolated_environ
+from ela.sandbox.demo import export_lines
+from ela.sandbox.processes import REPO, isolated_environ
 from ela.sinks import LocalBucket
-from tests.helpers import REPO
 
 pytestmark = pytest.mark.integration  # the demo runs a real worker process
 

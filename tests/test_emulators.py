@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from ela.emulators.todoist import TodoistEmulator
+from ela.sandbox.emulators.todoist import TodoistEmulator
 
 
 @pytest.fixture

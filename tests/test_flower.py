@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 import requests
 
-from ela.emulators.todoist import TodoistEmulator
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO, free_port, wait_for
 from ela.sinks import LocalBucket
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, free_port, todoist_only, wait_for
+from tests.helpers import todoist_only
 from worker.flower_app import broker_uri_for_flower, flower_argv
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.integration]  # Flower processes

@@ -27,11 +27,12 @@ import requests
 
 from ela import config as config_module
 from ela.config import IngestionConfig
-from ela.emulators.server import Fault
-from ela.emulators.todoist import TodoistEmulator
+from ela.sandbox.emulators.server import Fault
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO, base_environ, wait_for
+from ela.sandbox.stores import delete_prefixed
 from ela.sinks import GCSBucket, LocalBucket, get_json
 from tests.conftest import WorkerFactory
-from tests.helpers import REPO, base_environ, delete_prefixed, wait_for
 from tests.test_flower import PASSWORD, USER, FlowerProcess, running_flower
 from worker.flower_jobs import with_jobs_link
 

@@ -12,11 +12,13 @@ import pytest
 import redis
 
 from ela import config as config_module
-from ela.emulators.spotify import SpotifyEmulator
 from ela.followup import MIN_GAP, decide, follow_up
+from ela.sandbox.configs import shipped_config, write_config
+from ela.sandbox.emulators.spotify import SpotifyEmulator
+from ela.sandbox.processes import REPO, wait_for
 from ela.sinks import LocalBucket
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, shipped_config, wait_for, with_job, write_config
+from tests.helpers import with_job
 
 NOW = datetime(2025, 7, 1, 10, 0, tzinfo=UTC)  # 12:00 in Paris (CEST), where the crons are read
 TICK = NOW + timedelta(hours=3)  # prd reads recently played every 3 hours

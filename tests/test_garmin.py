@@ -15,14 +15,16 @@ from ela import config as config_module
 from ela.config import IngestionConfig
 from ela.connectors.base import FetchContext
 from ela.connectors.garmin import PARALLEL_DAYS, authorize, garmin
-from ela.emulators.garmin import DISPLAY_NAME, GarminEmulator
-from ela.emulators.server import Fault
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.pipeline import Overrides, run_job
+from ela.sandbox.configs import shipped_config, write_config
+from ela.sandbox.emulators.garmin import DISPLAY_NAME, GarminEmulator
+from ela.sandbox.emulators.server import Fault
+from ela.sandbox.processes import REPO
 from ela.sinks import LocalBucket
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, run_id_of, shipped_config, with_job, write_config
+from tests.helpers import run_id_of, with_job
 
 LAST_DAY = date(2025, 6, 30)
 SCHEDULED = datetime(2025, 6, 30, 13, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ela.sandbox import isolated_environ
-from tests.helpers import REPO, write_config
+from ela.sandbox.configs import write_config
+from ela.sandbox.processes import REPO, isolated_environ
 
 pytestmark = pytest.mark.integration  # each case is a Python or celery process
 
@@ -29,7 +29,8 @@ def broken(tmp_path: Path) -> dict[str, str]:
 
 
 def test_a_config_typo_does_not_break_imports(broken: dict[str, str]) -> None:
-    done = python("import worker, tasks, beat_schedules, ela.sinks, tests.helpers", broken)
+    modules = "worker, tasks, beat_schedules, ela.sinks, ela.sandbox.processes, tests.helpers"
+    done = python(f"import {modules}", broken)
     assert done.returncode == 0, done.stderr
 
 

@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 
 from ela import config as config_module
-from ela.emulators.todoist import TodoistEmulator
 from ela.errors import InputError
 from ela.pipeline import Overrides, run_job
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO, wait_for
 from ela.sinks import LocalBucket
 from tests.conftest import WorkerFactory
-from tests.helpers import REPO, foreign_app, todoist_only, wait_for
+from tests.helpers import foreign_app, todoist_only
 from worker.app import create_app
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")

@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
-from ela.emulators.server import Fault
-from ela.emulators.todoist import TodoistEmulator
 from ela.errors import ReauthError
+from ela.sandbox.emulators.server import Fault
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO, wait_for
 from ela.sinks import Bucket, LocalBucket
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, Beat, todoist_only, wait_for
+from tests.helpers import Beat, todoist_only
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -21,8 +21,8 @@ from ela.ops import jobs_view as jv
 from ela.ops import status
 from ela.pipeline import result
 from ela.run_input import GROUP_TASK
+from ela.sandbox.processes import REPO
 from ela.sinks import LocalBucket, put_json
-from tests.helpers import REPO
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 

@@ -26,16 +26,16 @@ from ela import config as config_module
 from ela import naming
 from ela.bqcheck import check_jsonl, check_records
 from ela.cli import main
-from ela.emulators.garmin import GarminEmulator
-from ela.emulators.registry import emulator_for
 from ela.ops import backfill as bf
 from ela.ops import status
 from ela.pipeline import run_job
 from ela.retention import purge_errors
+from ela.sandbox.emulators.garmin import GarminEmulator
+from ela.sandbox.emulators.registry import emulator_for
+from ela.sandbox.processes import REPO
 from ela.sinks import LocalBucket, get_json, put_json
 from ela.tokens import TokenStore
 from tests.conftest import read_jsonl
-from tests.helpers import REPO
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 SCHEDULED = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)

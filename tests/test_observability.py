@@ -22,14 +22,15 @@ import pytest
 
 from ela import scrub
 from ela.config import load
-from ela.emulators.server import Fault
-from ela.emulators.todoist import TodoistEmulator
 from ela.errors import InputError, ReauthError
 from ela.run_input import RUN_ID
+from ela.sandbox.emulators.server import Fault
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO, wait_for
 from ela.scrub import FILTERED, Scrubber, credential_values
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
-from tests.helpers import REPO, Beat, SentryEndpoint, foreign_app, todoist_only, wait_for
+from tests.helpers import Beat, SentryEndpoint, foreign_app, todoist_only
 from worker.app import config as dev_config
 from worker.logs import JsonFormatter, log_format
 from worker.sentry import init_sentry

@@ -17,8 +17,8 @@ from ela import config as config_module
 from ela import naming
 from ela.cli import main
 from ela.ops import promote, status
+from ela.sandbox.processes import REPO
 from ela.sinks import Bucket, put_json
-from tests.helpers import REPO
 
 # A Monday, half past an even hour in the configs' zone: 10:30 in Paris (CET, UTC+1).
 NOW = datetime(2025, 11, 3, 9, 30, tzinfo=UTC)

@@ -20,14 +20,14 @@ from click.testing import CliRunner
 from ela import command, naming
 from ela import config as config_module
 from ela.cli import main
-from ela.emulators.spotify import SpotifyEmulator
 from ela.errors import ConfigError, ReauthError
 from ela.ops import migrate
 from ela.pipeline import run_job
+from ela.sandbox.emulators.spotify import SpotifyEmulator
+from ela.sandbox.processes import REPO, CeleryProcess, wait_for
 from ela.sinks import LocalBucket, get_json
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
-from tests.helpers import REPO, CeleryProcess, wait_for
 from tests.test_config import GROUPS, ORIGIN
 
 FIXTURES = REPO / "tests" / "fixtures" / "origin"

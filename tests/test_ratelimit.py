@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from ela.emulators.strava import StravaEmulator
 from ela.ratelimit import SharedWindows, budget
+from ela.sandbox.emulators.strava import StravaEmulator
+from ela.sandbox.processes import wait_for
 from tests.conftest import WorkerFactory
-from tests.helpers import wait_for
 
 
 def test_windows_grant_until_spent_then_name_the_reset(

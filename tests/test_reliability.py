@@ -30,28 +30,20 @@ from cryptography.fernet import Fernet
 from beat_schedules.scheduler import RENEW_EVERY, LeaderLock
 from ela import config as config_module
 from ela import faults, naming
-from ela.emulators.registry import emulator_for
-from ela.emulators.server import Emulator, Fault
-from ela.emulators.strava import StravaEmulator
-from ela.emulators.todoist import TodoistEmulator
 from ela.errors import PayloadError, TimeLimitError
 from ela.pipeline import run_job
+from ela.sandbox.configs import write_config
+from ela.sandbox.emulators.registry import emulator_for
+from ela.sandbox.emulators.server import Emulator, Fault
+from ela.sandbox.emulators.strava import StravaEmulator
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO, base_environ, client_app, wait_for
 from ela.settings import broker_prefix
 from ela.sinks import LocalBucket
 from ela.state import JobState, read_cursor, read_state
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import (
-    REPO,
-    Beat,
-    CuttableProxy,
-    PrivateRedis,
-    base_environ,
-    client_app,
-    todoist_only,
-    wait_for,
-    write_config,
-)
+from tests.helpers import Beat, CuttableProxy, PrivateRedis, todoist_only
 from worker.settings import SHUTDOWN_GRACE_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

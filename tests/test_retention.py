@@ -12,9 +12,9 @@ import pytest
 
 from ela import config as config_module
 from ela.retention import lifecycle_rule, purge_errors
+from ela.sandbox.processes import REPO, base_environ
 from ela.sinks import GCSBucket, LocalBucket, put_json
 from tests.conftest import WorkerFactory
-from tests.helpers import REPO, base_environ
 
 DEV = config_module.load(REPO / "ingestion-config-dev.yaml")
 PRD = config_module.load(REPO / "ingestion-config-prd.yaml")

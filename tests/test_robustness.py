@@ -3,7 +3,7 @@
 Schema drift lands as sent; a source that loops, a body too big (compressed or not) and a run
 that outgrows its spool end as one ``payload`` error naming the page, commit nothing and leave no
 spool file; no credential ever leaves the configured hosts; and one status map means one kind
-per status whatever the provider. Each behaviour is an emulator switch (``ela/emulators``),
+per status whatever the provider. Each behaviour is an emulator switch (``ela/sandbox/emulators``),
 driven through the real client libraries.
 """
 
@@ -28,19 +28,19 @@ import pytest
 from ela import config as config_module
 from ela import limits
 from ela.connectors.base import FetchContext, Paginator, http_error, read_ahead, read_body
-from ela.emulators.registry import emulator_for
-from ela.emulators.server import Drift, Emulator, Fault
-from ela.emulators.spotify import SpotifyEmulator
-from ela.emulators.strava import StravaEmulator
-from ela.emulators.todoist import TodoistEmulator, cursor_for
 from ela.endpoints import Hosts
 from ela.errors import FatalError, IngestError, PayloadError, RetriableError
 from ela.pipeline import Overrides, run_job
+from ela.sandbox.emulators.registry import emulator_for
+from ela.sandbox.emulators.server import Drift, Emulator, Fault
+from ela.sandbox.emulators.spotify import SpotifyEmulator
+from ela.sandbox.emulators.strava import StravaEmulator
+from ela.sandbox.emulators.todoist import TodoistEmulator, cursor_for
+from ela.sandbox.processes import REPO
 from ela.sinks import LocalBucket, jsonl_line
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import read_jsonl
-from tests.helpers import REPO
 from tests.test_garmin import heart_rate_landed, sleep_landed
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
@@ -608,7 +608,7 @@ def test_spotify_playlists_page_under_the_users_path(providers: Providers) -> No
 
 @pytest.mark.parametrize("job", ["garmin_sleep", "garmin_heart_rate"])
 def test_a_garmin_day_without_data_lands_as_garmin_sent_it(providers: Providers, job: str) -> None:
-    from ela.emulators.garmin import GarminEmulator
+    from ela.sandbox.emulators.garmin import GarminEmulator
 
     garmin = providers["garmin"]
     assert isinstance(garmin, GarminEmulator)

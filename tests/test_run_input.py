@@ -10,7 +10,7 @@ import pytest
 from ela import config as config_module
 from ela.errors import InputError
 from ela.run_input import RunInput, check, check_group, check_run_id
-from tests.helpers import REPO
+from ela.sandbox.processes import REPO
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 RUN_ID = "0b5c2a6e-8f0e-4d3c-9a1b-2c3d4e5f6a7b"

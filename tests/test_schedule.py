@@ -19,7 +19,8 @@ from celery.utils.time import ffwd
 from beat_schedules import JobCrontab, build_schedule
 from ela import config as config_module
 from ela import cron
-from tests.helpers import REPO, write_config
+from ela.sandbox.configs import write_config
+from ela.sandbox.processes import REPO
 
 UTC_TZ = ZoneInfo("UTC")
 

@@ -35,15 +35,17 @@ import pytest
 import redis
 import requests
 
-import ela.emulators.spotify as spotify_emulator
-from ela.emulators.garmin import GarminEmulator
-from ela.emulators.server import Emulator, Fault
-from ela.emulators.spotify import SpotifyEmulator
-from ela.emulators.strava import StravaEmulator
-from ela.emulators.todoist import TodoistEmulator
+import ela.sandbox.emulators.spotify as spotify_emulator
+from ela.sandbox.configs import shipped_config, write_config
+from ela.sandbox.emulators.garmin import GarminEmulator
+from ela.sandbox.emulators.server import Emulator, Fault
+from ela.sandbox.emulators.spotify import SpotifyEmulator
+from ela.sandbox.emulators.strava import StravaEmulator
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import wait_for
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory
-from tests.helpers import Beat, SentryEndpoint, shipped_config, wait_for, write_config
+from tests.helpers import Beat, SentryEndpoint
 from tests.test_flower import running_flower
 
 pytestmark = pytest.mark.timeout(300)

@@ -11,9 +11,9 @@ import pytest
 
 from ela import config as config_module
 from ela import settings
-from ela.sandbox import free_port, isolated_environ
+from ela.sandbox.processes import REPO, free_port, isolated_environ
 from ela.sinks import BucketURLError, parse_bucket_url
-from tests.helpers import REPO, PrivateRedis
+from tests.helpers import PrivateRedis
 
 DEV = config_module.load(REPO / "ingestion-config-dev.yaml")
 PRD = config_module.load(REPO / "ingestion-config-prd.yaml")

@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from ela.errors import FatalError
-from ela.sandbox import isolated_environ
+from ela.sandbox.processes import REPO, isolated_environ
 from ela.sinks import GCSBucket, JsonlSpool, LocalBucket, jsonl_line
-from tests.helpers import REPO
 
 
 def stdlib_line(record: Any) -> bytes:

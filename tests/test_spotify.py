@@ -20,16 +20,16 @@ from ela import config as config_module
 from ela.cli import main
 from ela.connectors.base import FetchContext
 from ela.connectors.spotify import authorize, spotify
-from ela.emulators import spotify as emu
-from ela.emulators.server import Fault
-from ela.emulators.spotify import SpotifyEmulator, played_ms
 from ela.errors import PayloadError, ReauthError, RetriableError
 from ela.pipeline import Overrides, run_job
+from ela.sandbox.emulators import spotify as emu
+from ela.sandbox.emulators.server import Fault
+from ela.sandbox.emulators.spotify import SpotifyEmulator, played_ms
+from ela.sandbox.processes import REPO
 from ela.sinks import Bucket, LocalBucket
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 WHEN = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from ela import config as config_module
 from ela import naming
-from ela.emulators.spotify import SpotifyEmulator
 from ela.pipeline import run_job
+from ela.sandbox.emulators.spotify import SpotifyEmulator
+from ela.sandbox.processes import REPO
 from ela.sinks import LocalBucket, put_json
 from ela.state import MAX_LANDED, JobState, StateUpdate, commit, read_cursor, read_state
-from tests.helpers import REPO
 
 NAME = naming.state("spotify", "spotify_recently_played")
 

@@ -31,15 +31,16 @@ from ela.connectors.strava import (
     rate_limit_reset,
     strava,
 )
-from ela.emulators.server import Fault, Request, Response
-from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator, encode_polyline
 from ela.errors import IngestError, PayloadError, ReauthError, RetriableError
 from ela.pipeline import Overrides, run_job
+from ela.sandbox.emulators.server import Fault, Request, Response
+from ela.sandbox.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator, encode_polyline
+from ela.sandbox.processes import REPO, wait_for
 from ela.sinks import Bucket, LocalBucket, get_json
 from ela.state import read_cursor
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
-from tests.helpers import REPO, wait_for, with_job
+from tests.helpers import with_job
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 WHEN = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from ela import config as config_module
-from ela.emulators.server import Fault
-from ela.emulators.todoist import TodoistEmulator
 from ela.errors import PayloadError, ReauthError, RetriableError
 from ela.pipeline import Overrides, run_job
+from ela.sandbox.emulators.server import Fault
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO
 from ela.sinks import Bucket, LocalBucket
 from tests.conftest import read_jsonl
-from tests.helpers import REPO
 
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")
 WHEN = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
@@ -156,7 +156,7 @@ def test_inline_run_without_gcs_credentials_is_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from ela.sandbox import isolated_environ
+    from ela.sandbox.processes import isolated_environ
 
     environ = {
         **isolated_environ(),

@@ -22,13 +22,13 @@ import redis
 from cryptography.fernet import Fernet
 
 from ela import config as config_module
-from ela.emulators.strava import StravaEmulator
 from ela.errors import ReauthError
 from ela.pipeline import run_job
-from ela.sandbox import free_port
+from ela.sandbox.emulators.strava import StravaEmulator
+from ela.sandbox.processes import REPO, free_port
+from ela.sandbox.stores import delete_prefixed
 from ela.sinks import LocalBucket
 from ela.tokens import SharedTokenStore, TokenStore
-from tests.helpers import REPO, delete_prefixed
 
 KEY = Fernet.generate_key().decode()
 CONFIG = config_module.load(REPO / "ingestion-config-dev.yaml")

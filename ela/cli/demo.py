@@ -1,4 +1,4 @@
-"""``ela demo``: every job through a real worker against the local emulators (ela/sandbox.py)."""
+"""``ela demo``: every job through a real worker against the local emulators (ela/sandbox/demo.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ela.cli.common import user_errors
 @click.option("--folder", type=click.Path(file_okay=False), help="Where the local bucket goes.")
 def demo(keep: bool, folder: str | None) -> None:
     """Run every job through a real worker against local emulators, into a local bucket."""
-    from ela.sandbox import run_demo
+    from ela.sandbox.demo import run_demo
 
     with user_errors():
         code = run_demo(folder=Path(folder) if folder else None, keep=keep)

@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
+from bench.harness import Context
+from bench.report import Row, X
 from ela import config as config_module
-from ela.emulators.server import Emulator
-from ela.emulators.spotify import SpotifyEmulator
-from ela.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
-from ela.emulators.todoist import TodoistEmulator
-from tests.helpers import REPO, client_app
+from ela.sandbox.emulators.server import Emulator
+from ela.sandbox.emulators.spotify import SpotifyEmulator
+from ela.sandbox.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
+from ela.sandbox.emulators.todoist import TodoistEmulator
+from ela.sandbox.processes import REPO, client_app
 
 DLT_VERSION = "1.31.0"  # the release the issue measured; on PyPI
 VENV = REPO / ".bench-venvs" / "dlt"
@@ -198,3 +200,30 @@ def _dlt(exe: Path, tmp: Path, source: Source, emulator: Emulator, repeats: int)
     best = min(runs, key=lambda side: side.seconds)
     # The peak over all runs, as the worker's pool process reports its own over its runs.
     return dataclasses.replace(best, peak_mb=max(side.peak_mb for side in runs))
+
+
+def rows(ctx: Context) -> list[Row]:
+    """Per source: records/s, peak RSS and API calls, ours against dlt."""
+    out = []
+    for source, ours, dlt in compare(ctx.ns, ctx.tmp, ctx.repeats, harness.say):
+        label = f"8. {source.label} → local folder, vs dlt"
+        out += [
+            Row(
+                f"{label}: records/s",
+                ours.rate,
+                dlt.rate,
+                "rec/s",
+                f"≥ {source.speed:.2f}{X}",
+                ours.rate >= source.speed * dlt.rate and ours.records == dlt.records,
+            ),
+            Row(
+                f"{label}: peak RSS",
+                ours.peak_mb,
+                dlt.peak_mb,
+                "MB",
+                f"≤ {source.memory:.2f}{X}",
+                ours.peak_mb <= source.memory * dlt.peak_mb,
+            ),
+            Row(f"{label}: API calls", ours.calls, dlt.calls, "calls", "—", None),
+        ]
+    return out

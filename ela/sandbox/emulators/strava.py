@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from ela.emulators.server import Emulator, Request, Response, bearer
+from ela.sandbox.emulators.server import Emulator, Request, Response, bearer
 
 CLIENT_ID = "48213"
 CLIENT_SECRET = "strava-emulator-client-secret"

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from ela.emulators.server import Emulator, Request, Response, bearer
+from ela.sandbox.emulators.server import Emulator, Request, Response, bearer
 
 CLIENT_ID = "ela-emulator-client"
 CLIENT_SECRET = "ela-emulator-secret"

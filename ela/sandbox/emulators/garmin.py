@@ -53,7 +53,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ela.connectors.garmin import store_tokens
-from ela.emulators.server import Emulator, Request, Response, bearer, unauthorized
+from ela.sandbox.emulators.server import Emulator, Request, Response, bearer, unauthorized
 from ela.tokens import TokenStore
 
 API_PREFIX = "/connectapi"

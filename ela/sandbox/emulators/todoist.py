@@ -16,7 +16,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ela.emulators.server import Emulator, Request, Response, bearer, unauthorized
+from ela.sandbox.emulators.server import Emulator, Request, Response, bearer, unauthorized
 
 DEFAULT_TOKEN = "todoist-emulator-token"
 MAX_PAGE = 200  # Todoist's maximum `limit`

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 
-from ela.emulators.server import Emulator
+from ela.sandbox.emulators.server import Emulator
 
 EMULATORS = {
-    "spotify": "ela.emulators.spotify:SpotifyEmulator",
-    "strava": "ela.emulators.strava:StravaEmulator",
-    "garmin": "ela.emulators.garmin:GarminEmulator",
-    "todoist": "ela.emulators.todoist:TodoistEmulator",
+    "spotify": "ela.sandbox.emulators.spotify:SpotifyEmulator",
+    "strava": "ela.sandbox.emulators.strava:StravaEmulator",
+    "garmin": "ela.sandbox.emulators.garmin:GarminEmulator",
+    "todoist": "ela.sandbox.emulators.todoist:TodoistEmulator",
 }
 
 
