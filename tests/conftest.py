@@ -31,6 +31,10 @@ INTEGRATION_FIXTURES = frozenset(
     }
 )
 FAST_TIER = os.environ.get("ELA_TEST_TIER") == "fast"
+# `ela` fits its tables to COLUMNS when set. The runner's terminal (or pytest-xdist, which sets
+# it in its workers) must not decide what a test sees: a test that wants a width sets one.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

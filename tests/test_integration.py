@@ -7,6 +7,7 @@ GCS-emulator bucket.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -167,14 +168,17 @@ def test_dev_and_prd_workers_never_take_each_others_tasks(
 def events_seen(app: Any, seconds: float) -> list[dict[str, Any]]:
     """The Celery events ``app`` receives over ``seconds`` (what Flower would show)."""
     seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
     with app.connection() as connection:
         receiver = app.events.Receiver(connection, handlers={"*": seen.append})
         stop = threading.Timer(seconds, lambda: setattr(receiver, "should_stop", True))
         stop.start()
         try:
-            receiver.capture(limit=None, timeout=1, wakeup=False)
-        except TimeoutError:
-            pass
+            # capture() gives up after a second without an event (a quiet moment between
+            # heartbeats): listen again until the deadline.
+            while time.monotonic() < deadline and not receiver.should_stop:
+                with contextlib.suppress(TimeoutError):
+                    receiver.capture(limit=None, timeout=1, wakeup=False)
         finally:
             stop.cancel()
     return seen

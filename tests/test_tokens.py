@@ -81,7 +81,9 @@ def test_tokens_are_encrypted_in_redis_and_reach_every_host(
     assert stat.S_IMODE(mirror.stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("key", ["not-a-key", Fernet.generate_key().decode()])
+@pytest.mark.parametrize(
+    "key", ["not-a-key", Fernet.generate_key().decode()], ids=["malformed", "another-key"]
+)
 def test_a_wrong_or_malformed_key_is_one_line_naming_the_variable(host: Hosts, key: str) -> None:
     host("a").write("strava", {"refresh_token": SECRET})
     with pytest.raises(ReauthError) as caught:
