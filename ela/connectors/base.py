@@ -280,7 +280,8 @@ class Paginator:
         self.has_more = True
         self._tokens: dict[Hashable, int] = {} if token is None else {token: 1}
         self._pages: dict[bytes, int] = {}
-        self._total: tuple[int, int] | None = None  # (count the source said, on which page)
+        # (the count the source said, on which page; 0 once a change has been warned about)
+        self._total: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
@@ -295,15 +296,17 @@ class Paginator:
         run goes on to the end its links lead to, and warns, since what changed before the
         point already read shows only on the next run.
         """
-        if isinstance(total, int):
+        if isinstance(total, int):  # said once per run: the first change
             said = self._total
-            if said is not None and said[0] != total and self.ctx is not None:
+            if said is None:
+                self._total = (total, self.number)
+            elif said[0] != total and said[1] > 0 and self.ctx is not None:
                 self.ctx.warn(
                     f"{self.name}: the source counts {total} items, page {said[1]} said "
                     f"{said[0]}: the list changed while it was read; the change shows in full "
                     "on the next run"
                 )
-            self._total = (total, self.number)
+                self._total = (total, 0)
         if items:
             first = self._pages.setdefault(_fingerprint(items), self.number)
             if first != self.number:

@@ -152,8 +152,12 @@ class SpotifyEmulator(Emulator):
         # Each page of /me/following served follows this many more artists (the user follows
         # someone while a run reads the list): the next page's `total` differs.
         self.follow_while_paging = 0
-        self.scope = SCOPE  # what the next tokens are granted (a token keeps what it got)
+        # The scope granted with a refresh token is what its user approved (the authorize
+        # request's `scope`); the seeded REFRESH_TOKEN's is `scope`. Access tokens keep theirs.
+        self.scope = SCOPE
         self.token_scopes: dict[str, str] = {}
+        self.refresh_scopes: dict[str, str] = {}
+        self.code_scopes: dict[str, str] = {}
         self.plays: list[dict[str, Any]] = []  # oldest first
         self._seed_plays(plays)
         self.saved_tracks: list[dict[str, Any]] = []  # newest first, as served
@@ -442,15 +446,18 @@ class SpotifyEmulator(Emulator):
             return pair == f"{CLIENT_ID}:{CLIENT_SECRET}"
         return form.get("client_id") == CLIENT_ID and form.get("client_secret") == CLIENT_SECRET
 
-    def _issue(self, refresh: str | None) -> dict[str, Any]:
+    def _issue(self, refresh: str | None, scope: str | None = None) -> dict[str, Any]:
         token = "BQ" + secrets.token_urlsafe(24)
         self.access_tokens[token] = time.time() + self.access_token_ttl
-        self.token_scopes[token] = self.scope
+        scope = scope or self.scope
+        self.token_scopes[token] = scope
+        if refresh:
+            self.refresh_scopes[refresh] = scope
         body: dict[str, Any] = {
             "access_token": token,
             "token_type": "Bearer",
             "expires_in": self.access_token_ttl,
-            "scope": self.scope,
+            "scope": scope,
         }
         if refresh:
             self.refresh_tokens.add(refresh)
@@ -470,11 +477,13 @@ class SpotifyEmulator(Emulator):
                         400,
                         {"error": "invalid_grant", "error_description": "Invalid refresh token"},
                     )
+                scope = self.refresh_scopes.get(refresh)
                 if self.rotate_refresh_tokens:
                     self.refresh_tokens.discard(refresh)
-                    return Response(200, self._issue("AQ" + secrets.token_urlsafe(32)))
-                return Response(200, self._issue(None))
+                    return Response(200, self._issue("AQ" + secrets.token_urlsafe(32), scope))
+                return Response(200, self._issue(None, scope))
             if grant == "authorization_code":
+                approved = self.code_scopes.pop(form.get("code", ""), None)
                 redirect = self.codes.pop(form.get("code", ""), None)
                 if redirect is None or redirect != form.get("redirect_uri"):
                     return Response(
@@ -484,7 +493,7 @@ class SpotifyEmulator(Emulator):
                             "error_description": "Invalid authorization code",
                         },
                     )
-                return Response(200, self._issue("AQ" + secrets.token_urlsafe(32)))
+                return Response(200, self._issue("AQ" + secrets.token_urlsafe(32), approved))
         return Response(400, {"error": "unsupported_grant_type"})
 
     def _authorize(self, request: Request, _: re.Match[str]) -> Response:
@@ -497,6 +506,7 @@ class SpotifyEmulator(Emulator):
         code = "AQ" + secrets.token_urlsafe(16)
         with self.lock:
             self.codes[code] = REDIRECT_URI
+            self.code_scopes[code] = query.get("scope", "")
         back = {"code": code, **({"state": query["state"]} if "state" in query else {})}
         return Response(302, headers={"Location": f"{REDIRECT_URI}?{urlencode(back)}"})
 
