@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ela import endpoints, limits
 from ela.connectors.base import (
+    FUTURE_SKEW,
     FetchContext,
     Paginator,
     Record,
@@ -267,9 +268,10 @@ def completed_tasks(client: TodoistClient, ctx: FetchContext) -> Iterator[Record
     """Tasks completed since the cursor, re-reading a lookback, by completion date.
 
     Active tasks never show what was done. Each run asks for the tasks completed from
-    ``lookback_days`` (default :data:`COMPLETED_LOOKBACK_DAYS`) before its cursor through now
-    (a first run: the last ``days``, default :data:`COMPLETED_FIRST_DAYS`), in windows of at
-    most :data:`COMPLETED_WINDOW_DAYS` days (the API refuses a window over three months), and
+    ``lookback_days`` (default :data:`COMPLETED_LOOKBACK_DAYS`) before its cursor through its
+    scheduled time (a first run: the last ``days``, default :data:`COMPLETED_FIRST_DAYS`), in
+    windows of at most :data:`COMPLETED_WINDOW_DAYS` days (the API refuses one over three
+    months), and
     lands those whose task id + ``completed_at`` it has not landed before (the job's state): a
     task completed offline syncs with its real, earlier ``completed_at``, and a task
     uncompleted and completed again comes back with a new one. ``ctx.since`` / ``ctx.until``
@@ -288,7 +290,9 @@ def completed_tasks(client: TodoistClient, ctx: FetchContext) -> Iterator[Record
         since = datetime.fromtimestamp(cursor, UTC) - lookback
     else:
         since = ctx.now - timedelta(days=ctx.days or COMPLETED_FIRST_DAYS)
-    until = ctx.until or horizon
+    # Through the run's scheduled time (and the skew a clock may have): a run that waited
+    # in the queue leaves the rest to the next run's lookback.
+    until = ctx.until or ctx.now + FUTURE_SKEW
     explicit = ctx.since is not None
     # An explicit window moves the cursor only if it joins the committed range.
     joins = ctx.since is None or (cursor is not None and ctx.since.timestamp() <= cursor)
