@@ -173,7 +173,7 @@ class SpotifyEmulator(Emulator):
         self.route("POST", r"/api/token", self._token)
         self.route("GET", r"/authorize", self._authorize)
         # spotipy's me() asks for "me/"; the real API answers both.
-        self.route("GET", r"/v1/me/?", self._authed(lambda r, m: Response(200, self.profile)))
+        self.route("GET", r"/v1/me/?", self._authed(lambda r, m: Response(200, self.drifted([self.profile])[0])))
         self.route("GET", r"/v1/me/player/recently-played", self._authed(self._recently_played))
         self.route("GET", r"/v1/me/tracks", self._authed(self._offset(lambda: self.saved_tracks)))
         self.route("GET", r"/v1/me/albums", self._authed(self._offset(lambda: self.saved_albums)))
