@@ -77,8 +77,7 @@ def call_rows(tmp: Path) -> list[dict[str, Any]]:
         pages = math.ceil(FOLLOWED / 50)
         rows.append(
             _row(
-                f"4. calls/run: Spotify followed artists {FOLLOWED} "
-                f"(min ⌈{FOLLOWED}/50⌉ + token)",
+                f"4. calls/run: Spotify followed artists {FOLLOWED} (min ⌈{FOLLOWED}/50⌉ + token)",
                 manifest["api_calls"],
                 pages + 1,
             )

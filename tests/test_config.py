@@ -112,9 +112,7 @@ def test_shipped_configs_carry_the_origin_facts(env: str) -> None:
         assert job.params() == (dev_params if env == "dev" else prd_params), name
         assert job.task == f"tasks.{job.service}.{job.data_type}"
         assert name == f"{job.service}_{job.data_type}"
-    origin_groups = {
-        g: [j for j in c.jobs if j not in ADDED] for g, c in config.job_groups.items()
-    }
+    origin_groups = {g: [j for j in c.jobs if j not in ADDED] for g, c in config.job_groups.items()}
     assert origin_groups == GROUPS[env]
 
 

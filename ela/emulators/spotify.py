@@ -173,7 +173,7 @@ class SpotifyEmulator(Emulator):
         self.route("POST", r"/api/token", self._token)
         self.route("GET", r"/authorize", self._authorize)
         # spotipy's me() asks for "me/"; the real API answers both.
-        self.route("GET", r"/v1/me/?", self._authed(lambda r, m: Response(200, self.drifted([self.profile])[0])))
+        self.route("GET", r"/v1/me/?", self._authed(self._me))
         self.route("GET", r"/v1/me/player/recently-played", self._authed(self._recently_played))
         self.route("GET", r"/v1/me/tracks", self._authed(self._offset(lambda: self.saved_tracks)))
         self.route("GET", r"/v1/me/albums", self._authed(self._offset(lambda: self.saved_albums)))
@@ -650,6 +650,10 @@ class SpotifyEmulator(Emulator):
                 "href": f"{base}?{urlencode(query)}" if query else base,
             },
         )
+
+    def _me(self, request: Request, _: re.Match[str]) -> Response:
+        """``/me``: the user's profile (what the app's scopes show of it)."""
+        return Response(200, self.drifted([self.profile])[0])
 
     def follow_artists(self, count: int) -> list[dict[str, Any]]:
         """Follow ``count`` more artists (new ones, with new random ids: anywhere in the list)."""
