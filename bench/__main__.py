@@ -812,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         "--latency", type=float, default=0.02, help="seconds per call in the last ingest round"
     )
     parser.add_argument(
-        "--only", default="1,2,3,5,6,7", help="sections to run, e.g. 2 (item 4 rides on 2)"
+        "--only", default="1,2,3,5,6,7,15", help="sections to run, e.g. 2 (item 4 rides on 2)"
     )
     parser.add_argument(
         "--manifests", type=int, default=10_000, help="manifests in the bucket for item 7"
@@ -847,6 +847,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows += jobs_page(tmp, args.manifests)
             if "8" in sections:
                 rows += peer_rows(ns, tmp, args.repeats)
+            if "15" in sections:  # issue 15.2/15.4: Spotify and Todoist's other data types
+                from bench import spotodo_more
+
+                found = spotodo_more.call_rows(tmp) + spotodo_more.ingest_rows(tmp, args.repeats)
+                rows += [Row(**row) for row in found]
             about = machine(ns.client)  # before clean() closes the client
         finally:
             ns.clean()
