@@ -258,7 +258,7 @@ def windows(since: datetime, until: datetime) -> Iterator[tuple[datetime, dateti
     incremental=True,
     backfill=BackfillProfile(
         chunk_days=COMPLETED_WINDOW_DAYS,
-        until_exclusive=False,
+        until_exclusive=True,  # chunks abut: one's `until` is the next one's `since`
         estimate=_completed_calls,
         quotas=(READ_QUOTA,),
         max_chunk_days=366,
@@ -274,8 +274,8 @@ def completed_tasks(client: TodoistClient, ctx: FetchContext) -> Iterator[Record
     months), and
     lands those whose task id + ``completed_at`` it has not landed before (the job's state): a
     task completed offline syncs with its real, earlier ``completed_at``, and a task
-    uncompleted and completed again comes back with a new one. ``ctx.since`` / ``ctx.until``
-    (a backfill) set the window instead, and it lands whole.
+    uncompleted and completed again comes back with a new one. ``ctx.since`` (inclusive) /
+    ``ctx.until`` (exclusive; a backfill) set the window instead, and it lands whole.
 
     The cursor is the newest ``completed_at`` landed (epoch seconds), never past
     :meth:`FetchContext.horizon`; landed keys are kept for :data:`MAX_LOOKBACK_DAYS`.
@@ -292,7 +292,8 @@ def completed_tasks(client: TodoistClient, ctx: FetchContext) -> Iterator[Record
         since = ctx.now - timedelta(days=ctx.days or COMPLETED_FIRST_DAYS)
     # Through the run's scheduled time (and the skew a clock may have): a run that waited
     # in the queue leaves the rest to the next run's lookback.
-    until = ctx.until or ctx.now + FUTURE_SKEW
+    # An explicit `until` is exclusive, as for Strava (the API's is inclusive).
+    until = ctx.until - timedelta(microseconds=1) if ctx.until else ctx.now + FUTURE_SKEW
     explicit = ctx.since is not None
     # An explicit window moves the cursor only if it joins the committed range.
     joins = ctx.since is None or (cursor is not None and ctx.since.timestamp() <= cursor)
