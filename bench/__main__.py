@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "--latency", type=float, default=0.02, help="seconds per call in the last ingest round"
     )
     parser.add_argument(
-        "--only", default="1,2,3,5,6,7", help="sections to run, e.g. 2 (item 4 rides on 2)"
+        "--only", default="1,2,3,5,6,7,9", help="sections to run, e.g. 2 (item 4 rides on 2)"
     )
     parser.add_argument(
         "--manifests", type=int, default=10_000, help="manifests in the bucket for item 7"

@@ -1,7 +1,7 @@
 """``ela validate`` on hostile bytes: a seeded mutation fuzzer, and the cases it is built from.
 
-Whatever the bytes, validation ends within two seconds of CPU with exit status 0 or 1 and one line per
-problem: never a traceback, never a hang, never the internal-error fallback of
+Whatever the bytes, validation ends within two seconds of CPU with exit status 0 or 1 and one
+line per problem: never a traceback, never a hang, never the internal-error fallback of
 ``ela.config.loads`` (which exists so a user never sees a traceback, but which a test must never
 reach: each case it would catch is a bug to fix).
 """

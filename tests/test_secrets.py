@@ -1,7 +1,7 @@
 """No secret appears in logs, task arguments, results, Flower, the bucket or Sentry (SPEC §3).
 
 One test plants a distinctive value in every credential the system reads (each emulator is
-configured to accept exactly those values), runs all 13 jobs of the dev config through a real
+configured to accept exactly those values), runs all 17 jobs of the dev config through a real
 worker, driven by a real beat tick, with six of them failing (401s and 500s, retried and not),
 and then searches everything the system wrote or shows for every planted value, every token the
 emulators issued (access tokens, rotated refresh tokens) and every token in the token store:
@@ -271,7 +271,7 @@ def test_no_planted_secret_appears_anywhere(
 ) -> None:
     environ, emulators, token_dir = planted
     jobs = shipped_config("dev")["jobs"]
-    assert len(jobs) == 13
+    assert len(jobs) == 17  # the origin's 13 and issue 15's 4
     config = write_config(
         tmp_path / "c.yaml",
         schedules=dict.fromkeys(jobs, "* * * * *"),  # beat sends all 13 at its next minute

@@ -11,6 +11,7 @@ from bench.harness import Context
 from bench.report import Row
 from bench.sections import (
     completeness,
+    data_types,
     ingest,
     jobs_page,
     memory,
@@ -29,4 +30,5 @@ SECTIONS: dict[str, Callable[[Context], list[Row]]] = {
     "6": completeness.rows,
     "7": jobs_page.rows,
     "8": peer.rows,  # only with --peer dlt
+    "9": data_types.rows,
 }

@@ -1,4 +1,4 @@
-"""``ela demo``: every job through a real worker against the local emulators (ela/sandbox/demo.py)."""
+"""``ela demo``: every job through a real worker against the local emulators (ela/sandbox/)."""
 
 from __future__ import annotations
 

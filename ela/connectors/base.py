@@ -280,14 +280,33 @@ class Paginator:
         self.has_more = True
         self._tokens: dict[Hashable, int] = {} if token is None else {token: 1}
         self._pages: dict[bytes, int] = {}
+        # (the count the source said, on which page; 0 once a change has been warned about)
+        self._total: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
         """The current page, for messages: ``"todoist: tasks page 3"``."""
         return f"{self.what} page {self.number}"
 
-    def read(self, items: Page) -> Page:
-        """The current page's records, once they are known not to repeat an earlier page's."""
+    def read(self, items: Page, total: int | None = None) -> Page:
+        """The current page's records, once they are known not to repeat an earlier page's.
+
+        ``total`` is the count the page says the whole list has, if it says one. A list that
+        changes while it is read (an artist followed between two pages) says a new count: the
+        run goes on to the end its links lead to, and warns, since what changed before the
+        point already read shows only on the next run.
+        """
+        if isinstance(total, int):  # said once per run: the first change
+            said = self._total
+            if said is None:
+                self._total = (total, self.number)
+            elif said[0] != total and said[1] > 0 and self.ctx is not None:
+                self.ctx.warn(
+                    f"{self.name}: the source counts {total} items, page {said[1]} said "
+                    f"{said[0]}: the list changed while it was read; the change shows in full "
+                    "on the next run"
+                )
+                self._total = (total, 0)
         if items:
             first = self._pages.setdefault(_fingerprint(items), self.number)
             if first != self.number:

@@ -59,7 +59,9 @@ SCOPES = (
     "playlist-read-private",  # playlists
     "playlist-read-collaborative",  # playlists shared with the user
     "user-top-read",  # top_tracks, top_artists
+    "user-follow-read",  # followed_artists
 )
+FOLLOW_SCOPE = "user-follow-read"
 REAUTH_HINT = "run `ela auth spotify` (or set a new SPOTIFY_REFRESH_TOKEN)"
 # Quick in-process retries for transient 5xx and refused connections; anything longer is the
 # Celery task's retry (with backoff), so a worker never sleeps out a provider's outage here.
@@ -270,12 +272,22 @@ class SpotifyClient:
         """GET a link the API sent (the session routes it, or refuses it)."""
         return self.sp._get(url)
 
-    def pages(self, what: str, first: Callable[[int], Any], limit: int | None) -> Iterator[Record]:
-        """Items of an offset-paged endpoint, at most ``limit`` (None: all), in API order.
+    def pages(
+        self,
+        what: str,
+        first: Callable[[int], Any],
+        limit: int | None,
+        under: str | None = None,
+    ) -> Iterator[Record]:
+        """Items of a paged endpoint, at most ``limit`` (None: all), in API order.
 
         The first page says how many items there are (``total``); the rest are asked for by
         offset, up to :data:`PARALLEL_PAGES` at a time, and yielded in order. Without a
-        ``total`` the ``next`` links are followed one by one.
+        ``total`` and an ``offset`` (a cursor-paged endpoint), the ``next`` links are followed
+        one by one until one is null, whatever the page's ``cursors`` still say.
+
+        ``under`` names the key a cursor-paged endpoint wraps its paging object in
+        (``/me/following`` answers ``{"artists": {"items", "next", "cursors", "total"}}``).
 
         Raises:
             PayloadError: a page is not JSON or not a paging object, an item is not an object,
@@ -284,7 +296,7 @@ class SpotifyClient:
         """
         size = min(PAGE_SIZE, limit) if limit else PAGE_SIZE
         pages = Paginator(f"spotify: {what}", self.ctx)
-        page = first(size)
+        page = _unwrap(first(size), under, what, 1)
         items = _items(page, what, 1)
         total = page.get("total")
         following = page.get("next")
@@ -294,7 +306,7 @@ class SpotifyClient:
             start = page["offset"] + len(items)
             yield from self._by_offset(what, pages, following, start, wanted)
         else:
-            yield from self._by_next(what, pages, page, limit)
+            yield from self._by_next(what, pages, page, limit, under)
 
     def _by_offset(
         self, what: str, pages: Paginator, link: str, start: int, wanted: int
@@ -326,13 +338,17 @@ class SpotifyClient:
                 return
 
     def _by_next(
-        self, what: str, pages: Paginator, page: Any, limit: int | None
+        self, what: str, pages: Paginator, page: Any, limit: int | None, under: str | None = None
     ) -> Iterator[Record]:
-        """Follow ``next`` links one by one (an endpoint that does not say its ``total``)."""
+        """Follow ``next`` links one by one (an endpoint that does not say its ``total``, or
+        a cursor-paged one). The ``total`` each page says is handed to the paginator, which
+        warns when it changes while the list is read."""
         remaining = limit
         while remaining is None or remaining > 0:
             number = pages.number
-            for item in _objects(pages.read(_items(page, what, number)), what, number):
+            total = page.get("total")
+            read = pages.read(_items(page, what, number), total)
+            for item in _objects(read, what, number):
                 yield item
                 if remaining is not None:
                     remaining -= 1
@@ -341,7 +357,19 @@ class SpotifyClient:
             pages.advance(page.get("next"))
             if not pages.has_more:
                 return
-            page = self.follow(self.hosts.route(pages.token, pages.name))
+            page = _unwrap(
+                self.follow(self.hosts.route(pages.token, pages.name)), under, what, pages.number
+            )
+
+
+def _unwrap(page: Any, under: str | None, what: str, number: int) -> Any:
+    """The paging object of a page: the page itself, or what it holds under ``under``."""
+    if under is None or not isinstance(page, dict):
+        return page  # _items says what is wrong with a page that is not an object
+    inner = page.get(under)
+    if not isinstance(inner, dict):
+        raise PayloadError(f"spotify: {what} page {number}: no `{under}` paging object")
+    return inner
 
 
 def _objects(items: list[Any], what: str, number: int) -> Iterator[Record]:
@@ -630,6 +658,44 @@ def top_artists(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record]:
         lambda n: client.sp.current_user_top_artists(limit=n, time_range=time_range),
         ctx.limit,
     )
+
+
+@spotify.data_type("followed_artists", params=("limit",), max_limit=10_000)
+def followed_artists(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record]:
+    """The artists the user follows, up to ``limit`` (cursor pages of 50).
+
+    ``/me/following`` pages by cursor (``after``: the last artist id of the page before), its
+    paging object under ``artists``; the last page's ``next`` is null even where
+    ``cursors.after`` is still set, so the pages end where ``next`` does. Needs the scope
+    ``user-follow-read``: an authorization made before it was asked for gets a 403, which is
+    a re-authorization naming it.
+    """
+    from spotipy.exceptions import SpotifyException
+
+    try:
+        yield from client.pages(
+            "followed_artists",
+            lambda n: client.sp.current_user_followed_artists(limit=n),
+            ctx.limit,
+            under="artists",
+        )
+    except SpotifyException as exc:
+        if exc.http_status != 403:
+            raise
+        raise ReauthError(
+            f"spotify: followed_artists: HTTP 403 from /v1/me/following: the authorization "
+            f"lacks the scope {FOLLOW_SCOPE}; run `ela auth spotify` again (it asks for "
+            f"{FOLLOW_SCOPE}) and approve it"
+        ) from exc
+
+
+@spotify.data_type("user_profile")
+def user_profile(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record]:
+    """The user's profile (one record, ``/me``), as Spotify sent it."""
+    profile = client.sp.current_user()
+    if not isinstance(profile, dict):
+        raise PayloadError("spotify: user_profile: /v1/me is not a JSON object")
+    yield profile
 
 
 # -- `ela auth spotify` ---------------------------------------------------------------------

@@ -41,8 +41,9 @@ REDIRECT_URI = "http://127.0.0.1:8888/callback"
 REFRESH_TOKEN = "spotify-emulator-refresh-token"
 SCOPE = (
     "playlist-read-collaborative playlist-read-private user-library-read "
-    "user-read-recently-played user-top-read"
+    "user-read-recently-played user-top-read user-follow-read"
 )
+FOLLOW_SCOPE = "user-follow-read"  # what /me/following needs (403 without it)
 MAX_PAGE = 50  # Spotify's maximum `limit` on every endpoint modelled here
 RECENT_KEPT = 50  # recently played only ever knows the last 50 plays
 TOP_ITEMS = 50  # Spotify computes only the top 50 per time range
@@ -107,6 +108,7 @@ class SpotifyEmulator(Emulator):
         end: datetime = datetime(2025, 6, 30, 18, 0, tzinfo=UTC),
         seed: int = 7,
         clock: Callable[[], datetime] | None = None,
+        followed: int = 120,
     ) -> None:
         super().__init__(seed)
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -137,6 +139,25 @@ class SpotifyEmulator(Emulator):
         self.tracks: list[dict[str, Any]] = [t for a in self.albums for t in a["_tracks"]]
 
         self.playlists: list[dict[str, Any]] = [self._playlist(n) for n in range(playlists)]
+        # What /me answers with the app's scopes (no user-read-private / user-read-email):
+        # the public profile, with followers and images, as in Spotify's reference for it.
+        self.profile: dict[str, Any] = {
+            **self.user,
+            "followers": {"href": None, "total": 12},
+            "images": self._images("ela-listener-profile-image"),
+        }
+        # Followed artists (full artist objects), served ordered by id: the `after` cursor is
+        # the last artist id of the page before (spotipy: "the last artist ID retrieved").
+        self.followed: list[dict[str, Any]] = []  # drawn last, below: the rest stays as it was
+        # Each page of /me/following served follows this many more artists (the user follows
+        # someone while a run reads the list): the next page's `total` differs.
+        self.follow_while_paging = 0
+        # The scope granted with a refresh token is what its user approved (the authorize
+        # request's `scope`); the seeded REFRESH_TOKEN's is `scope`. Access tokens keep theirs.
+        self.scope = SCOPE
+        self.token_scopes: dict[str, str] = {}
+        self.refresh_scopes: dict[str, str] = {}
+        self.code_scopes: dict[str, str] = {}
         self.plays: list[dict[str, Any]] = []  # oldest first
         self._seed_plays(plays)
         self.saved_tracks: list[dict[str, Any]] = []  # newest first, as served
@@ -147,10 +168,12 @@ class SpotifyEmulator(Emulator):
             r: [self._full_artist(a) for a in self.rng.sample(self.artists, TOP_ITEMS)]
             for r in TIME_RANGES
         }
+        self.follow_artists(followed)
 
         self.route("POST", r"/api/token", self._token)
         self.route("GET", r"/authorize", self._authorize)
-        self.route("GET", r"/v1/me", self._authed(lambda r, m: Response(200, self.user)))
+        # spotipy's me() asks for "me/"; the real API answers both.
+        self.route("GET", r"/v1/me/?", self._authed(self._me))
         self.route("GET", r"/v1/me/player/recently-played", self._authed(self._recently_played))
         self.route("GET", r"/v1/me/tracks", self._authed(self._offset(lambda: self.saved_tracks)))
         self.route("GET", r"/v1/me/albums", self._authed(self._offset(lambda: self.saved_albums)))
@@ -160,6 +183,7 @@ class SpotifyEmulator(Emulator):
         self.route("GET", r"/v1/me/playlists", playlist_pages)
         self.route("GET", r"/v1/users/(?P<user>[^/]+)/playlists", playlist_pages)
         self.route("GET", r"/v1/me/top/(tracks|artists)", self._authed(self._top))
+        self.route("GET", r"/v1/me/following", self._authed(self._following))
 
     # -- wiring ---------------------------------------------------------------------------
     @property
@@ -422,14 +446,18 @@ class SpotifyEmulator(Emulator):
             return pair == f"{CLIENT_ID}:{CLIENT_SECRET}"
         return form.get("client_id") == CLIENT_ID and form.get("client_secret") == CLIENT_SECRET
 
-    def _issue(self, refresh: str | None) -> dict[str, Any]:
+    def _issue(self, refresh: str | None, scope: str | None = None) -> dict[str, Any]:
         token = "BQ" + secrets.token_urlsafe(24)
         self.access_tokens[token] = time.time() + self.access_token_ttl
+        scope = scope or self.scope
+        self.token_scopes[token] = scope
+        if refresh:
+            self.refresh_scopes[refresh] = scope
         body: dict[str, Any] = {
             "access_token": token,
             "token_type": "Bearer",
             "expires_in": self.access_token_ttl,
-            "scope": SCOPE,
+            "scope": scope,
         }
         if refresh:
             self.refresh_tokens.add(refresh)
@@ -449,11 +477,13 @@ class SpotifyEmulator(Emulator):
                         400,
                         {"error": "invalid_grant", "error_description": "Invalid refresh token"},
                     )
+                scope = self.refresh_scopes.get(refresh)
                 if self.rotate_refresh_tokens:
                     self.refresh_tokens.discard(refresh)
-                    return Response(200, self._issue("AQ" + secrets.token_urlsafe(32)))
-                return Response(200, self._issue(None))
+                    return Response(200, self._issue("AQ" + secrets.token_urlsafe(32), scope))
+                return Response(200, self._issue(None, scope))
             if grant == "authorization_code":
+                approved = self.code_scopes.pop(form.get("code", ""), None)
                 redirect = self.codes.pop(form.get("code", ""), None)
                 if redirect is None or redirect != form.get("redirect_uri"):
                     return Response(
@@ -463,7 +493,7 @@ class SpotifyEmulator(Emulator):
                             "error_description": "Invalid authorization code",
                         },
                     )
-                return Response(200, self._issue("AQ" + secrets.token_urlsafe(32)))
+                return Response(200, self._issue("AQ" + secrets.token_urlsafe(32), approved))
         return Response(400, {"error": "unsupported_grant_type"})
 
     def _authorize(self, request: Request, _: re.Match[str]) -> Response:
@@ -476,6 +506,7 @@ class SpotifyEmulator(Emulator):
         code = "AQ" + secrets.token_urlsafe(16)
         with self.lock:
             self.codes[code] = REDIRECT_URI
+            self.code_scopes[code] = query.get("scope", "")
         back = {"code": code, **({"state": query["state"]} if "state" in query else {})}
         return Response(302, headers={"Location": f"{REDIRECT_URI}?{urlencode(back)}"})
 
@@ -619,6 +650,63 @@ class SpotifyEmulator(Emulator):
                 "href": f"{base}?{urlencode(query)}" if query else base,
             },
         )
+
+    def _me(self, request: Request, _: re.Match[str]) -> Response:
+        """``/me``: the user's profile (what the app's scopes show of it)."""
+        return Response(200, self.drifted([self.profile])[0])
+
+    def follow_artists(self, count: int) -> list[dict[str, Any]]:
+        """Follow ``count`` more artists (new ones, with new random ids: anywhere in the list)."""
+        with self.lock:
+            new = [self._full_artist(self._artist()) for _ in range(count)]
+            self.followed = sorted([*self.followed, *new], key=lambda a: a["id"])
+            return new
+
+    def _following(self, request: Request, _: re.Match[str]) -> Response:
+        """``/me/following?type=artist``: cursor pages of followed artists.
+
+        Spotify's cursor-based paging object, under ``artists``: ``items``, ``next``,
+        ``cursors.after``, ``limit``, ``total``, ``href`` (no ``offset``/``previous``). Two
+        quirks seen on the real API are kept: the last page's ``next`` is null while
+        ``cursors.after`` still names its last artist (a client paging on the cursor asks
+        once more, for nothing), and ``total`` is counted per request, so it changes between
+        pages when the user follows someone meanwhile (:attr:`follow_while_paging`).
+        """
+        token = bearer(request) or ""
+        with self.lock:
+            granted = self.token_scopes.get(token, SCOPE)
+        if FOLLOW_SCOPE not in granted.split():
+            return api_error(403, "Insufficient client scope")
+        if request.query.get("type") != "artist":
+            return api_error(400, "Invalid type")  # `artist` is the only type it pages
+        limit = self._limit(request, 20)
+        if isinstance(limit, Response):
+            return limit
+        after = request.query.get("after")
+        with self.lock:
+            rows = list(self.followed)
+        ids = [a["id"] for a in rows]
+        start = bisect.bisect_right(ids, after) if after else 0
+        items = rows[start : start + limit]
+        base = f"{self.link_base or self.url}/v1/me/following?type=artist"
+        following = None
+        if start + limit < len(rows):
+            following = f"{base}&after={items[-1]['id']}&limit={limit}"
+        elif self.loop and after:
+            following = f"{base}&limit={limit}"  # back to the first page, forever
+        body = {
+            "artists": {
+                "items": self.drifted(items),
+                "next": following,
+                "total": len(rows),
+                "cursors": {"after": items[-1]["id"] if items else None},
+                "limit": limit,
+                "href": f"{base}&limit={limit}" + (f"&after={after}" if after else ""),
+            }
+        }
+        if self.follow_while_paging:
+            self.follow_artists(self.follow_while_paging)
+        return Response(200, body)
 
 
 def api_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -1,0 +1,17 @@
+"""Section 9: the data types added after the origin's thirteen jobs.
+
+Each provider's module (``bench/<provider>_more.py``) measures its own new types: API calls per
+run at their minimum (rows of item 4) and, for the biggest, ingest against a plain sequential
+script with the same library (rows of item 2). The table sorts them into those items.
+"""
+
+from __future__ import annotations
+
+from bench import spotodo_more
+from bench.harness import Context
+from bench.report import Row
+
+
+def rows(ctx: Context) -> list[Row]:
+    found = spotodo_more.call_rows(ctx.tmp) + spotodo_more.ingest_rows(ctx.tmp, ctx.repeats)
+    return [Row(**row) for row in found]
