@@ -924,9 +924,7 @@ def _seed_clubs() -> list[dict[str, Any]]:
                 "profile": f"{base}/{ident}/5319085/1/large.jpg",
                 "cover_photo": photo,
                 "cover_photo_small": photo and photo.replace("large", "small"),
-                "activity_types": {"running": ["Run", "Hike"], "cycling": ["Ride"]}.get(
-                    sport, []
-                ),
+                "activity_types": {"running": ["Run", "Hike"], "cycling": ["Ride"]}.get(sport, []),
                 "sport_type": sport,
                 "city": city,
                 "state": state,
