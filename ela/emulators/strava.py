@@ -156,6 +156,7 @@ class StravaEmulator(Emulator):
         self.route("GET", r"/api/v3/athlete/activities", self._list_activities)
         # Issue 15: what hangs off each activity, and the athlete's clubs and gear.
         self.clubs: list[dict[str, Any]] = _seed_clubs()
+        self.answered: list[str] = []  # laps/streams paths answered 200 (not refused, not 404)
         self.route("GET", r"/api/v3/activities/(\d+)/laps", self._activity_laps)
         self.route("GET", r"/api/v3/activities/(\d+)/streams", self._activity_streams)
         self.route("GET", r"/api/v3/athlete/clubs", self._athlete_clubs)
@@ -635,6 +636,7 @@ class StravaEmulator(Emulator):
             activity = self._activity(int(match.group(1)))
             if activity is None:
                 return Response(404, _NOT_FOUND)
+            self.answered.append(request.path)
             return Response(200, self.drifted(_laps(activity)))
 
     def _activity_streams(self, request: Request, match: re.Match[str]) -> Response:
@@ -655,6 +657,8 @@ class StravaEmulator(Emulator):
             streams = None if activity is None else _streams(activity)
         if streams is None:
             return Response(404, _NOT_FOUND)
+        with self.lock:
+            self.answered.append(request.path)
         # A dict keyed by type with key_by_type=true (stravalib#383, a real response), the
         # documented array of typed streams otherwise.
         chosen = {t: s for t, s in streams.items() if not keys or t in keys}
