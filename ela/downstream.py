@@ -95,6 +95,7 @@ def objects_for_rows(value: Any) -> Any:
     if isinstance(value, dict):
         changed: dict[str, Any] | None = None
         for key, item in value.items():
+            new: Any
             if isinstance(item, list) and _is_rows(item):
                 names = _names(value, key)
                 new = [_row_object(row, names) for row in item if row is not None]
