@@ -14,6 +14,8 @@
    bucket, the first time and again (its cache reads only new or changed objects).
 8. With ``--peer dlt``: Spotify, Todoist and Strava through a dlt REST API pipeline
    (``bench/peer.py``, dlt in a virtual environment of its own) against the worker.
+9. Strava's issue-15 types (``bench/strava_more.py``): calls per run at the minimum, and
+   streams of 200 activities against ``bench/baseline/strava_streams.py``.
 
 Progress goes to stderr; the table to stdout. Redis: ``ELA_BENCH_REDIS_URL`` (default db 12),
 under a key prefix of this run's own, deleted at the end.
@@ -812,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         "--latency", type=float, default=0.02, help="seconds per call in the last ingest round"
     )
     parser.add_argument(
-        "--only", default="1,2,3,5,6,7", help="sections to run, e.g. 2 (item 4 rides on 2)"
+        "--only", default="1,2,3,5,6,7,9", help="sections to run, e.g. 2 (item 4 rides on 2)"
     )
     parser.add_argument(
         "--manifests", type=int, default=10_000, help="manifests in the bucket for item 7"
@@ -847,6 +849,12 @@ def main(argv: list[str] | None = None) -> int:
                 rows += jobs_page(tmp, args.manifests)
             if "8" in sections:
                 rows += peer_rows(ns, tmp, args.repeats)
+            if "9" in sections:  # issue 15, Strava: laps/streams/clubs/gear calls, streams ingest
+                from bench import strava_more
+
+                more = strava_more.api_call_rows(tmp)
+                more += strava_more.ingest_rows(tmp, args.repeats, args.latency)
+                rows += [Row(*r) for r in more]
             about = machine(ns.client)  # before clean() closes the client
         finally:
             ns.clean()
