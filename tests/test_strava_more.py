@@ -16,8 +16,9 @@ from ela import bqcheck
 from ela import config as config_module
 from ela.config import IngestionConfig
 from ela.connectors.strava import PER_ACTIVITY_CHUNK_DAYS, stream_keys
+from ela.emulators.server import Drift, Fault
 from ela.emulators.strava import StravaEmulator
-from ela.errors import RetriableError
+from ela.errors import PayloadError, RetriableError
 from ela.ops import backfill as bf
 from ela.pipeline import Overrides, run_job
 from ela.sinks import Bucket, LocalBucket
@@ -339,3 +340,35 @@ def test_gear_is_each_bike_and_shoe_of_the_athlete(
     assert all(g["resource_state"] == 3 and "brand_name" in g for g in records)
     assert emu.calls_to("/api/v3/gear/") == len(ids)
     assert manifest["api_calls"] == 1 + 1 + len(ids)  # token, athlete, one per gear
+
+
+# -- the robustness cases the generic tests run for the other jobs ------------------------------
+
+
+def test_a_malformed_streams_body_fails_the_run_and_commits_nothing(
+    emu: StravaEmulator, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    run(emu, bucket, tmp_path, "strava_activities")
+    emu.inject(Fault(malformed=True, path="/streams", times=1))
+    with pytest.raises(PayloadError) as caught:
+        run(emu, bucket, tmp_path, "strava_streams")
+    assert str(caught.value).startswith("strava:") and "\n" not in str(caught.value)
+    assert read_state(bucket, "strava", "strava_streams").landed == {}
+    assert not [o for o in bucket.list("strava/landing/") if "streams" in o.name]
+
+
+def test_drifted_laps_and_gzip_streams_land_as_strava_sent_them(
+    emu: StravaEmulator, tmp_path: Path
+) -> None:
+    plain, drifted = LocalBucket(tmp_path / "plain"), LocalBucket(tmp_path / "drifted")
+    for bucket in (plain, drifted):
+        run(emu, bucket, tmp_path, "strava_activities")
+    laps = landed(plain, run(emu, plain, tmp_path, "strava_laps"))
+    streams = landed(plain, run(emu, plain, tmp_path, "strava_streams"))
+    emu.drift = Drift(add={"ela_new_field": 1}, drop=("split",))
+    emu.gzip = True
+    assert landed(drifted, run(emu, drifted, tmp_path, "strava_laps")) == [
+        Drift(add={"ela_new_field": 1}, drop=("split",)).apply(lap) for lap in laps
+    ]
+    assert landed(drifted, run(emu, drifted, tmp_path, "strava_streams")) == streams
+    assert emu.compressed >= 1
