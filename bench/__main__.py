@@ -14,6 +14,8 @@
    bucket, the first time and again (its cache reads only new or changed objects).
 8. With ``--peer dlt``: Spotify, Todoist and Strava through a dlt REST API pipeline
    (``bench/sections/peer.py``, dlt in a virtual environment of its own) against the worker.
+9. The data types added after the origin's thirteen (``bench/sections/data_types.py``): calls
+   per run at their minimum (item 4), and the biggest against a plain script (item 2).
 
 Progress goes to stderr; the table to stdout. Redis: ``ELA_BENCH_REDIS_URL`` (default db 12),
 under a key prefix of this run's own, deleted at the end.

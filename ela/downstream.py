@@ -22,7 +22,10 @@ dbt models depend on (README, What lands where):
    - without descriptors, the first field is taken to be the time stamp (every series of
      this kind Garmin sends starts with one);
    - a null row is left out: it holds neither time stamp nor value, and an array cannot hold
-     null in BigQuery.
+     null in BigQuery;
+   - Strava's ``latlng`` stream (``{"latlng": {"data": [[lat, lng], ...]}}``, the only array of
+     arrays Strava sends) becomes ``{"lat": ..., "lng": ...}`` objects: its rows hold no time
+     stamp (the ``time`` stream beside it does, at the same index).
 
 Nothing else is touched: key order, numbers and strings stay as sent.
 """
@@ -38,6 +41,8 @@ from ela.connectors.base import DataType, DayRecord, Record
 from ela.errors import PayloadError
 from ela.sinks import jsonl_line
 
+# Series whose rows are named by the key that holds them (``{key: {"data": rows}}``).
+_NAMED_ROWS = {"latlng": {0: "lat", 1: "lng"}}
 _SUFFIXES = ("ValuesArray", "ValueArray", "Values", "Array", "s")
 # In compact JSON (no spaces), where an array may hold an array: ``[[`` or ``[null,null,[``.
 _ROWS = re.compile(rb"\[(?:null,)*\[")
@@ -90,9 +95,13 @@ def objects_for_rows(value: Any) -> Any:
     if isinstance(value, dict):
         changed: dict[str, Any] | None = None
         for key, item in value.items():
+            new: Any
             if isinstance(item, list) and _is_rows(item):
                 names = _names(value, key)
                 new = [_row_object(row, names) for row in item if row is not None]
+            elif key in _NAMED_ROWS and isinstance(item, dict) and _named_rows(item):
+                rows = [_row_object(row, _NAMED_ROWS[key]) for row in item["data"] if row]
+                new = {**item, "data": rows}
             elif isinstance(item, (dict, list)):
                 new = objects_for_rows(item)
             else:
@@ -108,6 +117,11 @@ def objects_for_rows(value: Any) -> Any:
         same = all(new is old for new, old in zip(items, value, strict=True))
         return value if same else items
     return value
+
+
+def _named_rows(series: dict[str, Any]) -> bool:
+    data = series.get("data")
+    return isinstance(data, list) and _is_rows(data)
 
 
 def _is_rows(items: list[Any]) -> bool:

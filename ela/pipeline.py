@@ -124,6 +124,8 @@ def run_job(
         already_landed=state.landed,
         complete_through=state.complete_through,
     )
+    if data_type.follows is not None:
+        ctx.upstream_jobs, ctx.upstream = _upstream(config, job.service, data_type.follows, bucket)
     spool = JsonlSpool()
     try:
         _check_dependencies(job_name, job.missing_dependencies(environ))
@@ -215,6 +217,22 @@ def run_job(
     for warning in ctx.warnings:
         log.warning("%s run %s: %s", job_name, run_id, warning)
     return result("succeeded", manifest)
+
+
+def _upstream(
+    config: IngestionConfig, service: str, data_type: str, bucket: Bucket
+) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The jobs of ``service``/``data_type`` in the config, and the keys they have landed (the
+    union of their states' ``landed``): the work list of a data type that follows them."""
+    jobs = tuple(
+        name
+        for name, other in config.jobs.items()
+        if other.service == service and other.data_type == data_type
+    )
+    landed: dict[str, float] = {}
+    for name in jobs:
+        landed.update(read_state(bucket, service, name).landed)
+    return jobs, landed
 
 
 # What Flower's task page and the worker's success line show first: both cut the result's repr

@@ -166,8 +166,8 @@ def test_a_job_that_cannot_be_backfilled_names_those_that_can() -> None:
     assert result.exit_code == 1
     assert result.output.strip() == (
         "ela: spotify_top_tracks cannot be backfilled (tasks.spotify.top_tracks takes no date "
-        "window); jobs that can be backfilled: strava_activities, garmin_activities, "
-        "garmin_sleep, garmin_heart_rate, todoist_completed_tasks"
+        "window); jobs that can be backfilled: strava_activities, strava_laps, strava_streams, "
+        "garmin_activities, garmin_sleep, garmin_heart_rate, todoist_completed_tasks"
     )
 
 

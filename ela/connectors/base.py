@@ -96,6 +96,10 @@ class FetchContext:
         new_complete_through: the last day known complete after this run.
         report: entries the data type adds to the manifest (``possible_gap``,
             ``partial_days``, ...).
+        upstream: for a data type that follows another (:attr:`DataType.follows`), the keys
+            the followed type's jobs have landed (their state's ``landed``), with their order
+            values: its work list (Strava laps and streams: the activities landed).
+        upstream_jobs: the jobs ``upstream`` was read from (none: no such job in the config).
     """
 
     job: str
@@ -120,6 +124,8 @@ class FetchContext:
     landed_floor: float | None = None
     new_complete_through: str | None = None
     report: dict[str, Any] = dataclasses.field(default_factory=dict)
+    upstream: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    upstream_jobs: tuple[str, ...] = ()
     _calls_lock: threading.Lock = dataclasses.field(
         default_factory=threading.Lock, repr=False, compare=False
     )
@@ -483,6 +489,8 @@ class DataType:
         incremental: whether the job keeps a cursor in ``_state/``.
         keeps_state: whether the job keeps any state (a cursor, landed keys, complete days).
         backfill: how ``ela backfill`` cuts and paces a past window, for a type that takes one.
+        follows: the data type of the same service whose landed keys are this one's work
+            list (``FetchContext.upstream``), or None.
     """
 
     service: str
@@ -494,6 +502,7 @@ class DataType:
     incremental: bool = False
     keeps_state: bool = False
     backfill: BackfillProfile | None = None
+    follows: str | None = None
     doc: str = ""
 
     @property
@@ -526,6 +535,7 @@ class Service(Generic[C]):
         incremental: bool = False,
         keeps_state: bool = False,
         backfill: BackfillProfile | None = None,
+        follows: str | None = None,
     ) -> Callable[[FetchFn], FetchFn]:
         """Register the decorated generator as this service's data type ``name``."""
 
@@ -540,6 +550,7 @@ class Service(Generic[C]):
                 incremental=incremental,
                 keeps_state=keeps_state or incremental,
                 backfill=backfill,
+                follows=follows,
                 doc=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
             )
             return fn

@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -47,6 +48,7 @@ from ela.connectors.base import (
     Record,
     Service,
     http_error,
+    in_order,
     parse_retry_after,
     read_ahead,
     read_response,
@@ -629,6 +631,301 @@ def athlete(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
             "profile lands as Strava sent it"
         )
     yield raw
+
+
+# -- what hangs off each activity: laps and streams (issue 15) -------------------------------
+
+# Per-activity calls in flight at once. Each is one read of the same quota however many fly
+# together; this only shortens a catch-up, which the read budget stops cleanly anyway.
+PARALLEL_ACTIVITIES = 4
+# A laps or streams backfill chunk lists its window's activities (a read per 200) and makes one
+# read per activity. 30 days is the activities chunk too; a very active athlete's month (two a
+# day: 61 reads) still fits in one 15-minute window's budget (90 of 100), so a chunk never needs
+# more than one window. A longer chunk could not start in any window.
+PER_ACTIVITY_CHUNK_DAYS = 30
+
+
+def _per_activity_calls(days: int, most_records: int) -> int:
+    # The window's activity pages, plus one read per activity: at most one a day is the guess
+    # before a chunk has run; the pacer counts what each chunk really spent.
+    return max(days, most_records) // PAGE_SIZE + 1 + max(days, most_records)
+
+
+def _laps_calls(days: int, most_records: int) -> int:
+    # Laps are several records per activity: records say nothing of activities, the days do.
+    return days // PAGE_SIZE + 1 + days
+
+
+PER_ACTIVITY_QUOTAS = read_quotas()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    """One activity's call: its body, or what it raised, or None if it was never made."""
+
+    body: Any = None
+    error: BaseException | None = None
+    skipped: bool = False
+
+
+def _work_list(client: StravaClient, ctx: FetchContext, what: str) -> list[tuple[int, int]]:
+    """(start epoch, activity id) of every activity this run may do, oldest first.
+
+    Scheduled runs: the activities landed by the config's activities jobs (their state) that
+    this job has not done (its own state). An explicit window (``ela run --since``, a backfill
+    chunk): the window's activities as Strava lists them, a read per 200, less those done.
+    """
+    if ctx.since is None:
+        if not ctx.upstream_jobs:
+            ctx.warn(
+                f"strava: {what} follows the activities a strava/activities job lands, and this "
+                "config has none: nothing to do (add one, or use --since for a window)"
+            )
+        return sorted(
+            (int(start), int(key))
+            for key, start in ctx.upstream.items()
+            if key not in ctx.already_landed
+        )
+    after = _epoch_of(ctx.since - SECOND)  # Strava's `after` is exclusive
+    before = _epoch_of(ctx.until) if ctx.until is not None else None
+    pages = Paginator(f"strava: {API_PREFIX}athlete/activities", token=1)
+    found: list[tuple[int, int]] = []
+    while pages.has_more:
+        body = client.api.protocol.get(
+            "/athlete/activities", before=before, after=after, page=pages.token, per_page=PAGE_SIZE
+        )
+        if not isinstance(body, list):
+            raise PayloadError(f"{pages.name} is not a list")
+        for raw in pages.read(body):
+            start = _checked_start(raw, len(found) + 1)
+            if str(raw["id"]) not in ctx.already_landed:
+                found.append((start, int(raw["id"])))
+        pages.advance(pages.token + 1 if len(body) >= PAGE_SIZE else None)
+    return sorted(found)
+
+
+def _per_activity(
+    client: StravaClient,
+    ctx: FetchContext,
+    what: str,
+    fetch: Callable[[int], Any],
+    land: Callable[[int, Any], Iterator[Record]],
+) -> Iterator[Record]:
+    """For each activity of the work list (:func:`_work_list`), up to ``limit``: one call,
+    ``fetch(id)``, and the records ``land(id, body)`` makes of its answer, in activity order.
+
+    Each activity done (landed, or answered 404: a manual entry has no streams; an activity
+    deleted since it landed has neither) goes into this job's ``landed`` state, so it costs
+    one call per type, once. When the read budget or a rate-limit window runs out (the
+    transport refuses the call, or Strava answers 429), a scheduled run stops there: what it
+    got is committed and the rest is the next run's (``pending_activities`` in the manifest).
+    An explicit window lands whole or not at all (the retriable error: a backfill runs the
+    chunk again once the window resets). Other errors fail the run, as anywhere.
+    """
+    import requests
+
+    work = _work_list(client, ctx, what)
+    if ctx.limit:
+        work = work[: ctx.limit]
+    starts = dict((ident, start) for start, ident in work)
+    stop = threading.Event()
+
+    def call(ident: int) -> _Outcome:
+        if stop.is_set():
+            return _Outcome(skipped=True)
+        try:
+            return _Outcome(body=fetch(ident))
+        except Exception as exc:  # judged in order, below
+            return _Outcome(error=exc)
+
+    refused: IngestError | None = None
+    missing: list[int] = []
+    done = 0
+    for ident, outcome in in_order(call, list(starts), PARALLEL_ACTIVITIES, f"strava-{what}"):
+        if outcome.skipped:
+            continue
+        if outcome.error is not None:
+            exc = outcome.error
+            response = getattr(exc, "response", None)
+            if isinstance(exc, requests.HTTPError) and getattr(response, "status_code", 0) == 404:
+                missing.append(ident)
+            else:
+                error = strava.classify(exc)
+                if not isinstance(error, RetriableError) or ctx.since is not None:
+                    raise error from exc
+                refused = refused or error
+                stop.set()
+                continue
+        else:
+            ctx.page = f"strava: {API_PREFIX}activities/{ident}/{what}"
+            yield from land(ident, outcome.body)
+        ctx.landed[str(ident)] = starts[ident]
+        done += 1
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        ctx.warn(
+            f"strava: {what}: {len(missing)} activities have none (404: a manual entry has no "
+            f"streams; an activity deleted since it landed has nothing): {shown}"
+        )
+    if refused is not None:
+        if done == 0:
+            raise refused  # nothing to commit: retried like any run the budget refuses
+        pending = len(work) - done
+        ctx.report["pending_activities"] = pending
+        ctx.warn(
+            f"strava: {what}: the read budget ran out after {done} activities ({refused}); the "
+            f"other {pending} are the next run's"
+        )
+    if ctx.since is None and ctx.upstream:
+        # Ids the activities jobs no longer keep can never be asked for again: forget them too.
+        ctx.landed_floor = min(ctx.upstream.values())
+
+
+@strava.data_type(
+    "laps",
+    params=("limit",),
+    keeps_state=True,
+    follows="activities",
+    backfill=BackfillProfile(
+        chunk_days=PER_ACTIVITY_CHUNK_DAYS,
+        max_chunk_days=PER_ACTIVITY_CHUNK_DAYS,
+        until_exclusive=True,
+        estimate=_laps_calls,
+        fallback_wait=_next_quarter_hour,
+        quotas=PER_ACTIVITY_QUOTAS,
+    ),
+)
+def laps(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
+    """The laps of each activity landed since this job last ran, one record per lap.
+
+    The request ``Client.get_activity_laps`` makes (``GET /activities/{id}/laps``, with its
+    ``page``/``per_page``), read below stravalib's ``Lap`` model, as Strava sent it: each lap
+    names its activity (``activity.id``). An activity recorded without laps has one, the whole
+    activity; a manual entry has none. See :func:`_per_activity` for which activities, and
+    what the read budget does.
+    """
+
+    def fetch(ident: int) -> list[Any]:
+        found: list[Any] = []
+        pages = Paginator(f"strava: {API_PREFIX}activities/{ident}/laps", token=1)
+        while pages.has_more:  # stravalib's BatchedResultsIterator: until a short page
+            body = client.api.protocol.get(
+                "/activities/{id}/laps", id=ident, page=pages.token, per_page=PAGE_SIZE
+            )
+            if not isinstance(body, list):
+                raise PayloadError(f"{pages.name} is not a list")
+            found.extend(pages.read(body))
+            pages.advance(pages.token + 1 if len(body) >= PAGE_SIZE else None)
+        return found
+
+    def land(ident: int, body: list[Any]) -> Iterator[Record]:
+        for position, lap in enumerate(body, 1):
+            if not isinstance(lap, dict):
+                raise PayloadError(f"strava: lap {position} of activity {ident} is not an object")
+            yield lap
+
+    yield from _per_activity(client, ctx, "laps", fetch, land)
+
+
+def stream_keys() -> list[str]:
+    """Every stream type, as stravalib asks for them when none are named (its own list)."""
+    from stravalib.strava_model import StreamType
+
+    return list(StreamType.model_json_schema()["enum"])
+
+
+@strava.data_type(
+    "streams",
+    params=("limit",),
+    keeps_state=True,
+    follows="activities",
+    backfill=BackfillProfile(
+        chunk_days=PER_ACTIVITY_CHUNK_DAYS,
+        max_chunk_days=PER_ACTIVITY_CHUNK_DAYS,
+        until_exclusive=True,
+        estimate=_per_activity_calls,
+        fallback_wait=_next_quarter_hour,
+        quotas=PER_ACTIVITY_QUOTAS,
+    ),
+)
+def streams(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
+    """The streams of each activity landed since this job last ran: one record per activity,
+    ``{"activity_id": id, "streams": {...}}``.
+
+    The request ``Client.get_activity_streams(id)`` makes with no types named (every type
+    stravalib knows, ``key_by_type=true``), read below its ``Stream`` model. ``streams`` is
+    Strava's answer as sent, keyed by type, holding only the types the activity has (no
+    ``heartrate`` without a strap, no ``latlng`` indoors); the answer does not say which
+    activity it belongs to, hence the wrapper. A manual entry has no streams (404): nothing
+    lands for it, and it is done. Downstream, ``latlng`` rows become ``{"lat", "lng"}``
+    objects (:mod:`ela.downstream`).
+    """
+    keys = ",".join(stream_keys())
+
+    def fetch(ident: int) -> Any:
+        return client.api.protocol.get(
+            "/activities/{id}/streams", id=ident, keys=keys, key_by_type=True
+        )
+
+    def land(ident: int, body: Any) -> Iterator[Record]:
+        if not isinstance(body, dict):
+            raise PayloadError(
+                f"strava: the streams of activity {ident} are not an object keyed by type"
+            )
+        if body:  # {}: nothing recorded; the activity is done all the same
+            yield {"activity_id": ident, "streams": body}
+
+    yield from _per_activity(client, ctx, "streams", fetch, land)
+
+
+# -- snapshots: clubs and gear (issue 15) -----------------------------------------------------
+
+
+@strava.data_type("clubs")
+def clubs(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
+    """The athlete's clubs, as Strava lists them (a snapshot).
+
+    The requests ``Client.get_athlete_clubs`` makes (``GET /athlete/clubs``, ``page`` and
+    ``per_page`` until a short page), read below its ``SummaryClub`` model. A club the
+    athlete asked to join and is not yet admitted to is listed, ``membership: "pending"``.
+    """
+    pages = Paginator(f"strava: {API_PREFIX}athlete/clubs", ctx, token=1)
+    while pages.has_more:
+        body = client.api.protocol.get("/athlete/clubs", page=pages.token, per_page=PAGE_SIZE)
+        if not isinstance(body, list):
+            raise PayloadError(f"{pages.name} is not a list")
+        yield from pages.read(body)
+        pages.advance(pages.token + 1 if len(body) >= PAGE_SIZE else None)
+
+
+@strava.data_type("gear")
+def gear(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
+    """Each of the athlete's bikes and shoes in detail (a snapshot): ``GET /athlete`` for
+    their ids (``bikes``/``shoes``), then ``Client.get_gear``'s request, ``GET /gear/{id}``,
+    for each, read below its ``DetailedGear`` model. A gear id Strava no longer knows (404:
+    deleted between the two reads) is skipped with a warning."""
+    import requests
+
+    athlete = client.api.protocol.get("/athlete")
+    if not isinstance(athlete, dict):
+        raise PayloadError("strava: the athlete profile is not an object (reading gear ids)")
+    ids: list[str] = []
+    for kind in ("bikes", "shoes"):
+        for item in athlete.get(kind) or []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
+                ids.append(item["id"])
+    for ident in dict.fromkeys(ids):
+        ctx.page = f"strava: {API_PREFIX}gear/{ident}"
+        try:
+            body = client.api.protocol.get("/gear/{id}", id=ident)
+        except requests.HTTPError as exc:
+            if exc.response is not None and exc.response.status_code == 404:
+                ctx.warn(f"strava: gear {ident} is listed on the athlete but not found (404)")
+                continue
+            raise
+        if not isinstance(body, dict):
+            raise PayloadError(f"strava: gear {ident} is not an object")
+        yield body
 
 
 def _cursor_epoch(cursor: Any) -> int | None:

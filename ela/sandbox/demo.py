@@ -23,6 +23,7 @@ from typing import Any
 
 from ela import config as config_module
 from ela.cli.common import plural
+from ela.connectors import data_type
 from ela.sandbox.emulators.registry import emulator_for
 from ela.sandbox.processes import isolated_environ
 from ela.sandbox.stores import embedded_redis
@@ -148,12 +149,20 @@ def _run_all(
 
     app = create_app(config, environ)
     started = time.monotonic()
+    # Jobs that follow another data type (Strava laps, streams: the activities landed) go once
+    # the others are done, so their work list is there.
+    later = [n for n, j in config.jobs.items() if data_type(j.service, j.data_type).follows]
     pending = {
-        name: app.send_task(job.task, kwargs={"job": name}) for name, job in config.jobs.items()
+        name: app.send_task(job.task, kwargs={"job": name})
+        for name, job in config.jobs.items()
+        if name not in later
     }
-    _say(f"\nRunning {len(pending)} jobs on the worker…")
+    _say(f"\nRunning {len(config.jobs)} jobs on the worker…")
     outcomes: dict[str, dict[str, Any]] = {}
-    while pending and time.monotonic() - started < 600:
+    while (pending or later) and time.monotonic() - started < 600:
+        if not pending:
+            pending = {n: app.send_task(config.jobs[n].task, kwargs={"job": n}) for n in later}
+            later = []
         for name, result in list(pending.items()):
             if not result.ready():
                 continue

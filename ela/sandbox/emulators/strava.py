@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import copy
 import math
+import random
 import re
 import time
 from collections.abc import Callable
@@ -153,6 +154,13 @@ class StravaEmulator(Emulator):
         self.route("POST", r"/oauth/deauthorize", self._deauthorize)
         self.route("GET", r"/api/v3/athlete", self._get_athlete)
         self.route("GET", r"/api/v3/athlete/activities", self._list_activities)
+        # Issue 15: what hangs off each activity, and the athlete's clubs and gear.
+        self.clubs: list[dict[str, Any]] = _seed_clubs()
+        self.answered: list[str] = []  # laps/streams paths answered 200 (not refused, not 404)
+        self.route("GET", r"/api/v3/activities/(\d+)/laps", self._activity_laps)
+        self.route("GET", r"/api/v3/activities/(\d+)/streams", self._activity_streams)
+        self.route("GET", r"/api/v3/athlete/clubs", self._athlete_clubs)
+        self.route("GET", r"/api/v3/gear/([^/]+)", self._gear)
 
     def environ(self) -> dict[str, str]:
         return {
@@ -254,6 +262,19 @@ class StravaEmulator(Emulator):
             new = [self._make_activity(s.date(), start=s, manual=manual) for s in starts]
             self._insert(new)
             return copy.deepcopy(new)
+
+    def without_heart_rate(self, count: int) -> list[dict[str, Any]]:
+        """``count`` new activities (as :meth:`add_activities`) recorded without a heart-rate
+        strap: ``has_heartrate`` false, no heart-rate averages, and no ``heartrate`` stream."""
+        new = self.add_activities(count)
+        with self.lock:
+            ids = {a["id"] for a in new}
+            for activity in self.activities:
+                if activity["id"] in ids:
+                    activity["has_heartrate"] = False
+                    activity.pop("average_heartrate", None)
+                    activity.pop("max_heartrate", None)
+            return [copy.deepcopy(a) for a in self.activities if a["id"] in ids]
 
     def _insert(self, new: list[dict[str, Any]]) -> None:
         for activity in new:  # kept in start order, which the window bisections rely on
@@ -589,6 +610,87 @@ class StravaEmulator(Emulator):
             # Not copied: served records are only read, and stored ones change only between runs.
             return Response(200, self.drifted(rows[start : start + per_page]))
 
+    # -- issue 15: laps, streams, clubs, gear ----------------------------------------------------
+    def _activity(self, activity_id: int) -> dict[str, Any] | None:
+        """The stored activity ``activity_id`` (callers hold the lock), or None."""
+        return next((a for a in self.activities if a["id"] == activity_id), None)
+
+    def laps_of(self, activity_id: int) -> list[dict[str, Any]]:
+        """The laps Strava would list for the activity (``[]`` for an unknown one)."""
+        with self.lock:
+            activity = self._activity(activity_id)
+            return [] if activity is None else _laps(activity)
+
+    def streams_of(self, activity_id: int) -> dict[str, dict[str, Any]] | None:
+        """Every stream the activity has, keyed by type; None where Strava answers 404."""
+        with self.lock:
+            activity = self._activity(activity_id)
+            return None if activity is None else _streams(activity)
+
+    def _activity_laps(self, request: Request, match: re.Match[str]) -> Response:
+        """``GET /activities/{id}/laps``: stravalib sends ``page``/``per_page``, which Strava
+        ignores here (the whole list comes at once)."""
+        if not self._authorized(request):
+            return Response(401, _auth_error("Athlete", "access_token"))
+        with self.lock:
+            activity = self._activity(int(match.group(1)))
+            if activity is None:
+                return Response(404, _NOT_FOUND)
+            self.answered.append(request.path)
+            return Response(200, self.drifted(_laps(activity)))
+
+    def _activity_streams(self, request: Request, match: re.Match[str]) -> Response:
+        """``GET /activities/{id}/streams?keys=...&key_by_type=true``.
+
+        Only the streams the activity has are sent, among those asked for (stravalib: "If the
+        stream is not available for a particular activity it will be left out"): no
+        ``heartrate`` without a strap, no ``latlng``/``altitude`` indoors, no ``watts``
+        without a power meter. A manual entry has no streams at all: Strava answers 404
+        "Resource Not Found" (seen by rStrava#72 and roznet/connectstats#54).
+        """
+        if not self._authorized(request):
+            return Response(401, _auth_error("Athlete", "access_token"))
+        keys = [k for k in request.query.get("keys", "").split(",") if k]
+        by_type = request.query.get("key_by_type", "").lower() == "true"
+        with self.lock:
+            activity = self._activity(int(match.group(1)))
+            streams = None if activity is None else _streams(activity)
+        if streams is None:
+            return Response(404, _NOT_FOUND)
+        with self.lock:
+            self.answered.append(request.path)
+        # A dict keyed by type with key_by_type=true (stravalib#383, a real response), the
+        # documented array of typed streams otherwise.
+        chosen = {t: s for t, s in streams.items() if not keys or t in keys}
+        if by_type:
+            return Response(200, chosen)
+        return Response(200, [{"type": t, **s} for t, s in chosen.items()])
+
+    def _athlete_clubs(self, request: Request, _: re.Match[str]) -> Response:
+        if not self._authorized(request):
+            return Response(401, _auth_error("Athlete", "access_token"))
+        try:
+            page = max(1, _int_or_none(request.query.get("page")) or 1)
+            per_page = _int_or_none(request.query.get("per_page")) or DEFAULT_PAGE
+        except ValueError as exc:
+            return Response(400, {"message": "Bad Request", "errors": [{"code": str(exc)}]})
+        per_page = min(max(per_page, 1), MAX_PAGE)
+        with self.lock:
+            start = 0 if self.loop else (page - 1) * per_page
+            return Response(200, self.drifted(copy.deepcopy(self.clubs[start : start + per_page])))
+
+    def _gear(self, request: Request, match: re.Match[str]) -> Response:
+        """``GET /gear/{id}``: a DetailedGear (shape: the recorded example in stravalib's
+        ``strava_swagger.json``); an id the athlete does not own is a 404."""
+        if not self._authorized(request):
+            return Response(401, _auth_error("Athlete", "access_token"))
+        with self.lock:
+            owned = {g["id"]: g for g in (*self.athlete["bikes"], *self.athlete["shoes"])}
+            summary = owned.get(match.group(1))
+            if summary is None:
+                return Response(404, _NOT_FOUND)
+            return Response(200, self.drifted([_detailed_gear(summary)])[0])
+
 
 def _int_or_none(value: str | None) -> int | None:
     if value is None or value == "":
@@ -601,3 +703,244 @@ def _int_or_none(value: str | None) -> int | None:
 
 def _epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp())
+
+
+# -- issue 15: laps, streams, clubs, gear (pure, deterministic per activity) --------------------
+
+_NOT_FOUND = {
+    "message": "Resource Not Found",
+    "errors": [{"resource": "Activity", "field": "id", "code": "invalid"}],
+}
+STREAM_POINT_S = 4  # smart recording: about a point every few seconds
+MAX_STREAM_POINTS = 2_500  # keeps an emulated streams body under ~200 KB
+
+
+def _laps(activity: dict[str, Any]) -> list[dict[str, Any]]:
+    """The activity's laps, as ``GET /activities/{id}/laps`` lists them (fields: the recorded
+    example in stravalib's ``strava_swagger.json``).
+
+    A run auto-laps every kilometre and a ride every 5 km; anything recorded without laps still
+    gets one lap, the whole activity (javastravav3api#105: "returns 1 lap; there should not be
+    any"). A manual entry has none.
+    """
+    if activity.get("manual"):
+        return []
+    rnd = random.Random(activity["id"])
+    distance = float(activity["distance"])
+    moving, elapsed = int(activity["moving_time"]), int(activity["elapsed_time"])
+    step = {"Run": 1000.0, "Ride": 5000.0}.get(activity["type"])
+    count = max(1, math.ceil(distance / step)) if step and distance else 1
+    start = datetime.fromisoformat(activity["start_date"])
+    local = datetime.fromisoformat(activity["start_date_local"].rstrip("Z"))
+    points = _points(activity)
+    laps: list[dict[str, Any]] = []
+    offset = 0
+    for index in range(count):
+        share = (min(step, distance - index * step) / distance) if count > 1 and step else 1.0
+        lap_moving = max(1, round(moving * share))
+        lap_elapsed = max(lap_moving, round(elapsed * share))
+        lap_distance = round(distance * share, 1)
+        first = round(points * offset / max(1, elapsed))
+        last = min(points - 1, round(points * (offset + lap_elapsed) / max(1, elapsed)))
+        lap: dict[str, Any] = {
+            "id": activity["id"] * 100 + index + 1,
+            "resource_state": 2,
+            "name": f"Lap {index + 1}",
+            "activity": {"id": activity["id"], "resource_state": 1},
+            "athlete": {"id": ATHLETE_ID, "resource_state": 1},
+            "elapsed_time": lap_elapsed,
+            "moving_time": lap_moving,
+            "start_date": _iso(start + timedelta(seconds=offset)),
+            "start_date_local": _iso(local + timedelta(seconds=offset)),
+            "distance": lap_distance,
+            "start_index": first,
+            "end_index": last,
+            "total_elevation_gain": round(float(activity["total_elevation_gain"]) * share, 1),
+            "average_speed": round(lap_distance / lap_moving, 2) if lap_distance else 0.0,
+            "max_speed": round(lap_distance / lap_moving * rnd.uniform(1.1, 1.6), 2)
+            if lap_distance
+            else 0.0,
+            "lap_index": index + 1,
+            "split": index + 1,
+        }
+        if "average_cadence" in activity:
+            lap["average_cadence"] = round(activity["average_cadence"] + rnd.uniform(-3, 3), 1)
+        if "average_watts" in activity:
+            lap["device_watts"] = activity.get("device_watts", False)
+            lap["average_watts"] = round(activity["average_watts"] * rnd.uniform(0.85, 1.15), 1)
+        if activity.get("has_heartrate"):
+            lap["average_heartrate"] = round(activity["average_heartrate"] + rnd.uniform(-8, 8), 1)
+            lap["max_heartrate"] = float(activity["max_heartrate"] - rnd.randint(0, 10))
+        if activity["type"] == "Run":
+            lap["pace_zone"] = rnd.randint(1, 5)
+        laps.append(lap)
+        offset += lap_elapsed
+    return laps
+
+
+def _points(activity: dict[str, Any]) -> int:
+    return max(2, min(MAX_STREAM_POINTS, int(activity["elapsed_time"]) // STREAM_POINT_S))
+
+
+def _streams(activity: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """Every stream the activity has, keyed by type, or None for a manual entry (no file).
+
+    Which ones exist follows what recorded it: ``latlng``, ``altitude`` and ``grade_smooth``
+    need GPS, ``heartrate`` a strap (``has_heartrate``), ``cadence`` a footpod or cadence
+    sensor, ``watts`` a power meter (``device_watts``: estimated power has no stream), ``temp``
+    a device with a thermometer (outdoor activities here).
+    """
+    if activity.get("manual"):
+        return None
+    rnd = random.Random(activity["id"] * 31 + 7)
+    n = _points(activity)
+    elapsed = int(activity["elapsed_time"])
+    distance = float(activity["distance"])
+    gps = bool(activity.get("start_latlng"))
+    times = sorted({round(elapsed * i / (n - 1)) for i in range(n)})
+    n = len(times)
+    series = "distance" if distance else "time"
+    out: dict[str, list[Any]] = {"time": times}
+    if distance:
+        out["distance"] = [round(distance * t / elapsed, 1) for t in times]
+    if gps:
+        lat, lng = activity["start_latlng"]
+        heading = rnd.uniform(0, 2 * math.pi)
+        track = []
+        for i in range(n):
+            angle = heading + 2 * math.pi * i / n
+            radius = distance / (2 * math.pi) / 111_000
+            track.append(
+                [
+                    round(lat + radius * (math.sin(angle) - math.sin(heading)), 6),
+                    round(lng + radius * (math.cos(angle) - math.cos(heading)) / 0.7, 6),
+                ]
+            )
+        out["latlng"] = track
+        base = float(activity.get("elev_low", 180.0))
+        out["altitude"] = [
+            round(base + 20 * math.sin(i / 40) + rnd.uniform(0, 1), 1) for i in range(n)
+        ]
+    if distance:
+        mean = distance / max(1, int(activity["moving_time"]))
+        out["velocity_smooth"] = [round(max(0.0, mean + rnd.uniform(-0.6, 0.6)), 1) for _ in times]
+    if activity.get("has_heartrate"):
+        low = int(activity.get("average_heartrate", 130)) - 15
+        out["heartrate"] = [min(200, low + i * 25 // n + rnd.randint(0, 8)) for i in range(n)]
+    if "average_cadence" in activity:
+        cadence = int(activity["average_cadence"])
+        out["cadence"] = [cadence + rnd.randint(-4, 4) for _ in times]
+    if activity.get("device_watts"):
+        watts = int(activity.get("average_watts", 180))
+        out["watts"] = [max(0, watts + rnd.randint(-60, 60)) for _ in times]
+    if gps:
+        out["temp"] = [rnd.randint(14, 24)] * n
+    out["moving"] = [rnd.random() > 0.03 for _ in times]
+    if gps:
+        out["grade_smooth"] = [round(rnd.uniform(-4, 4), 1) for _ in times]
+    return {
+        kind: {"data": data, "series_type": series, "original_size": n, "resolution": "high"}
+        for kind, data in out.items()
+    }
+
+
+def _detailed_gear(summary: dict[str, Any]) -> dict[str, Any]:
+    """A DetailedGear for one of the athlete's summary gear entries."""
+    bike = summary["id"].startswith("b")
+    brand, model = summary["name"].split(" ", 1)
+    gear: dict[str, Any] = {
+        "id": summary["id"],
+        "primary": summary["primary"],
+        "name": summary["name"],
+        "nickname": summary["nickname"],
+        "resource_state": 3,
+        "retired": summary["retired"],
+        "distance": summary["distance"],
+        "converted_distance": summary["converted_distance"],
+        "brand_name": brand,
+        "model_name": model,
+        "description": "My Bike." if bike else "",
+    }
+    if bike:
+        gear["frame_type"] = 3  # road
+        gear["weight"] = 8.1
+    else:
+        gear["notification_distance"] = 800  # km: Strava reminds the athlete to replace them
+    return gear
+
+
+def _seed_clubs() -> list[dict[str, Any]]:
+    """The athlete's clubs, as ``GET /athlete/clubs`` lists SummaryClubs (fields: the recorded
+    example in stravalib's ``strava_swagger.json``). One is a private club the athlete asked to
+    join and is not yet admitted to: Strava lists it with ``membership: "pending"``, and a club
+    without a vanity URL has an empty ``url`` and no cover photo."""
+    base = "https://dgalywyr863hv.cloudfront.net/pictures/clubs"
+    clubs = [
+        (
+            231407,
+            "The Strava Club",
+            "other",
+            "San Francisco",
+            "California",
+            "United States",
+            False,
+            93151,
+            True,
+            "strava",
+            "member",
+        ),
+        (
+            568412,
+            "Lyon Trail Running",
+            "running",
+            "Lyon",
+            "Auvergne-Rhône-Alpes",
+            "France",
+            False,
+            2318,
+            False,
+            "lyontrail",
+            "member",
+        ),
+        (
+            1093377,
+            "Gravel du Beaujolais",
+            "cycling",
+            "Villefranche-sur-Saône",
+            "Auvergne-Rhône-Alpes",
+            "France",
+            True,
+            41,
+            False,
+            "",
+            "pending",
+        ),
+    ]
+    out = []
+    for ident, name, sport, city, state, country, private, members, verified, url, status in clubs:
+        photo = None if not url else f"{base}/{ident}/5098428/4/large.jpg"
+        out.append(
+            {
+                "id": ident,
+                "resource_state": 2,
+                "name": name,
+                "profile_medium": f"{base}/{ident}/5319085/1/medium.jpg",
+                "profile": f"{base}/{ident}/5319085/1/large.jpg",
+                "cover_photo": photo,
+                "cover_photo_small": photo and photo.replace("large", "small"),
+                "activity_types": {"running": ["Run", "Hike"], "cycling": ["Ride"]}.get(sport, []),
+                "sport_type": sport,
+                "city": city,
+                "state": state,
+                "country": country,
+                "private": private,
+                "member_count": members,
+                "featured": False,
+                "verified": verified,
+                "url": url,
+                "membership": status,
+                "admin": False,
+                "owner": False,
+            }
+        )
+    return out
