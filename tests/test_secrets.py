@@ -269,7 +269,7 @@ def test_no_planted_secret_appears_anywhere(
 ) -> None:
     environ, emulators, token_dir = planted
     jobs = shipped_config("dev")["jobs"]
-    assert len(jobs) == 13
+    assert len(jobs) >= 13
     config = write_config(
         tmp_path / "c.yaml",
         schedules=dict.fromkeys(jobs, "* * * * *"),  # beat sends all 13 at its next minute
