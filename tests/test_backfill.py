@@ -165,7 +165,8 @@ def test_a_job_that_cannot_be_backfilled_names_those_that_can() -> None:
     assert result.output.strip() == (
         "ela: spotify_top_tracks cannot be backfilled (tasks.spotify.top_tracks takes no date "
         "window); jobs that can be backfilled: strava_activities, garmin_activities, "
-        "garmin_sleep, garmin_heart_rate"
+        "garmin_sleep, garmin_heart_rate, garmin_steps, garmin_stress, garmin_hrv, "
+        "garmin_training_status, garmin_floors, garmin_body_battery, garmin_weight"
     )
 
 
