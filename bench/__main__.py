@@ -44,7 +44,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from bench import completeness, harness, peer, plugin
+from bench import completeness, garmin_more, harness, peer, plugin
 from bench.harness import STRAVA_LIMITS, Runner, say
 from ela import config as config_module
 from ela import naming
@@ -836,6 +836,9 @@ def main(argv: list[str] | None = None) -> int:
             if "2" in sections:
                 throughput, calls = ingest(ns, tmp, args.repeats, args.latency)
                 rows += throughput
+                # Issue 15: Garmin's other data types (bench/garmin_more.py).
+                rows += [Row(*r) for r in garmin_more.ingest_rows(tmp, args.repeats, args.latency)]
+                calls += [Row(*r) for r in garmin_more.call_rows(tmp)]
             if "3" in sections:
                 rows += memory(ns, tmp)
             rows += calls

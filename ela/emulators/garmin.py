@@ -801,6 +801,7 @@ class GarminEmulator(Emulator):
     def _init_more(self) -> None:
         """State and routes of the issue-15 data types (called at the end of ``__init__``)."""
         self.no_hrv_days: set[date] = set()  # nights slept without an HRV reading (HTTP 204)
+        self._stress: dict[date, list[tuple[int, int, int]]] = {}  # a day's samples, made once
         self.weigh_ins: list[dict[str, Any]] = []
         rng = random.Random(f"{self.seed}:weight")
         grams = 61_000.0
@@ -874,6 +875,10 @@ class GarminEmulator(Emulator):
         """The whole day's (ms, stress level, body battery level), one every 3 minutes. Stress is
         -1 when the watch could not measure (off the wrist) and -2 during activity, as Garmin
         sends it (its stress chart leaves both out)."""
+        with self.lock:
+            cached = self._stress.get(day)
+        if cached is not None:
+            return cached
         start, end, _ = self._day_bounds(day)
         rng = self._day_random("stress", day)
         level, battery = rng.randint(10, 30), rng.randint(25, 45)
@@ -895,6 +900,8 @@ class GarminEmulator(Emulator):
             )
             shown = -1 if rng.random() < 0.03 else -2 if 17.5 <= hour < 18.3 else level
             samples.append((_ms(start) + n * STRESS_SAMPLE_MS, shown, battery))
+        with self.lock:
+            self._stress[day] = samples
         return samples
 
     def stress_for(self, day: date) -> dict[str, Any]:
