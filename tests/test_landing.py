@@ -160,7 +160,8 @@ def test_per_day_garmin_records_carry_the_day_and_the_data_type(
     garmin: GarminEmulator = emulators["garmin"]
     for job_name, data_type in (("garmin_sleep", "sleep"), ("garmin_heart_rate", "heart_rate")):
         manifest = manifests[job_name]
-        day = datetime.fromisoformat(manifest["scheduled_at"]).date()  # days: 1 → that day
+        # days: 1 → that day, in the user's zone (an hour or two ahead of UTC near midnight)
+        day = datetime.fromisoformat(manifest["scheduled_at"]).astimezone(garmin.tz).date()
         [record] = read_jsonl(bucket.get_bytes(objects_of(manifest)[0]))
         assert (record["date"], record["data_type"]) == (day.isoformat(), data_type)
         assert list(record)[-2:] == ["date", "data_type"]  # the provider's keys first, in order
