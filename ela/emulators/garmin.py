@@ -815,7 +815,7 @@ class GarminEmulator(Emulator):
         self.route(
             "GET",
             f"{wellness}/dailySummaryChart/(?P<name>[^/]+)",
-            self._api(self._daily(self.steps_for)),
+            self._api(self._steps),
         )
         self.route(
             "GET",
@@ -995,6 +995,15 @@ class GarminEmulator(Emulator):
                 }
             )
         return intervals
+
+    def _steps(self, request: Request, match: re.Match[str]) -> Response:
+        if match["name"] != DISPLAY_NAME:
+            return Response(403, {"message": "Forbidden"})
+        try:
+            day = date.fromisoformat(request.query["date"])
+        except (KeyError, ValueError):
+            return Response(400, {"message": "date must be YYYY-MM-DD"})
+        return Response(200, self.drifted(self.steps_for(day)))  # each interval drifts
 
     def hrv_for(self, day: date) -> dict[str, Any] | None:
         """``hrv-service/hrv/{day}``: the night ending that day, once it synced; None (HTTP 204, as
