@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
+from bench.report import Row
 from ela import config as config_module
 from ela.connectors.base import FUTURE_SKEW
 from ela.connectors.todoist import windows
@@ -55,18 +56,11 @@ def _run(config: Any, job: str, bucket: LocalBucket, when: datetime, env: dict[s
     )
 
 
-def _row(metric: str, ours: float, minimum: float) -> dict[str, Any]:
-    return {
-        "metric": metric,
-        "ours": ours,
-        "baseline": minimum,
-        "unit": "calls",
-        "goal": "= min",
-        "met": ours <= minimum,
-    }
+def _row(metric: str, ours: float, minimum: float) -> Row:
+    return Row(metric, ours, minimum, "calls", "= min", ours <= minimum)
 
 
-def call_rows(tmp: Path) -> list[dict[str, Any]]:
+def call_rows(tmp: Path) -> list[Row]:
     config = _config()
     now = datetime.now(UTC)
     rows = []
@@ -104,7 +98,7 @@ def _completed_emulator(now: datetime) -> TodoistEmulator:
     )
 
 
-def ingest_rows(tmp: Path, repeats: int = 3) -> list[dict[str, Any]]:
+def ingest_rows(tmp: Path, repeats: int = 3) -> list[Row]:
     """Completed tasks for 10,000 items: ours (rec/s) vs the sequential script, and calls."""
     config = _config()
     now = datetime.now(UTC).replace(microsecond=0)
@@ -146,14 +140,14 @@ def ingest_rows(tmp: Path, repeats: int = 3) -> list[dict[str, Any]]:
     records = manifest["records"]
     rate, base_rate = records / seconds, base["records"] / base["seconds"]
     return [
-        {
-            "metric": f"2. Todoist completed tasks {records:,} (a year, 5 windows) → local folder",
-            "ours": rate,
-            "baseline": base_rate,
-            "unit": "rec/s",
-            "goal": "\u2265 1.00\u00d7",
-            "met": rate >= base_rate,
-        },
+        Row(
+            f"2. Todoist completed tasks {records:,} (a year, 5 windows) → local folder",
+            rate,
+            base_rate,
+            "rec/s",
+            "\u2265 1.00\u00d7",
+            rate >= base_rate,
+        ),
         _row(
             f"4. calls/run: Todoist completed tasks {records:,} (min: per window ⌈n/200⌉)",
             manifest["api_calls"],

@@ -23,13 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.report import Row
 from ela import config as config_module
 from ela.pipeline import Overrides, run_job
 from ela.sandbox.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
 from ela.sinks import LocalBucket
-
-# (metric, ours, baseline, unit, goal, met): bench.__main__.Row's fields, in order.
-RowTuple = tuple[str, float, float | None, str, str, bool | None]
 
 REPO = Path(__file__).resolve().parent.parent
 LIMITS: dict[str, Any] = {"limits": (20_000, 200_000), "read_limits": (10_000, 100_000)}
@@ -56,10 +54,10 @@ def _run(
     )
 
 
-def api_call_rows(tmp: Path) -> list[RowTuple]:
+def api_call_rows(tmp: Path) -> list[Row]:
     """Calls per run of each new type at its minimum (see the module doc)."""
     config = config_module.load(REPO / "ingestion-config-dev.yaml")
-    rows: list[RowTuple] = []
+    rows: list[Row] = []
     with StravaEmulator(activities=100, **LIMITS) as emu:
         environ = {**emu.environ(), "ELA_TOKEN_DIR": str(tmp / "tokens-calls")}
         bucket = LocalBucket(tmp / "bucket-strava-calls")
@@ -88,7 +86,7 @@ def api_call_rows(tmp: Path) -> list[RowTuple]:
         ):
             calls = _run(config, job, bucket, environ, Overrides(limit=10_000))["api_calls"]
             rows.append(
-                (
+                Row(
                     f"4. calls/run: {label} (min {why})",
                     calls,
                     minimum,
@@ -100,12 +98,12 @@ def api_call_rows(tmp: Path) -> list[RowTuple]:
     return rows
 
 
-def ingest_rows(tmp: Path, repeats: int = 3, latency: float = 0.02) -> list[RowTuple]:
+def ingest_rows(tmp: Path, repeats: int = 3, latency: float = 0.02) -> list[Row]:
     """Streams of 200 activities: ours against the sequential stravalib script."""
     from bench import harness  # the benchmark's helpers (Redis, scripts); not at import
 
     config = config_module.load(REPO / "ingestion-config-dev.yaml")
-    rows: list[RowTuple] = []
+    rows: list[Row] = []
     for delay in (0.0, latency):
         with (
             StravaEmulator(activities=STREAMS_ACTIVITIES, **LIMITS) as ours_emu,
@@ -145,7 +143,7 @@ def ingest_rows(tmp: Path, repeats: int = 3, latency: float = 0.02) -> list[RowT
             rate, base_rate = records / min(ours_s), records / min(base_s)
             where = "local folder" + (f", {delay * 1000:.0f} ms per call" if delay else "")
             rows.append(
-                (
+                Row(
                     f"2. Strava streams {STREAMS_ACTIVITIES} activities → {where} ({calls} calls)",
                     rate,
                     base_rate,

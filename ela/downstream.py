@@ -1,6 +1,6 @@
 """What the downstream loaders need of a landed record: the one place records are changed.
 
-Records land as the provider sent them, except for two adaptations the origin's loaders and
+Records land as the provider sent them, except for three adaptations the origin's loaders and
 dbt models depend on (README, What lands where):
 
 1. **Per-day records** (those a connector yields as :class:`DayRecord`: Garmin sleep, heart
@@ -27,6 +27,13 @@ dbt models depend on (README, What lands where):
      arrays Strava sends) becomes ``{"lat": ..., "lng": ...}`` objects: its rows hold no time
      stamp (the ``time`` stream beside it does, at the same index).
 
+3. **Maps keyed by ids become arrays of entries**, in per-day records: an object whose keys
+   are all ids, not column names (Garmin training status keeps its parts under the device id:
+   ``"latestTrainingStatusData": {"3442975842": {...}}``) becomes
+   ``[{"key": "3442975842", "value": {...}}, ...]``. BigQuery column names must start with a
+   letter or underscore, and an id as a column would make one column per device; the
+   key/value entries are how BigQuery itself loads a map (Avro and Parquet maps).
+
 Nothing else is touched: key order, numbers and strings stay as sent.
 """
 
@@ -46,6 +53,7 @@ _NAMED_ROWS = {"latlng": {0: "lat", 1: "lng"}}
 _SUFFIXES = ("ValuesArray", "ValueArray", "Values", "Array", "s")
 # In compact JSON (no spaces), where an array may hold an array: ``[[`` or ``[null,null,[``.
 _ROWS = re.compile(rb"\[(?:null,)*\[")
+_COLUMN = re.compile(r"^[A-Za-z_]")  # a key that can be a BigQuery column name starts so
 
 
 def lines(data_type: DataType, records: Iterable[Record]) -> Iterator[bytes]:
@@ -59,7 +67,8 @@ def lines(data_type: DataType, records: Iterable[Record]) -> Iterator[bytes]:
     """
     for record in records:
         if isinstance(record, DayRecord):
-            adapted = stamp_day(objects_for_rows(dict(record)), record.day, data_type.name)
+            adapted = entries_for_id_maps(objects_for_rows(dict(record)))
+            adapted = stamp_day(adapted, record.day, data_type.name)
             yield jsonl_line(adapted)
             continue
         line = jsonl_line(record)
@@ -122,6 +131,27 @@ def objects_for_rows(value: Any) -> Any:
 def _named_rows(series: dict[str, Any]) -> bool:
     data = series.get("data")
     return isinstance(data, list) and _is_rows(data)
+
+
+def entries_for_id_maps(value: Any) -> Any:
+    """``value`` with every object keyed only by ids turned into key/value entries (see module
+    doc). Returns the same object when nothing changes."""
+    if isinstance(value, dict):
+        if value and not any(_COLUMN.match(key) for key in value):
+            return [{"key": key, "value": entries_for_id_maps(item)} for key, item in value.items()]
+        changed: dict[str, Any] | None = None
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                new = entries_for_id_maps(item)
+                if new is not item:
+                    changed = changed if changed is not None else dict(value)
+                    changed[key] = new
+        return value if changed is None else changed
+    if isinstance(value, list):
+        items = [entries_for_id_maps(item) for item in value]
+        same = all(new is old for new, old in zip(items, value, strict=True))
+        return value if same else items
+    return value
 
 
 def _is_rows(items: list[Any]) -> bool:

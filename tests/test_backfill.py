@@ -167,7 +167,9 @@ def test_a_job_that_cannot_be_backfilled_names_those_that_can() -> None:
     assert result.output.strip() == (
         "ela: spotify_top_tracks cannot be backfilled (tasks.spotify.top_tracks takes no date "
         "window); jobs that can be backfilled: strava_activities, strava_laps, strava_streams, "
-        "garmin_activities, garmin_sleep, garmin_heart_rate, todoist_completed_tasks"
+        "garmin_activities, garmin_sleep, garmin_heart_rate, garmin_steps, garmin_stress, "
+        "garmin_hrv, garmin_training_status, garmin_floors, garmin_body_battery, garmin_weight, "
+        "todoist_completed_tasks"
     )
 
 

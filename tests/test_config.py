@@ -103,8 +103,12 @@ def test_shipped_configs_carry_the_origin_facts(env: str) -> None:
         assert job.params() == (dev_params if env == "dev" else prd_params), name
         assert job.task == f"tasks.{job.service}.{job.data_type}"
         assert name == f"{job.service}_{job.data_type}"
-    origin_members = {g: [j for j in c.jobs if j in ORIGIN] for g, c in config.job_groups.items()}
-    assert origin_members == GROUPS[env]
+    for name, job in config.jobs.items():
+        assert name == f"{job.service}_{job.data_type}" and job.data_type in (
+            config.services[job.service].data_types
+        )
+    origin_groups = {g: [j for j in c.jobs if j in ORIGIN] for g, c in config.job_groups.items()}
+    assert origin_groups == GROUPS[env]
 
 
 VALID = (REPO / "ingestion-config-dev.yaml").read_text()
@@ -384,12 +388,9 @@ def _ela(*args: str) -> subprocess.CompletedProcess[str]:
 def test_validate_cli_ok_and_bad(tmp_path: Path) -> None:
     ok = _ela("validate")
     assert ok.returncode == 0, ok.stderr
-    jobs = {
-        env: len(config_module.load(REPO / f"ingestion-config-{env}.yaml").jobs)
-        for env in ("dev", "prd")
-    }
-    assert f"ingestion-config-dev.yaml: ok — env dev, {jobs['dev']} jobs" in ok.stdout
-    assert f"ingestion-config-prd.yaml: ok — env prd, {jobs['prd']} jobs" in ok.stdout
+    for env in ("dev", "prd"):
+        count = len(config_module.load(REPO / f"ingestion-config-{env}.yaml").jobs)
+        assert f"ingestion-config-{env}.yaml: ok — env {env}, {count} jobs" in ok.stdout
 
     bad = tmp_path / "ingestion-config-dev.yaml"
     bad.write_text(_edit('"0 * * * *"', '"0 25 * * *"'))

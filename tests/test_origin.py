@@ -185,8 +185,8 @@ def test_a_job_for_the_other_environment_is_refused(tmp_path: Path) -> None:
 
 def test_the_old_schedule_key_loads_with_a_notice_and_cron_is_the_key(tmp_path: Path) -> None:
     ours = (REPO / "ingestion-config-dev.yaml").read_text()
-    jobs = len(config_module.load(REPO / "ingestion-config-dev.yaml").jobs)
-    assert "    schedule:" not in ours and ours.count("    cron:") == jobs
+    jobs = config_module.load(REPO / "ingestion-config-dev.yaml").jobs
+    assert "    schedule:" not in ours and ours.count("    cron:") == len(jobs)
     old = ours.replace('    cron: "0 9 * * *"', '    schedule: "0 9 * * *"')
     path = tmp_path / "ingestion-config-dev.yaml"
     path.write_text(old)

@@ -7,13 +7,17 @@ script with the same library (rows of item 2). The table sorts them into those i
 
 from __future__ import annotations
 
-from bench import spotodo_more, strava_more
+from bench import garmin_more, spotodo_more, strava_more
 from bench.harness import Context
 from bench.report import Row
 
 
 def rows(ctx: Context) -> list[Row]:
-    found = spotodo_more.call_rows(ctx.tmp) + spotodo_more.ingest_rows(ctx.tmp, ctx.repeats)
-    strava = strava_more.api_call_rows(ctx.tmp)
-    strava += strava_more.ingest_rows(ctx.tmp, ctx.repeats, ctx.latency)
-    return [Row(**row) for row in found] + [Row(*row) for row in strava]
+    return [
+        *spotodo_more.call_rows(ctx.tmp),
+        *spotodo_more.ingest_rows(ctx.tmp, ctx.repeats),
+        *strava_more.api_call_rows(ctx.tmp),
+        *strava_more.ingest_rows(ctx.tmp, ctx.repeats, ctx.latency),
+        *garmin_more.call_rows(ctx.tmp),
+        *garmin_more.ingest_rows(ctx.tmp, ctx.repeats, ctx.latency),
+    ]

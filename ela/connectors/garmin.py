@@ -11,6 +11,7 @@ garminconnect is imported only when a client is opened: it imports curl_cffi (41
 
 from __future__ import annotations
 
+import hashlib
 import http.cookiejar
 import json
 import re
@@ -27,6 +28,7 @@ from ela.connectors.base import (
     DayRecord,
     FetchContext,
     Paginator,
+    Param,
     Record,
     Service,
     http_error,
@@ -564,26 +566,48 @@ def _daily(
     ctx: FetchContext,
     kind: str,
     fetch: Callable[[str], Any],
-    calendar_date: Callable[[Record], Any],
+    calendar_date: Callable[[Record], Any] | None,
+    *,
+    named: bool = True,
+    each: bool = False,
 ) -> Iterator[Record]:
     """One library call and one record per day, several days in flight, yielded in day order;
     each record is checked to be that day's. Days not yet final are listed in the manifest
-    (``partial_days``); the last final day becomes the job's ``complete_through``."""
+    (``partial_days``); the last final day becomes the job's ``complete_through``.
+
+    Args:
+        calendar_date: the day a record says it is for, checked against the day asked for;
+            None for a payload that names no day of its own (training status).
+        named: the URL carries the display name (sleep, heart rate, steps).
+        each: the day's answer is a JSON array whose objects each land as one record of
+            that day (steps: 96 quarter hours).
+    """
     undated: list[str] = []
     zone = client.zone(ctx)
     days = daily_window(ctx, zone)
-    client.display_name()  # once, before the days are fetched in parallel
+    if named:
+        client.display_name()  # once, before the days are fetched in parallel
 
     def fetch_day(day: date) -> Any:
-        return client.by_name(f"{kind} {day}", fetch, day.isoformat())
+        if named:
+            return client.by_name(f"{kind} {day}", fetch, day.isoformat())
+        return client.call(f"{kind} {day}", fetch, day.isoformat())
 
     for day, record in in_order(fetch_day, days, PARALLEL_DAYS, f"garmin-{kind}"):
-        if not isinstance(record, dict):
-            raise PayloadError(f"garmin: {kind} {day}: a {type(record).__name__}, not an object")
-        if not record:  # HTTP 204: Garmin has nothing for that day
+        if not record:  # HTTP 204 (the library's {}), or null / []: nothing for that day
             ctx.warn(f"{kind} {day}: no data")
             continue
-        stamped = calendar_date(record)
+        if each:
+            if not isinstance(record, list):
+                raise PayloadError(f"garmin: {kind} {day}: a {type(record).__name__}, not an array")
+            for offset, item in enumerate(record):
+                if not isinstance(item, dict):
+                    raise PayloadError(f"garmin: {kind} {day}: item {offset} is not an object")
+                yield DayRecord(item, day)
+            continue
+        if not isinstance(record, dict):
+            raise PayloadError(f"garmin: {kind} {day}: a {type(record).__name__}, not an object")
+        stamped = calendar_date(record) if calendar_date else day.isoformat()
         if stamped is None:
             undated.append(day.isoformat())
         elif stamped != day.isoformat():
@@ -591,6 +615,11 @@ def _daily(
         yield DayRecord(record, day)
     if undated:
         ctx.warn(f"{kind}: records without a calendarDate for {', '.join(undated)}")
+    _settle(ctx, zone, days)
+
+
+def _settle(ctx: FetchContext, zone: ZoneInfo, days: list[date]) -> None:
+    """List the days not yet final (``partial_days``) and move ``complete_through``."""
     final = last_final_day(ctx, zone)
     partial = [day.isoformat() for day in days if day > final]
     if partial:
@@ -685,6 +714,216 @@ def _unlanded(page: list[Record], ctx: FetchContext, first: date) -> Iterator[Re
         except ValueError:
             day = first
         ctx.landed[key] = day.toordinal()
+        yield record
+
+
+# -- more of the person's data (issue 15) ----------------------------------------------------
+# Per day, like sleep and heart rate: one library call per day, the origin's calls.
+DAILY: tuple[Param, ...] = ("days", "settle_hours", "user_timezone")
+# A range type asks for its whole window in one call: a chunk costs that call (and the profile
+# settings, for the time zone, on a first run).
+RANGE_BACKFILL = BackfillProfile(
+    chunk_days=CHUNK_DAYS,
+    until_exclusive=False,
+    estimate=lambda days, most_records: 2,
+)
+# How far back a weight run looks for weigh-ins added, edited or deleted late (a manual entry
+# for last week typed in today), when the job sets no ``days``.
+WEIGHT_DAYS = 30
+
+
+@garmin.data_type(
+    "steps", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL
+)
+def steps(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
+    """Steps per quarter hour, one record per interval (``Garmin.get_steps_data``).
+
+    Garmin answers a day with a JSON array of 96 intervals (``startGMT``, ``steps``,
+    ``primaryActivityLevel``, ...): each lands as one record of that day. A day without data
+    is still 96 intervals, stamped ``1970-01-01T00:00:00.000`` with 0 steps (garminconnect's
+    recorded ``test_steps_data``): they land as sent.
+    """
+    yield from _daily(client, ctx, "steps", client.garmin.get_steps_data, None, each=True)
+
+
+@garmin.data_type(
+    "stress", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL
+)
+def stress(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
+    """All-day stress and body battery, one record per day (``Garmin.get_all_day_stress``)."""
+    yield from _daily(
+        client,
+        ctx,
+        "stress",
+        client.garmin.get_all_day_stress,
+        lambda r: r.get("calendarDate"),
+        named=False,
+    )
+
+
+@garmin.data_type("hrv", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL)
+def hrv(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
+    """Overnight heart-rate variability, one record per day (``Garmin.get_hrv_data``).
+
+    A night without a reading (the watch not worn, or no HRV sensor) is HTTP 204, which the
+    library returns as ``{}``: the day is skipped with a warning, as for sleep.
+    """
+
+    def calendar_date(record: Record) -> Any:
+        summary = record.get("hrvSummary")
+        return summary.get("calendarDate") if isinstance(summary, dict) else None
+
+    yield from _daily(client, ctx, "hrv", client.garmin.get_hrv_data, calendar_date, named=False)
+
+
+@garmin.data_type(
+    "training_status", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL
+)
+def training_status(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
+    """Training status as of each day, one record per day (``Garmin.get_training_status``).
+
+    The payload names no day of its own: it holds the most recent status, VO2 max and load
+    balance as of the day asked for, each under a map keyed by device id.
+    """
+    yield from _daily(
+        client, ctx, "training_status", client.garmin.get_training_status, None, named=False
+    )
+
+
+@garmin.data_type(
+    "floors", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL
+)
+def floors(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
+    """Floors climbed per quarter hour, one record per day (``Garmin.get_floors``); the
+    payload's day is the date of its ``startTimestampLocal``."""
+
+    def calendar_date(record: Record) -> Any:
+        start = record.get("startTimestampLocal")
+        return start[:10] if isinstance(start, str) else None
+
+    yield from _daily(client, ctx, "floors", client.garmin.get_floors, calendar_date, named=False)
+
+
+@garmin.data_type(
+    "body_battery", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=RANGE_BACKFILL
+)
+def body_battery(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
+    """Body battery per day, for the whole window in one call (``Garmin.get_body_battery``).
+
+    The days asked for are those of the per-day types (every day after the last complete one
+    through today); the answer is a JSON array with one object per day, each carrying its own
+    ``date``. Days not yet final are listed in ``partial_days`` and asked for again.
+    """
+    zone = client.zone(ctx)
+    days = daily_window(ctx, zone)
+    span = f"body_battery {days[0]}..{days[-1]}"
+    answer = client.call(
+        span, client.garmin.get_body_battery, days[0].isoformat(), days[-1].isoformat()
+    )
+    if not answer:
+        ctx.warn(f"{span}: no data")
+        answer = []
+    if not isinstance(answer, list):
+        raise PayloadError(f"garmin: {span}: a {type(answer).__name__}, not an array")
+    wanted = {day.isoformat(): day for day in days}
+    for offset, record in enumerate(answer):
+        if not isinstance(record, dict):
+            raise PayloadError(f"garmin: {span}: item {offset} is not an object")
+        stamped = record.get("date")
+        if stamped not in wanted:
+            raise PayloadError(f"garmin: {span}: item {offset} is for {stamped!r}, not asked for")
+        yield DayRecord(record, wanted[stamped])
+    _settle(ctx, zone, days)
+
+
+def _digest(record: Record) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@garmin.data_type(
+    "weight",
+    params=("days", "user_timezone"),
+    max_days=MAX_DAYS,
+    keeps_state=True,
+    backfill=RANGE_BACKFILL,
+)
+def weight(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
+    """Weigh-ins, one record per day that has any (``Garmin.get_weigh_ins``, one call).
+
+    Each run reads the last ``days`` days (default 30) again: weigh-ins are typed in late,
+    edited and deleted. A day's summary (``dailyWeightSummaries[]``: every weigh-in of the day
+    under ``allWeightMetrics``) lands when it is new or differs from the one landed before
+    (the job's state keeps a digest per day). A day whose weigh-ins were all deleted is no
+    longer in Garmin's answer: it is listed in the manifest's ``removed_days`` (and warned of),
+    once. An explicit window lands whole.
+    """
+    if not ctx.days:
+        ctx.days = WEIGHT_DAYS
+    days = window(ctx, client.zone(ctx))
+    span = f"weight {days[0]}..{days[-1]}"
+    answer = client.call(
+        span, client.garmin.get_weigh_ins, days[0].isoformat(), days[-1].isoformat()
+    )
+    if not answer:
+        answer = {}
+    if not isinstance(answer, dict):
+        raise PayloadError(f"garmin: {span}: a {type(answer).__name__}, not an object")
+    summaries = answer.get("dailyWeightSummaries") or []
+    if not isinstance(summaries, list):
+        raise PayloadError(f"garmin: {span}: dailyWeightSummaries is not an array")
+    if not explicit(ctx):
+        ctx.landed_floor = days[0].toordinal()  # no later run reads further back
+    seen: set[str] = set()
+    for offset, summary in enumerate(summaries):
+        if not isinstance(summary, dict):
+            raise PayloadError(f"garmin: {span}: dailyWeightSummaries[{offset}] is not an object")
+        try:
+            day = date.fromisoformat(str(summary.get("summaryDate")))
+        except ValueError:
+            raise PayloadError(
+                f"garmin: {span}: dailyWeightSummaries[{offset}] has no summaryDate"
+            ) from None
+        seen.add(day.isoformat())
+        key = f"{day.isoformat()}#{_digest(summary)}"
+        ctx.landed[key] = day.toordinal()
+        if explicit(ctx) or key not in ctx.already_landed:
+            yield DayRecord(summary, day)
+    if explicit(ctx):
+        return
+    first, last = days[0].isoformat(), days[-1].isoformat()
+    before = {key.split("#", 1)[0] for key in ctx.already_landed if "#" in key}
+    gone = {key.split("#", 1)[0] for key in ctx.already_landed if key.endswith("#removed")}
+    removed = sorted(d for d in before - seen - gone if first <= d <= last)
+    for day_text in removed:
+        ctx.landed[f"{day_text}#removed"] = date.fromisoformat(day_text).toordinal()
+    if removed:
+        ctx.report["removed_days"] = removed
+        ctx.warn(f"weight: every weigh-in of {', '.join(removed)} was deleted in Garmin Connect")
+
+
+@garmin.data_type("race_predictions")
+def race_predictions(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
+    """The latest race predictions (5K, 10K, half, marathon), one record, as Garmin sent it
+    (``Garmin.get_race_predictions()``); none for an account without running data."""
+    client.display_name()
+    record = client.call("race predictions", client.garmin.get_race_predictions)
+    if not record:
+        ctx.warn("race predictions: no data")
+        return
+    if not isinstance(record, dict):
+        raise PayloadError(f"garmin: race predictions: a {type(record).__name__}, not an object")
+    yield record
+
+
+@garmin.data_type("devices")
+def devices(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
+    """The account's registered devices, one record each (``Garmin.get_devices``)."""
+    answer = client.call("devices", client.garmin.get_devices) or []
+    if not isinstance(answer, list):
+        raise PayloadError(f"garmin: devices: a {type(answer).__name__}, not an array")
+    for offset, record in enumerate(answer):
+        if not isinstance(record, dict):
+            raise PayloadError(f"garmin: devices: item {offset} is not an object")
         yield record
 
 

@@ -65,6 +65,14 @@ USER_PK = 81234567
 DISPLAY_NAME = "3f9c2a71-ela-runner"
 TIME_ZONE = "Europe/Brussels"  # the seeded user's (their profile's location is Brussels)
 HR_SAMPLE_MS = 120_000  # Garmin keeps one all-day heart-rate sample every 2 minutes
+# Shapes from garminconnect's recorded cassettes (tests/cassettes/test_steps_data.yaml,
+# test_all_day_stress.yaml, test_hrv_data.yaml, test_no_hrv_data.yaml, test_floors.yaml,
+# test_body_battery.yaml) and the library's URLs (garminconnect 0.3.2); fields the cassettes do
+# not show are plausible ones, and the connector reads none of them but the days.
+DEVICE_ID = 3_442_975_842  # the watch the activities name
+STRESS_SAMPLE_MS = 180_000  # Garmin's all-day stress: one sample every 3 minutes
+QUARTER_MS = 900_000  # steps and floors: one interval every 15 minutes
+EPOCH = "1970-01-01T00:00:00.000"  # what a no-data day's steps and body battery are stamped
 
 _SPORTS = [  # typeKey, typeId, parentTypeId, name, share, (km/h low, high), (min low, high)
     ("running", 1, 17, "Run", 40, (9.0, 13.0), (25, 70)),
@@ -87,6 +95,10 @@ def _gmt(moment: datetime) -> str:
 
 def _ms(moment: datetime) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def _gmt_ms(ms: int) -> str:
+    return _gmt(datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None))
 
 
 def _with_samples(record: dict[str, Any], values: list[list[Any]]) -> dict[str, Any]:
@@ -193,6 +205,7 @@ class GarminEmulator(Emulator):
             f"{api}/wellness-service/wellness/dailyHeartRate/(?P<name>[^/]+)",
             self._api(self._daily(self.heart_rate_for)),
         )
+        self._init_more()
 
     # -- wiring ---------------------------------------------------------------------------
     def environ(self) -> dict[str, str]:
@@ -783,3 +796,578 @@ class GarminEmulator(Emulator):
             return Response(200, self.drifted([record_for(day)])[0])
 
         return handler
+
+    # -- more of the person's data (issue 15) ------------------------------------------------
+    def _init_more(self) -> None:
+        """State and routes of the issue-15 data types (called at the end of ``__init__``)."""
+        self.no_hrv_days: set[date] = set()  # nights slept without an HRV reading (HTTP 204)
+        self._stress: dict[date, list[tuple[int, int, int]]] = {}  # a day's samples, made once
+        self.weigh_ins: list[dict[str, Any]] = []
+        rng = random.Random(f"{self.seed}:weight")
+        grams = 61_000.0
+        day = self.first_day
+        while day <= self.last_day:  # a smart scale every third morning
+            grams = round(grams + rng.uniform(-400, 400), 1)
+            self.add_weigh_in(day, grams, source="INDEX_SCALE", hour=7)
+            day += timedelta(days=3)
+        api = API_PREFIX
+        wellness = f"{api}/wellness-service/wellness"
+        self.route(
+            "GET",
+            f"{wellness}/dailySummaryChart/(?P<name>[^/]+)",
+            self._api(self._steps),
+        )
+        self.route(
+            "GET",
+            f"{wellness}/dailyStress/(?P<day>[^/]+)",
+            self._api(self._on_day(self.stress_for)),
+        )
+        self.route(
+            "GET", f"{api}/hrv-service/hrv/(?P<day>[^/]+)", self._api(self._on_day(self.hrv_for))
+        )
+        self.route(
+            "GET",
+            f"{api}/metrics-service/metrics/trainingstatus/aggregated/(?P<day>[^/]+)",
+            self._api(self._on_day(self.training_status_for)),
+        )
+        self.route(
+            "GET",
+            f"{wellness}/floorsChartData/daily/(?P<day>[^/]+)",
+            self._api(self._on_day(self.floors_for)),
+        )
+        self.route("GET", f"{wellness}/bodyBattery/reports/daily", self._api(self._body_battery))
+        self.route(
+            "GET",
+            f"{api}/weight-service/weight/range/(?P<first>[^/]+)/(?P<last>[^/]+)",
+            self._api(self._weigh_ins),
+        )
+        self.route(
+            "GET",
+            f"{api}/metrics-service/metrics/racepredictions/latest/(?P<name>[^/]+)",
+            self._api(self._race_predictions),
+        )
+        self.route(
+            "GET", f"{api}/device-service/deviceregistration/devices", self._api(self._devices)
+        )
+
+    def _on_day(self, record_for: Any) -> Any:
+        """A handler for ``.../{YYYY-MM-DD}``: the record, or 204 where Garmin sends no body."""
+
+        def handler(request: Request, match: re.Match[str]) -> Response:
+            try:
+                day = date.fromisoformat(match["day"])
+            except ValueError:
+                return Response(400, {"message": "date must be YYYY-MM-DD"})
+            record = record_for(day)
+            if record is None:
+                return Response(204)
+            return Response(200, self.drifted([record])[0])
+
+        return handler
+
+    def _day_bounds(self, day: date) -> tuple[datetime, datetime, timedelta]:
+        """Local midnight to the next, in naive GMT, and the user's offset that day."""
+        start = self._gmt(datetime.combine(day, datetime.min.time()))
+        end = self._gmt(datetime.combine(day + timedelta(days=1), datetime.min.time()))
+        return start, end, datetime.combine(day, datetime.min.time()) - start
+
+    def _battery_and_stress(self, day: date) -> list[tuple[int, int, int]]:
+        """The whole day's (ms, stress level, body battery level), one every 3 minutes. Stress is
+        -1 when the watch could not measure (off the wrist) and -2 during activity, as Garmin
+        sends it (its stress chart leaves both out)."""
+        with self.lock:
+            cached = self._stress.get(day)
+        if cached is not None:
+            return cached
+        start, end, _ = self._day_bounds(day)
+        rng = self._day_random("stress", day)
+        level, battery = rng.randint(10, 30), rng.randint(25, 45)
+        samples = []
+        for n in range(int((end - start).total_seconds() * 1000) // STRESS_SAMPLE_MS):
+            hour = n * STRESS_SAMPLE_MS / 3_600_000
+            asleep = hour < 7 or hour >= 23
+            level = max(
+                0, min(99, level + rng.randint(-6, 6) + ((15 if asleep else 35) - level) // 5)
+            )
+            battery = max(
+                5,
+                min(
+                    100,
+                    battery
+                    + (1 if asleep and rng.random() < 0.5 else 0)
+                    - (1 if not asleep and rng.random() < 0.3 else 0),
+                ),
+            )
+            shown = -1 if rng.random() < 0.03 else -2 if 17.5 <= hour < 18.3 else level
+            samples.append((_ms(start) + n * STRESS_SAMPLE_MS, shown, battery))
+        with self.lock:
+            self._stress[day] = samples
+        return samples
+
+    def stress_for(self, day: date) -> dict[str, Any]:
+        """``dailyStress/{day}``: the day so far (what has synced). A day without data still has
+        its record, with nulls and empty series (the cassette's shape for a purged day)."""
+        start, end, offset = self._day_bounds(day)
+        record: dict[str, Any] = {
+            "userProfilePK": USER_PK,
+            "calendarDate": day.isoformat(),
+            "startTimestampGMT": _gmt(start),
+            "endTimestampGMT": _gmt(end),
+            "startTimestampLocal": _gmt(start + offset),
+            "endTimestampLocal": _gmt(start + offset + timedelta(days=1)),
+            "maxStressLevel": None,
+            "avgStressLevel": None,
+            "stressChartValueOffset": 1,
+            "stressChartYAxisOrigin": -1,
+            "stressValueDescriptorsDTOList": [],
+            "stressValuesArray": [],
+            "bodyBatteryValueDescriptorsDTOList": [],
+            "bodyBatteryValuesArray": [],
+        }
+        until = _ms(self.synced_until())
+        samples = [s for s in self._battery_and_stress(day) if s[0] <= until]
+        if not self._has_data(day) or not samples:
+            return record
+        measured = [level for _, level, _ in samples if level >= 0]
+        record.update(
+            maxStressLevel=max(measured, default=None),
+            avgStressLevel=round(sum(measured) / len(measured)) if measured else None,
+            stressValueDescriptorsDTOList=[
+                {"key": "timestamp", "index": 0},
+                {"key": "stressLevel", "index": 1},
+            ],
+            stressValuesArray=[[ms, level] for ms, level, _ in samples],
+            bodyBatteryValueDescriptorsDTOList=[
+                {"bodyBatteryValueDescriptorIndex": i, "bodyBatteryValueDescriptorKey": key}
+                for i, key in enumerate(
+                    ["timestamp", "bodyBatteryStatus", "bodyBatteryLevel", "bodyBatteryVersion"]
+                )
+            ],
+            bodyBatteryValuesArray=[[ms, "MEASURED", battery, 2.0] for ms, _, battery in samples],
+        )
+        return record
+
+    def steps_for(self, day: date) -> list[dict[str, Any]]:
+        """``dailySummaryChart/{name}?date=``: a JSON array of quarter hours. Today's stops at what
+        has synced; a day without data is 96 intervals stamped 1970 with 0 steps (garminconnect's
+        recorded test_steps_data, a day the account had no data)."""
+        start, end, _ = self._day_bounds(day)
+        count = int((end - start).total_seconds() * 1000) // QUARTER_MS
+        if not self._has_data(day):
+            return [
+                {
+                    "startGMT": EPOCH,
+                    "endGMT": EPOCH,
+                    "steps": 0,
+                    "pushes": 0,
+                    "primaryActivityLevel": "none",
+                    "activityLevelConstant": True,
+                }
+                for _ in range(96 if day <= self.last_day else 0)
+            ]
+        rng = self._day_random("steps", day)
+        until = _ms(self.synced_until())
+        intervals = []
+        for n in range(count):
+            begin = _ms(start) + n * QUARTER_MS
+            if begin + QUARTER_MS > until:
+                break
+            hour = n / 4
+            level = (
+                "sleeping"
+                if hour < 7 or hour >= 23
+                else rng.choice(["sedentary", "sedentary", "active", "highlyActive"])
+            )
+            count_steps = {
+                "sleeping": 0,
+                "sedentary": rng.randint(0, 120),
+                "active": rng.randint(200, 900),
+                "highlyActive": rng.randint(1200, 2400),
+            }
+            intervals.append(
+                {
+                    "startGMT": _gmt_ms(begin)[:-2] + ".000",
+                    "endGMT": _gmt_ms(begin + QUARTER_MS)[:-2] + ".000",
+                    "steps": count_steps[level],
+                    "pushes": 0,
+                    "primaryActivityLevel": level,
+                    "activityLevelConstant": level != "active",
+                }
+            )
+        return intervals
+
+    def _steps(self, request: Request, match: re.Match[str]) -> Response:
+        if match["name"] != DISPLAY_NAME:
+            return Response(403, {"message": "Forbidden"})
+        try:
+            day = date.fromisoformat(request.query["date"])
+        except (KeyError, ValueError):
+            return Response(400, {"message": "date must be YYYY-MM-DD"})
+        return Response(200, self.drifted(self.steps_for(day)))  # each interval drifts
+
+    def hrv_for(self, day: date) -> dict[str, Any] | None:
+        """``hrv-service/hrv/{day}``: the night ending that day, once it synced; None (HTTP 204, as
+        garminconnect's recorded test_no_hrv_data) for a night without a reading."""
+        if not self._has_data(day) or day in self.no_hrv_days:
+            return None
+        dto = self.sleep_for(day)["dailySleepDTO"]
+        begin, finish = dto.get("sleepStartTimestampGMT"), dto.get("sleepEndTimestampGMT")
+        if begin is None or finish is None:
+            return None  # the night is not over, or not synced
+        rng = self._day_random("hrv", day)
+        offset = dto["sleepStartTimestampLocal"] - begin
+        readings: list[dict[str, Any]] = []
+        values: list[int] = []
+        for ms in range(begin, finish, 300_000):  # a reading every 5 minutes of sleep
+            values.append(rng.randint(28, 85))
+            readings.append(
+                {
+                    "hrvValue": values[-1],
+                    "readingTimeGMT": _gmt_ms(ms),
+                    "readingTimeLocal": _gmt_ms(ms + offset),
+                }
+            )
+        average = round(sum(values) / len(values))
+        return {
+            "userProfilePk": USER_PK,
+            "hrvSummary": {
+                "calendarDate": day.isoformat(),
+                "weeklyAvg": average + rng.randint(-4, 4),
+                "lastNightAvg": average,
+                "lastNight5MinHigh": max(values),
+                "baseline": {
+                    "lowUpper": 34,
+                    "balancedLow": 39,
+                    "balancedUpper": 59,
+                    "markerValue": round(rng.uniform(0.2, 0.8), 4),
+                },
+                "status": "BALANCED" if 39 <= average <= 59 else "UNBALANCED",
+                "feedbackPhrase": "HRV_BALANCED_SLEEP_HISTORY",
+                "createTimeStamp": _gmt_ms(finish),
+            },
+            "hrvReadings": readings,
+            "startTimestampGMT": _gmt_ms(begin),
+            "endTimestampGMT": _gmt_ms(finish),
+            "startTimestampLocal": _gmt_ms(begin + offset),
+            "endTimestampLocal": _gmt_ms(finish + offset),
+            "sleepStartTimestampGMT": _gmt_ms(begin),
+            "sleepEndTimestampGMT": _gmt_ms(finish),
+            "sleepStartTimestampLocal": _gmt_ms(begin + offset),
+            "sleepEndTimestampLocal": _gmt_ms(finish + offset),
+        }
+
+    def training_status_for(self, day: date) -> dict[str, Any]:
+        """``trainingstatus/aggregated/{day}``: the most recent status as of the day, each part
+        under a map keyed by device id (as Connect sends it); nulls before any data."""
+        device = str(DEVICE_ID)
+        if not self._has_data(day):
+            return {
+                "userId": USER_PK,
+                "mostRecentVO2Max": None,
+                "mostRecentTrainingLoadBalance": None,
+                "mostRecentTrainingStatus": None,
+                "heatAltitudeAcclimationDTO": None,
+            }
+        rng = self._day_random("training_status", day)
+        acute, chronic = rng.randint(250, 700), rng.randint(300, 650)
+        recorded = [
+            {"deviceId": DEVICE_ID, "imageURL": None, "deviceName": "Forerunner 965", "category": 0}
+        ]
+        return {
+            "userId": USER_PK,
+            "mostRecentVO2Max": {
+                "userId": USER_PK,
+                "generic": {
+                    "calendarDate": day.isoformat(),
+                    "vo2MaxPreciseValue": round(rng.uniform(50.5, 53.5), 1),
+                    "vo2MaxValue": 52.0,
+                    "fitnessAge": None,
+                    "fitnessAgeDescription": None,
+                    "maxMetCategory": 0,
+                },
+                "cycling": None,
+                "heatAltitudeAcclimation": None,
+            },
+            "mostRecentTrainingLoadBalance": {
+                "userId": USER_PK,
+                "metricsTrainingLoadBalanceDTOMap": {
+                    device: {
+                        "calendarDate": day.isoformat(),
+                        "deviceId": DEVICE_ID,
+                        "monthlyLoadAerobicLow": round(rng.uniform(100, 500), 1),
+                        "monthlyLoadAerobicHigh": round(rng.uniform(100, 600), 1),
+                        "monthlyLoadAnaerobic": round(rng.uniform(0, 200), 1),
+                        "trainingBalanceFeedbackPhrase": "BALANCED",
+                        "primaryTrainingDevice": True,
+                    }
+                },
+                "recordedDevices": recorded,
+            },
+            "mostRecentTrainingStatus": {
+                "userId": USER_PK,
+                "latestTrainingStatusData": {
+                    device: {
+                        "calendarDate": day.isoformat(),
+                        "sinceDate": (day - timedelta(days=rng.randint(1, 20))).isoformat(),
+                        "weeklyTrainingLoad": None,
+                        "trainingStatus": rng.choice([3, 4, 7]),
+                        "timestamp": _ms(self._gmt(datetime.combine(day, datetime.min.time()))),
+                        "deviceId": DEVICE_ID,
+                        "fitnessTrend": rng.choice([1, 2, 3]),
+                        "trainingStatusFeedbackPhrase": "PRODUCTIVE_1",
+                        "trainingPaused": False,
+                        "acuteTrainingLoadDTO": {
+                            "acwrPercent": round(100 * acute / chronic),
+                            "acwrStatus": "OPTIMAL",
+                            "dailyTrainingLoadAcute": acute,
+                            "dailyTrainingLoadChronic": chronic,
+                            "dailyAcuteChronicWorkloadRatio": round(acute / chronic, 1),
+                        },
+                        "primaryTrainingDevice": True,
+                    }
+                },
+                "recordedDevices": recorded,
+                "showSelector": False,
+                "lastPrimarySyncDate": day.isoformat(),
+            },
+            "heatAltitudeAcclimationDTO": None,
+        }
+
+    def floors_for(self, day: date) -> dict[str, Any]:
+        """``floorsChartData/daily/{day}``: quarter hours ``[startGMT, endGMT, up, down]``, as
+        far as synced; the day is only in ``startTimestampLocal`` (no calendarDate: the
+        cassette's shape)."""
+        start, end, offset = self._day_bounds(day)
+        rng = self._day_random("floors", day)
+        until = _ms(self.synced_until())
+        rows = []
+        if self._has_data(day):
+            for n in range(int((end - start).total_seconds() * 1000) // QUARTER_MS):
+                begin = _ms(start) + n * QUARTER_MS
+                if begin + QUARTER_MS > until:
+                    break
+                busy = 7 <= n / 4 < 23 and rng.random() < 0.25
+                rows.append(
+                    [
+                        _gmt_ms(begin),
+                        _gmt_ms(begin + QUARTER_MS),
+                        rng.randint(0, 4) if busy else 0,
+                        rng.randint(0, 4) if busy else 0,
+                    ]
+                )
+        return {
+            "startTimestampGMT": _gmt(start),
+            "endTimestampGMT": _gmt(end),
+            "startTimestampLocal": _gmt(start + offset),
+            "endTimestampLocal": _gmt(start + offset + timedelta(days=1)),
+            "floorsValueDescriptorDTOList": [
+                {"key": "startTimeGMT", "index": 0},
+                {"key": "endTimeGMT", "index": 1},
+                {"key": "floorsAscended", "index": 2},
+                {"key": "floorsDescended", "index": 3},
+            ],
+            "floorValuesArray": rows,
+        }
+
+    def body_battery_for(self, day: date) -> dict[str, Any] | None:
+        """One day of ``bodyBattery/reports/daily`` (a sample every 15 minutes, as far as synced).
+        A day without data is stamped 1970 with null levels (garminconnect's recorded
+        test_body_battery); a day not yet begun is not in the answer at all (None)."""
+        if day > self.last_day:
+            return None
+        descriptors = [
+            {"bodyBatteryValueDescriptorIndex": 0, "bodyBatteryValueDescriptorKey": "timestamp"},
+            {
+                "bodyBatteryValueDescriptorIndex": 1,
+                "bodyBatteryValueDescriptorKey": "bodyBatteryLevel",
+            },
+        ]
+        if not self._has_data(day):
+            midnight = _ms(self._gmt(datetime.combine(day, datetime.min.time())))
+            return {
+                "date": day.isoformat(),
+                "charged": None,
+                "drained": None,
+                "startTimestampGMT": EPOCH,
+                "endTimestampGMT": EPOCH,
+                "startTimestampLocal": EPOCH,
+                "endTimestampLocal": EPOCH,
+                "bodyBatteryValuesArray": [[midnight + n, None] for n in range(1, 7)],
+                "bodyBatteryValueDescriptorDTOList": descriptors,
+            }
+        start, end, offset = self._day_bounds(day)
+        until = _ms(self.synced_until())
+        samples = [(ms, b) for ms, _, b in self._battery_and_stress(day)[::5] if ms <= until]
+        levels = [b for _, b in samples]
+        rises = sum(max(0, b - a) for a, b in itertools.pairwise(levels))
+        falls = sum(max(0, a - b) for a, b in itertools.pairwise(levels))
+        return {
+            "date": day.isoformat(),
+            "charged": rises,
+            "drained": falls,
+            "startTimestampGMT": _gmt(start)[:-2] + ".000",
+            "endTimestampGMT": _gmt(end)[:-2] + ".000",
+            "startTimestampLocal": _gmt(start + offset)[:-2] + ".000",
+            "endTimestampLocal": _gmt(start + offset + timedelta(days=1))[:-2] + ".000",
+            "bodyBatteryValuesArray": [[ms, b] for ms, b in samples],
+            "bodyBatteryValueDescriptorDTOList": descriptors,
+            "bodyBatteryDynamicFeedbackEvent": {
+                "eventTimestampGmt": _gmt_ms(samples[-1][0]) if samples else None,
+                "bodyBatteryLevel": "MODERATE",
+                "feedbackShortType": "DAY_RECOVERING_AND_INACTIVE",
+                "feedbackLongType": "DAY_RECOVERING_AND_INACTIVE",
+            },
+            "bodyBatteryActivityEvent": [],
+        }
+
+    def _body_battery(self, request: Request, _: re.Match[str]) -> Response:
+        try:
+            first = date.fromisoformat(request.query["startDate"])
+            last = date.fromisoformat(request.query["endDate"])
+        except (KeyError, ValueError):
+            return Response(400, {"message": "startDate and endDate must be YYYY-MM-DD"})
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        found = [r for r in (self.body_battery_for(d) for d in days) if r is not None]
+        return Response(200, self.drifted(found))
+
+    # -- weigh-ins ------------------------------------------------------------------------------
+    def add_weigh_in(
+        self: GarminEmulator,
+        day: date,
+        grams: float,
+        *,
+        source: str = "MANUAL",
+        hour: int = 8,
+    ) -> dict[str, Any]:
+        """A weigh-in on ``day`` (the user's), e.g. a manual entry for last week typed in today."""
+        local = datetime.combine(day, datetime.min.time()) + timedelta(hours=hour)
+        gmt = self._gmt(local)
+        with self.lock:
+            sample = {
+                "samplePk": 1_700_000_000_000 + len(self.weigh_ins) * 7 + next(self._serial),
+                "date": _ms(local),
+                "calendarDate": day.isoformat(),
+                "weight": float(grams),
+                "bmi": round(grams / 1000 / 1.68**2, 1),
+                "bodyFat": 22.5 if source == "INDEX_SCALE" else None,
+                "bodyWater": 55.1 if source == "INDEX_SCALE" else None,
+                "boneMass": 2900 if source == "INDEX_SCALE" else None,
+                "muscleMass": 24100 if source == "INDEX_SCALE" else None,
+                "physiqueRating": None,
+                "visceralFat": None,
+                "metabolicAge": None,
+                "sourceType": source,
+                "timestampGMT": _ms(gmt),
+                "weightDelta": None,
+            }
+            self.weigh_ins.append(sample)
+        return sample
+
+    def delete_weigh_in(self, sample_pk: int) -> None:
+        with self.lock:
+            self.weigh_ins = [w for w in self.weigh_ins if w["samplePk"] != sample_pk]
+
+    def weigh_ins_between(self, first: date, last: date) -> dict[str, Any]:
+        """What ``weight/range/{first}/{last}`` answers: a summary per day with weigh-ins (newest
+        day first), every weigh-in of the day in ``allWeightMetrics``; days without none."""
+        until = _ms(self.synced_until())
+        with self.lock:
+            found = [
+                dict(w)
+                for w in self.weigh_ins
+                if first.isoformat() <= w["calendarDate"] <= last.isoformat()
+                and w["timestampGMT"] <= until
+            ]
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for sample in sorted(found, key=lambda w: w["timestampGMT"], reverse=True):
+            by_day.setdefault(sample["calendarDate"], []).append(sample)
+        summaries = [
+            {
+                "summaryDate": day,
+                "numOfWeightEntries": len(samples),
+                "minWeight": min(w["weight"] for w in samples),
+                "maxWeight": max(w["weight"] for w in samples),
+                "latestWeight": samples[0],
+                "allWeightMetrics": samples,
+            }
+            for day, samples in sorted(by_day.items(), reverse=True)
+        ]
+        weights = [w["weight"] for w in found]
+        return {
+            "dailyWeightSummaries": summaries,
+            "totalAverage": {
+                "from": _ms(datetime.combine(first, datetime.min.time())),
+                "until": _ms(datetime.combine(last, datetime.max.time())),
+                "weight": round(sum(weights) / len(weights), 1) if weights else None,
+            },
+            "previousDateWeight": None,
+            "nextDateWeight": None,
+        }
+
+    def _weigh_ins(self, request: Request, match: re.Match[str]) -> Response:
+        try:
+            first, last = date.fromisoformat(match["first"]), date.fromisoformat(match["last"])
+        except ValueError:
+            return Response(400, {"message": "dates must be YYYY-MM-DD"})
+        answer = self.weigh_ins_between(first, last)
+        answer["dailyWeightSummaries"] = self.drifted(answer["dailyWeightSummaries"])
+        return Response(200, answer)
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def _race_predictions(self, request: Request, match: re.Match[str]) -> Response:
+        if match["name"] != DISPLAY_NAME:
+            return Response(403, {"message": "Forbidden"})
+        return Response(
+            200,
+            self.drifted(
+                [
+                    {
+                        "userId": USER_PK,
+                        "fromCalendarDate": None,
+                        "toCalendarDate": None,
+                        "calendarDate": self.last_day.isoformat(),
+                        "time5K": 1_342,
+                        "time10K": 2_811,
+                        "timeHalfMarathon": 6_251,
+                        "timeMarathon": 13_305,
+                    }
+                ]
+            )[0],
+        )
+
+    def _devices(self, request: Request, _: re.Match[str]) -> Response:
+        watch = {
+            "deviceId": DEVICE_ID,
+            "unitId": DEVICE_ID,
+            "productDisplayName": "Forerunner 965",
+            "displayName": "Forerunner 965",
+            "deviceTypePk": 36_353,
+            "partNumber": "006-B4315-00",
+            "productSku": "010-02809-00",
+            "applicationKey": "forerunner965",
+            "deviceCategories": ["WATCH", "FITNESS"],
+            "deviceStatusName": "ACTIVE",
+            "currentFirmwareVersion": "19.18",
+            "registeredDate": _ms(datetime.combine(self.first_day, datetime.min.time())),
+            "primary": True,
+            "primaryActivityTrackerIndicator": True,
+            "wifi": True,
+            "bluetoothLowEnergyDevice": True,
+            "imageUrl": None,
+        }
+        scale = {
+            **watch,
+            "deviceId": 3_301_554_210,
+            "unitId": 3_301_554_210,
+            "productDisplayName": "Index S2",
+            "displayName": "Index S2",
+            "deviceTypePk": 33_122,
+            "partNumber": "006-B3851-00",
+            "productSku": "010-02294-02",
+            "applicationKey": "index_s2",
+            "deviceCategories": ["SCALE"],
+            "currentFirmwareVersion": "3.10",
+            "primary": False,
+            "primaryActivityTrackerIndicator": False,
+        }
+        return Response(200, self.drifted([watch, scale]))
