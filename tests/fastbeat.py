@@ -25,4 +25,4 @@ def _shifted_now() -> datetime:
     return _real_now() + _OFFSET
 
 
-app.now = _shifted_now  # type: ignore[method-assign]
+app.now = _shifted_now

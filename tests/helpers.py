@@ -72,9 +72,10 @@ class WorkerHandle:
     def send(self, task: str, **kwargs: Any) -> AsyncResult:
         return self.client.send_task(task, kwargs=kwargs)
 
-    def call(self, task: str, timeout: float = 60, **kwargs: Any) -> dict[str, Any]:
-        """Run ``task`` on the worker and return its result (the manifest); raises on failure."""
-        result: dict[str, Any] = self.send(task, **kwargs).get(timeout=timeout)
+    def call(self, task: str, timeout: float = 60, **kwargs: Any) -> Any:
+        """Run ``task`` on the worker and return its result (a run's manifest, a group's list of
+        runs sent); raises on failure."""
+        result = self.send(task, **kwargs).get(timeout=timeout)
         return result
 
     def log(self) -> str:

@@ -54,7 +54,7 @@ def beat_app(tmp_path: Path, redis_url: str, redis_prefix: str, clock: Clock) ->
         redis_url, {"ELA_ENV": "dev", "ELA_CONFIG": str(config), "ELA_REDIS_PREFIX": redis_prefix}
     )
     app = client_app(environ)
-    app.now = clock.now  # type: ignore[method-assign]  # what beat and its crontabs read
+    app.now = clock.now  # what beat and its crontabs read
     yield app
     app.close()
 

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import yaml
@@ -101,7 +101,7 @@ T = TypeVar("T")
 
 def needs_compose(test: T) -> T:
     """Runs ``docker-compose`` (a process): skipped without it, and not in the fast tier."""
-    return pytest.mark.integration(_no_compose(test))
+    return cast(T, pytest.mark.integration(_no_compose(test)))
 
 
 def assignments(path: Path) -> list[str]:

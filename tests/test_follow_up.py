@@ -109,7 +109,7 @@ def spotify_emu() -> Iterator[SpotifyEmulator]:
     with SpotifyEmulator(
         saved_tracks=50, plays=100, saved_albums=10, playlists=3, end=end
     ) as emulator:
-        yield emulator  # type: ignore[misc]
+        yield emulator
 
 
 def test_a_busy_listener_gets_one_follow_up_run_on_a_real_worker(
@@ -132,7 +132,8 @@ def test_a_busy_listener_gets_one_follow_up_run_on_a_real_worker(
     key = f"{redis_prefix}ela-dev-follow-up:spotify_recently_played"
 
     def pending() -> tuple[datetime, str]:
-        due, chain = (redis_client.get(key) or b"").decode().split(" ")
+        value = redis_client.get(key) or b""
+        due, chain = (value.decode() if isinstance(value, bytes) else value).split(" ")
         return datetime.fromisoformat(due), chain
 
     def waiting() -> list[dict[str, Any]]:

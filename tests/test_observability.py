@@ -284,8 +284,8 @@ def test_a_failed_run_reaches_sentry_tagged_and_no_secret_leaves(
 
     # No secret anywhere in what reached Sentry. (The DSN's own key does reach it: the SDK
     # authenticates with it and puts it in each envelope's trace header.)
-    secrets = [*planted.values(), flower_password, stored["access_token"], bearer]
-    secrets.append(stored["refresh_token"])
+    secrets = [*planted.values(), flower_password, str(stored["access_token"]), bearer]
+    secrets.append(str(stored["refresh_token"]))
     for raw in sentry.envelopes():
         assert not [s for s in secrets if s in raw.decode()], raw[:2000]
 

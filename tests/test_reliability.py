@@ -78,7 +78,9 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         yield {"environ": environ, "emulators": running}
 
 
-def reference_records(job: str, scheduled_at: datetime, environ: dict[str, str], tmp: Path) -> list:  # type: ignore[type-arg]
+def reference_records(
+    job: str, scheduled_at: datetime, environ: dict[str, str], tmp: Path
+) -> list[Any]:
     """What an uncrashed run of ``job`` for the same scheduled time lands, from a fresh bucket."""
     bucket = LocalBucket(tmp / f"reference-{job}-{uuid.uuid4().hex[:6]}")
     manifest = run_job(
@@ -693,7 +695,7 @@ def every_fifth_call_fails(emulator: Emulator, path: str, served: list[tuple[str
             served.append((emulator.name, str(fault.status or "timeout")))
             return fault
 
-    emulator._take_fault = take_fault  # type: ignore[method-assign]
+    emulator._take_fault = take_fault  # type: ignore[method-assign,assignment]
 
 
 def test_every_job_under_20_percent_provider_faults(

@@ -40,14 +40,14 @@ JSON = list[dict[str, Any]]
 def shared() -> Iterator[SpotifyEmulator]:
     """One seeded emulator for the read-only tests (seeding 3,000 tracks takes ~0.2 s)."""
     with SpotifyEmulator() as emulator:
-        yield emulator  # type: ignore[misc]
+        yield emulator
 
 
 @pytest.fixture
 def spotify_emu() -> Iterator[SpotifyEmulator]:
     """A fresh emulator for tests that add data, inject faults or revoke tokens."""
     with SpotifyEmulator(saved_tracks=400, plays=600, saved_albums=60, playlists=12) as emulator:
-        yield emulator  # type: ignore[misc]
+        yield emulator
 
 
 def environ(emulator: SpotifyEmulator, tmp_path: Path, **env: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ OLD_SCOPE = " ".join(s for s in emu.SCOPE.split() if s != "user-follow-read")
 @pytest.fixture
 def spotify_emu() -> Iterator[SpotifyEmulator]:
     with SpotifyEmulator(saved_tracks=20, plays=60, followed=130) as emulator:
-        yield emulator  # type: ignore[misc]
+        yield emulator
 
 
 def run(
@@ -128,7 +129,7 @@ def test_ela_auth_spotify_asks_for_the_follow_scope(
 
     def ask(prompt: str, secret: bool) -> str:
         [url] = [line for line in said if line.startswith(spotify_emu.url)]
-        assert "user-follow-read" in requests.utils.unquote(url)
+        assert "user-follow-read" in urllib.parse.unquote(url)
         return str(requests.get(url, allow_redirects=False, timeout=5).headers["Location"])
 
     authorize({**spotify_emu.environ(), "SPOTIFY_REFRESH_TOKEN": ""}, store, ask, said.append)

@@ -7,6 +7,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ela import config as config_module
 from ela import naming
@@ -58,7 +59,10 @@ def test_a_crash_between_manifest_and_state_heals_on_redelivery(tmp_path: Path) 
     bucket = LocalBucket(tmp_path / "bucket")
     with SpotifyEmulator(saved_tracks=10, plays=100, saved_albums=5, playlists=2) as emulator:
         environ = {**emulator.environ(), "ELA_TOKEN_DIR": str(tmp_path / "tokens")}
-        run = {"run_id": str(uuid.uuid4()), "scheduled_at": datetime(2025, 7, 1, tzinfo=UTC)}
+        run: dict[str, Any] = {
+            "run_id": str(uuid.uuid4()),
+            "scheduled_at": datetime(2025, 7, 1, tzinfo=UTC),
+        }
         first = run_job(config, "spotify_recently_played", bucket=bucket, environ=environ, **run)
         stored = read_state(bucket, "spotify", "spotify_recently_played")
         assert len(stored.landed) == 20 == len(first["state_update"]["landed"])

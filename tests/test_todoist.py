@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ def todoist() -> Iterator[TodoistEmulator]:
 
 def run(
     emulator: TodoistEmulator, bucket: Bucket, job: str, run_id: str | None = None, **env: str
-) -> dict:  # type: ignore[type-arg]
+) -> dict[str, Any]:
     return run_job(
         CONFIG,
         job,
@@ -42,7 +43,7 @@ def run(
     )
 
 
-def landed(bucket: Bucket, manifest: dict) -> list[dict]:  # type: ignore[type-arg]
+def landed(bucket: Bucket, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for o in manifest["objects"] for r in read_jsonl(bucket.get_bytes(o["name"]))]
 
 

@@ -21,7 +21,7 @@ import hashlib
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
@@ -212,7 +212,9 @@ class _Handoff:
             self.cond.notify_all()
 
 
-def read_ahead(produce: Callable[[Callable[[], None]], Iterator[T]], name: str) -> Iterator[T]:
+def read_ahead(
+    produce: Callable[[Callable[[], None]], Iterator[T]], name: str
+) -> Generator[T, None, None]:
     """What ``produce`` yields, made by a thread of its own while the consumer works.
 
     The producer goes on to its next item as soon as it has handed one over, without waiting

@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
 
 import orjson
@@ -142,7 +142,7 @@ class Emulator:
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, re.compile(f"^{pattern}$"), handler))
 
-    def start(self, port: int = 0, host: str = "127.0.0.1") -> Emulator:
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> Self:
         """Serve on ``host:port`` (port 0: a free one). Loopback unless told otherwise:
         scripts/compose-smoke serves other containers on 0.0.0.0."""
         emulator = self
@@ -180,7 +180,7 @@ class Emulator:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self if self._server else self.start()
 
     def __exit__(self, *exc: object) -> None:
