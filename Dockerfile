@@ -1,6 +1,6 @@
 # One image for every ELA Ingest process (worker, beat, flower); the compose files choose the
 # command. No secrets are baked in: they arrive at run time from per-service env files and a
-# read-only key mount (README, "Deploying with docker compose").
+# read-only key mount (docs/deployment.md).
 #
 # The base is pinned by version and digest, so a rebuild gets the same Python and Debian. To
 # move it, change both together (the digest of the new tag:

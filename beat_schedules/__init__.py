@@ -26,8 +26,8 @@ class JobCrontab(crontab):
 
     Celery's own arithmetic moves a tick the spring-forward night skips an hour later, for
     every job: an ``0 */2 * * *`` job then fires at 03:00 and again at 04:00. ``ela.cron``
-    keeps hour-stepped jobs to their wall-clock marks and moves only fixed-hour ticks (README,
-    Configuration), and ``ela schedule`` / ``ela status`` read the same answer. Everything else
+    keeps hour-stepped jobs to their wall-clock marks and moves only fixed-hour ticks (docs/
+    configuration.md), and ``ela schedule`` / ``ela status`` read the same answer. Everything else
     is Celery's: ``is_due``, the beat loop, ``beat_cron_starting_deadline``, and the fields
     Sentry's cron monitors are built from.
     """

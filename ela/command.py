@@ -1,6 +1,6 @@
 """The origin orchestrator's job ``command`` lines, read as parameters.
 
-The origin ran each job as a shell line (``../shared/seed/ORIGIN_CONFIGS.md``)::
+The origin ran each job as a shell line (docs/configuration.md, "The keys the origin had")::
 
     python -m src.connectors.spotify.spotify_fetch top_tracks --limit 25 --time-range medium_term
     python -m src.connectors.strava.strava --athlete

@@ -51,7 +51,7 @@ MAX_PROBLEMS = 100
 # The one-line fallback for an exception validation did not expect (a bug): a user still gets
 # FILE:LINE and no traceback; tests/test_config_fuzz.py fails if any input reaches it.
 INTERNAL = "internal error while validating"
-# SPEC §2. The origin's files have no error_retention_days: the seed's table states these.
+# The origin's files have no error_retention_days; its documented retention per environment.
 ERROR_RETENTION_DAYS: dict[str, int] = {"dev": 7, "prd": 14}
 # The origin's legacy single file named both buckets; an env file names one.
 LEGACY_BUCKET_KEYS = ("gcs_bucket_dev", "gcs_bucket_prd")
@@ -509,7 +509,7 @@ def _pydantic_message(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     value = error.get("input")
     if kind == "extra_forbidden":
-        return "unknown key; check its spelling against the README's configuration section"
+        return "unknown key; check its spelling against docs/configuration.md"
     if kind == "missing":
         return "required key is missing"
     if kind in ("int_type", "bool_type", "string_type", "list_type", "dict_type"):

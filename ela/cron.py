@@ -4,7 +4,7 @@ This is the single interpretation of a job's ``cron`` string. Validation, ``ela 
 ``ela status`` and beat itself (``beat_schedules.JobCrontab`` asks it for the next tick) all
 use it, so what is shown is what fires.
 
-Daylight-saving time, for a zone such as Europe/Paris (README, Configuration):
+Daylight-saving time, for a zone such as Europe/Paris (docs/configuration.md):
 
 - a wall time that occurs twice (autumn, 02:00-02:59) fires once, on its first pass;
 - a wall time the clocks skip (spring, 02:00-02:59) is skipped by a job whose hour field

@@ -1,7 +1,7 @@
 """What the downstream loaders need of a landed record: the one place records are changed.
 
 Records land as the provider sent them, except for three adaptations the origin's loaders and
-dbt models depend on (README, What lands where):
+dbt models depend on (docs/landing.md):
 
 1. **Per-day records** (those a connector yields as :class:`DayRecord`: Garmin sleep, heart
    rate, and any per-day type to come) gain a top-level ``date`` (``YYYY-MM-DD``, the calendar

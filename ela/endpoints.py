@@ -1,6 +1,6 @@
 """Where each provider lives, and the one way a request's URL is pointed there.
 
-Every URL can be redirected by an environment variable (SPEC §3) so tests, proxies and
+Every URL can be redirected by an environment variable (docs/configuration.md) so tests, proxies and
 ``ela demo`` can point the real client libraries elsewhere. The libraries hard-code their
 provider's URLs, and APIs answer with absolute links naming them; :class:`Hosts` is the one
 rewrite of those onto the configured bases, and the one check that a request (with the

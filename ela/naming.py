@@ -1,4 +1,4 @@
-"""The one place that names objects in the bucket (SPEC §4)."""
+"""The one place that names objects in the bucket (docs/landing.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One run of one job: connector → records → landing object → manifest → cursor.
 
-The order is the durability contract (SPEC §4):
+The order is the durability contract (docs/reliability.md):
 
 1. If this run id already has a manifest, the run was committed before (a redelivery after a
    crash, or a retry after the manifest was written): re-apply its cursor and return it.
@@ -44,7 +44,7 @@ log = logging.getLogger("ela.pipeline")
 
 @dataclasses.dataclass(frozen=True)
 class Overrides:
-    """Per-run keyword overrides a task accepts (SPEC §3)."""
+    """Per-run keyword overrides a task accepts (docs/operations.md)."""
 
     limit: int | None = None
     since: datetime | None = None

@@ -20,7 +20,7 @@ from ela.sinks import BucketURLError, parse_bucket_url
 if TYPE_CHECKING:
     from ela.config import IngestionConfig
 
-DEFAULT_BROKER = "redis://localhost:6379/0"  # SPEC §6: the broker unless REDIS_URL says otherwise
+DEFAULT_BROKER = "redis://localhost:6379/0"  # the broker unless REDIS_URL says otherwise
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+socket")
 _TLS_PARAMETER = "ssl_cert_reqs"  # what Celery's Redis backend insists on for rediss://
 

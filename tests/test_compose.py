@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVS = ("dev", "prd")
 APP_SERVICES = ("worker", "beat", "flower")
 EXAMPLES = ROOT / ".envs.example"
-# Credentials (SPEC §3), the Flower and Redis passwords: only ever from the env files.
+# Credentials, the Flower and Redis passwords: only ever from the env files.
 SECRETS = (
     "SPOTIFY_CLIENT_ID",
     "SPOTIFY_CLIENT_SECRET",
@@ -632,7 +632,7 @@ def test_dockerfile_is_slim_pinned_non_root_and_secret_free() -> None:
     assert base, "no pinned base"
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base[1])
     assert re.findall(r"^FROM (\S+)", text, re.M) == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
-    # A fixed UID/GID, so a key can be chowned to it ahead of time (README).
+    # A fixed UID/GID, so a key can be chowned to it ahead of time (docs/security.md).
     assert re.search(r"groupadd --gid 10001 ela", text)
     assert re.search(r"useradd --uid 10001 --gid 10001 ", text)
     users = re.findall(r"^USER (\S+)", text, re.M)

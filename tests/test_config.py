@@ -12,7 +12,8 @@ from ela import config as config_module
 from ela.errors import ConfigError
 from ela.sandbox.processes import REPO
 
-# ../shared/seed/ORIGIN_CONFIGS.md, job by job: (dev cron, dev params, prd cron, prd params).
+# The origin's jobs (docs/configuration.md, "The jobs"), job by job:
+# (dev cron, dev params, prd cron, prd params).
 ORIGIN = {
     "spotify_recently_played": ("0 * * * *", {"limit": 20}, "0 */3 * * *", {"limit": 50}),
     "spotify_saved_tracks": ("0 10 * * *", {"limit": 100}, "0 6 * * 0", {"limit": 1000}),

@@ -3,7 +3,8 @@
 headless Chromium (Debian's ``chromium`` and ``chromium-driver``, through Selenium).
 
 Screenshots of the page are saved in the test's folder, and into ``$ELA_SCREENSHOTS`` when it
-is set (``ELA_SCREENSHOTS=docs .venv/bin/pytest tests/test_flower_jobs.py`` makes the README's).
+is set (``ELA_SCREENSHOTS=docs .venv/bin/pytest tests/test_flower_jobs.py`` makes
+the docs' screenshots).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Every job of the shipped dev config runs once through the real pipeline, connectors and client
 libraries against the four emulators, into a local bucket. Then: each object's name against
-every loader pattern of ORIGIN_CONFIGS.md, each object's records against BigQuery's rules for
+every loader pattern of the origin's downstream (docs/landing.md), each object's records
+against BigQuery's rules for
 loading JSONL with auto-detection (ela/bqcheck.py), and the per-day Garmin records against what
 the origin's dbt models read. Last, a bucket that already holds objects under the names landed
 before (``..._{service}_{data_type}_{run8}.jsonl``) keeps working with status, retention and
@@ -103,7 +104,7 @@ def test_every_landed_name_is_found_by_each_loader_of_its_service(
         assert found["run8"] == naming.run8(manifest["run_id"])
         base = name.rsplit("/", 1)[1]
         others = [t for t in CONFIG.services[service].data_types if t != data_type]
-        # ORIGIN_CONFIGS.md, the loaders' patterns. The file is the data type's, and no other's.
+        # The origin's loaders' patterns (docs/landing.md). The file is the data type's, no other's.
         if service == "spotify":
             assert re.match(rf".*_{data_type}\.jsonl$", base)  # the current loader
             assert not any(re.match(rf".*_{other}\.jsonl$", base) for other in others)

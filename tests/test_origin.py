@@ -1,7 +1,7 @@
 """The origin's own files load unchanged (issue 11, point 1), and its legacy file migrates.
 
 The fixtures under tests/fixtures/origin/ are the origin's dev, prd and legacy files written
-from ../shared/seed/ORIGIN_CONFIGS.md: double-quoted scalars, flow lists, trailing comments,
+from the origin's documented facts: double-quoted scalars, flow lists, trailing comments,
 ``cron``, ``command``, per-job ``environment``, ``dependencies``, no ``error_retention_days``.
 """
 
@@ -32,7 +32,7 @@ from tests.test_config import GROUPS, ORIGIN
 
 FIXTURES = REPO / "tests" / "fixtures" / "origin"
 LEGACY = FIXTURES / "ingestion-config.yaml"
-# The origin's globals (ORIGIN_CONFIGS.md), and the retention the seed's table gives each env.
+# The origin's globals and the retention the origin gave each env.
 GLOBALS = {
     "dev": dict(retry_attempts=2, max_parallel_jobs=3, gcs_bucket="ela-dp-dev", timeout_minutes=15),
     "prd": dict(retry_attempts=3, max_parallel_jobs=5, gcs_bucket="ela-dp-prd", timeout_minutes=45),
@@ -284,7 +284,7 @@ def test_migrate_splits_the_legacy_file_with_nothing_dropped(tmp_path: Path) -> 
     notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
     assert notes == [
         f"note: {LEGACY}:{_line_of(legacy_text, key)}: global.{key}: one value ({value}) for "
-        f"both environments; kept in both (the seed's are {dev} dev / {prd_value} prd)"
+        f"both environments; kept in both (the origin's are {dev} dev / {prd_value} prd)"
         for key, value, dev, prd_value in [
             ("retry_attempts", 2, 2, 3),
             ("max_parallel_jobs", 3, 3, 5),

@@ -629,7 +629,7 @@ def test_a_garmin_day_without_data_lands_as_garmin_sent_it(providers: Providers,
         job, overrides=Overrides(since=datetime.combine(days[0], datetime.min.time(), UTC))
     )
 
-    # As sent, with the day and data type the downstream reads (README, What lands where).
+    # As sent, with the day and data type the downstream reads (docs/landing.md).
     assert providers.landed(manifest) == [landed_for(garmin, d) for d in days]
     empty = record_for(days[1])
     assert (empty.get("heartRateValues") or empty.get("dailySleepDTO", {}).get("id")) is None

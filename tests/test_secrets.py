@@ -1,4 +1,4 @@
-"""No secret appears in logs, task arguments, results, Flower, the bucket or Sentry (SPEC §3).
+"""No secret in logs, task arguments, results, Flower, the bucket or Sentry (docs/security.md).
 
 One test plants a distinctive value in every credential the system reads (each emulator is
 configured to accept exactly those values), runs all 17 jobs of the dev config through a real

@@ -31,7 +31,7 @@ def run() -> tuple[list[Any], str, str]:
         day = (today - timedelta(days=n)).isoformat()
         record = garmin.get_heart_rates(day)
         if record:
-            # What the downstream needs, as the origin's fetcher and loader did it (README,
+            # What the downstream needs, as the origin's fetcher and loader did it (docs/landing.md,
             # What lands where): the samples as objects, the day asked for, the data type.
             values = record.get("heartRateValues")
             if values is not None:

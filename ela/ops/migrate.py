@@ -1,9 +1,10 @@
 """The origin's single legacy ``ingestion-config.yaml`` → ``ingestion-config-{dev,prd}.yaml``.
 
-The legacy file (``../shared/seed/ORIGIN_CONFIGS.md``) served both environments of the origin's
-first workflow: the env files' job shape (``cron``, ``command``, ``dependencies``, ...) and, in
-``global``, both buckets (``gcs_bucket_dev``, ``gcs_bucket_prd``). The origin split it by hand
-into its two env files; this makes the same split and keeps everything the file says:
+The legacy file (docs/configuration.md, "The legacy single file") served both environments
+of the origin's first workflow: the env files' job shape (``cron``, ``command``,
+``dependencies``, ...) and, in ``global``, both buckets (``gcs_bucket_dev``,
+``gcs_bucket_prd``). The origin split it by hand into its two env files; this makes the same
+split and keeps everything the file says:
 
 - each env file is the legacy text edited in place, through a YAML round trip that keeps its
   comments, quoting and flow lists: ``global.gcs_bucket`` becomes that env's bucket and
@@ -14,7 +15,7 @@ into its two env files; this makes the same split and keeps everything the file 
   too, disabled (``enabled: false``): nothing is dropped, and nothing starts running where it
   did not run;
 - a setting the file holds once for both envs (``timeout_minutes: 30``) is kept in both, with
-  a note, since the seed gives the two envs different values; one it lacks gets the seed's;
+  a note, since the origin gave the two envs different values; one it lacks gets the origin's;
 - what the new format refuses (a key it does not know, a job whose command is not one of the
   origin's fetchers) is left out, one note each, with the loader's own reason.
 
@@ -40,7 +41,7 @@ from ela import config as config_module
 from ela.config import ENVS
 from ela.errors import ConfigError
 
-# SPEC §2, per environment, for the notes on values the legacy file shares between them.
+# The origin's settings per environment, for the notes on values the legacy file shares.
 SEED_GLOBALS: dict[str, dict[str, int]] = {
     "retry_attempts": {"dev": 2, "prd": 3},
     "max_parallel_jobs": {"dev": 3, "prd": 5},
@@ -153,11 +154,11 @@ def _globals(doc: Any, env: str, notes: _Notes) -> None:
     for key, seed in SEED_GLOBALS.items():
         if key not in glob:
             glob.insert(len(glob) - 1, key, seed[env])
-            notes.add(("global",), f"no {key}; wrote the seed's {seed[env]} for {env}")
+            notes.add(("global",), f"no {key}; wrote the origin's {seed[env]} for {env}")
         else:
             notes.add(
                 ("global", key),
-                f"one value ({glob[key]}) for both environments; kept in both (the seed's are "
+                f"one value ({glob[key]}) for both environments; kept in both (the origin's are "
                 f"{seed['dev']} dev / {seed['prd']} prd)",
             )
 
@@ -261,7 +262,7 @@ def _render(doc: Any, env: str, source: str) -> str:
     yaml.dump(doc, out)
     header = (
         f"# ELA Ingest — {env.upper()} environment, split from {source} by "
-        "`ela config migrate`;\n# review the notes it printed. See README §Configuration.\n"
+        "`ela config migrate`;\n# review the notes it printed. See docs/configuration.md.\n"
     )
     return header + out.getvalue()
 

