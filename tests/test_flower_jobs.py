@@ -80,7 +80,7 @@ class Stack:
 
 @pytest.fixture
 def stack(worker_factory: WorkerFactory, tmp_path: Path) -> Iterator[Stack]:
-    """The shipped dev config (all 17 jobs), with only Todoist's emulator behind it."""
+    """The shipped dev config (every job), with only Todoist's emulator behind it."""
     with TodoistEmulator(projects=7, tasks=30) as todoist:
         worker = worker_factory(extra_env=todoist.environ())
         environ = {**worker.environ, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}

@@ -161,7 +161,8 @@ def test_schedule_cli_json() -> None:
         check=True,
     )
     rows = json.loads(result.stdout)
-    assert len(rows) == 17  # the origin's 13 and issue 15's 4
+    prd = config_module.load(REPO / "ingestion-config-prd.yaml")
+    assert len(rows) == len(prd.jobs)  # the disabled ones too, as such
     row = next(r for r in rows if r["job"] == "spotify_playlists")
     assert row["task"] == "tasks.spotify.playlists"
     assert row["cron"] == "0 8 1 * *"
@@ -192,8 +193,11 @@ def test_jobs_cli_lists_groups() -> None:
     assert data["groups"]["frequent_jobs"] == [
         "spotify_recently_played",
         "strava_activities",
+        "strava_laps",
+        "strava_streams",
         "garmin_activities",
         "todoist_tasks",
+        "todoist_completed_tasks",
     ]
 
 
