@@ -235,14 +235,16 @@ def test_the_budget_stops_a_run_cleanly_and_the_next_does_the_rest(
     first = run(emu, bucket, tmp_path, "strava_streams", Overrides(limit=100))
     got = [r["activity_id"] for r in landed(bucket, first)]
     assert 0 < len(got) <= 10
-    assert got == ids[: len(got)]  # in order, no gap
+    # In order; calls run 4 at a time, so one refused may sit between two that were answered:
+    # those land (their reads are spent) and only the refused ones are the next run's.
+    assert got == [i for i in ids if i in set(got)]
     assert first["pending_activities"] == len(ids) - len(got)
     assert any("read budget ran out" in w for w in first["warnings"])
 
     clock.next_quarter_hour()
     second = run(emu, bucket, tmp_path, "strava_streams", Overrides(limit=100))
     rest = [r["activity_id"] for r in landed(bucket, second)]
-    assert got + rest == ids  # no activity lost, none landed twice
+    assert sorted(got + rest) == sorted(ids)  # no activity lost, none landed twice
     served = [int(p.split("/")[4]) for p in emu.answered if p.endswith("/streams")]
     assert sorted(served) == sorted(ids)  # none fetched twice
 
