@@ -165,15 +165,15 @@ BAD = [
     ),
     (
         "unknown-data-type",
-        _edit("    data_type: projects", "    data_type: labels"),
-        "data_type: labels",
-        "'labels' is not a todoist data type",
+        _edit("    data_type: projects", "    data_type: no_such_type"),
+        "data_type: no_such_type",
+        "'no_such_type' is not a todoist data type",
     ),
     (
         "group-missing-job",
-        _edit("      - todoist_projects", "      - todoist_labels"),
-        "- todoist_labels",
-        "names job 'todoist_labels', which is not defined",
+        _edit("      - todoist_projects", "      - todoist_no_such_job"),
+        "- todoist_no_such_job",
+        "names job 'todoist_no_such_job', which is not defined",
     ),
     (
         "limit-above-api",
