@@ -1,7 +1,7 @@
 """Caps that end a runaway source before it fills a worker's memory or disk.
 
 A provider that answers with an endless body, or a run whose records never stop coming, ends
-as a ``payload`` error instead of running until the time limit (issue 10.7). Both caps are far
+as a ``payload`` error instead of running until the time limit. Both caps are far
 above anything real: the largest page any job reads is about 1 MB (200 Strava activities with
 their polylines), and the largest run lands about 30 MB (a 10,000-track Spotify library).
 """

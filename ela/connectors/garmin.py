@@ -90,7 +90,7 @@ _API_STATUS = re.compile(r"API Error (\d{3})\b")
 _REFRESH_STATUS = re.compile(r"refresh failed: (\d{3})\b")
 
 
-# -- token store ----------------------------------------------------------------------------
+# -- token store -------------------------------------------------------------------------------
 def stored_tokens(store: TokenStore) -> str | None:
     """The stored token string (what ``Client.dumps()`` produced), or None if there is none."""
     data = store.read(PROVIDER)
@@ -134,7 +134,7 @@ def store_tokens(store: TokenStore, tokens: str) -> None:
     store.write(PROVIDER, json.loads(tokens))
 
 
-# -- the adapter ----------------------------------------------------------------------------
+# -- the adapter -------------------------------------------------------------------------------
 def adapt(
     garmin: Garmin,
     environ: Mapping[str, str],
@@ -236,7 +236,7 @@ def adapt(
     return close
 
 
-# -- the error map --------------------------------------------------------------------------
+# -- the error map -----------------------------------------------------------------------------
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and what caused it: the library re-wraps errors (``raise ... from e``) twice."""
     seen: list[BaseException] = []
@@ -313,7 +313,7 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
-# -- the client -----------------------------------------------------------------------------
+# -- the client --------------------------------------------------------------------------------
 class _PerThread(threading.local):
     """Daily calls run in several threads, each reading its own response's Retry-After and its
     own refresh failure, and knowing which token generation its call began with."""
@@ -508,7 +508,7 @@ garmin: Service[GarminClient] = Service(
 )
 
 
-# -- the data types -------------------------------------------------------------------------
+# -- the data types ----------------------------------------------------------------------------
 def _zone(name: Any) -> ZoneInfo | None:
     try:
         return ZoneInfo(name) if isinstance(name, str) and name else None
@@ -717,7 +717,7 @@ def _unlanded(page: list[Record], ctx: FetchContext, first: date) -> Iterator[Re
         yield record
 
 
-# -- more of the person's data (issue 15) ----------------------------------------------------
+# -- more of the person's data -----------------------------------------------------------------
 # Per day, like sleep and heart rate: one library call per day, the origin's calls.
 DAILY: tuple[Param, ...] = ("days", "settle_hours", "user_timezone")
 # A range type asks for its whole window in one call: a chunk costs that call (and the profile
@@ -927,7 +927,7 @@ def devices(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
         yield record
 
 
-# -- ela auth garmin ------------------------------------------------------------------------
+# -- ela auth garmin ---------------------------------------------------------------------------
 def authorize(
     environ: Mapping[str, str],
     store: TokenStore,

@@ -88,7 +88,7 @@ REAUTH_FIX = "run `ela auth strava` (or put a new STRAVA_REFRESH_TOKEN in the en
 log = logging.getLogger("ela.connectors.strava")
 
 
-# -- rate limits (pure) ---------------------------------------------------------------------
+# -- rate limits (pure) ------------------------------------------------------------------------
 
 
 def rate_limit_reset(headers: Mapping[str, str], now: datetime) -> float | None:
@@ -123,7 +123,7 @@ def rate_limit_reset(headers: Mapping[str, str], now: datetime) -> float | None:
     return wait
 
 
-# -- the session adapter ---------------------------------------------------------------------
+# -- the session adapter -----------------------------------------------------------------------
 
 
 class _Transport:
@@ -244,7 +244,7 @@ class StravaClient:
     transport: _Transport
 
 
-# -- tokens ------------------------------------------------------------------------------
+# -- tokens ------------------------------------------------------------------------------------
 
 
 def _fingerprint(token: str | None) -> str | None:
@@ -324,7 +324,7 @@ def _app_credentials(environ: Mapping[str, str]) -> tuple[int, str]:
         ) from None
 
 
-# -- opening a client ----------------------------------------------------------------------
+# -- opening a client --------------------------------------------------------------------------
 
 
 def _quiet_stravalib(record: logging.LogRecord) -> bool:
@@ -385,7 +385,7 @@ def _forget_access_token(store: TokenStore, access_token: str) -> None:
             store.write(PROVIDER, {**stored, "expires_at": 0})
 
 
-# -- the error map ---------------------------------------------------------------------------
+# -- the error map -----------------------------------------------------------------------------
 
 
 def _classify(exc: BaseException) -> IngestError | None:
@@ -445,7 +445,7 @@ strava: Service[StravaClient] = Service(
 )
 
 
-# -- data types ----------------------------------------------------------------------------
+# -- data types --------------------------------------------------------------------------------
 
 
 # Backfill: one list page holds 200 activities and a month of even a very active athlete is well
@@ -633,7 +633,7 @@ def athlete(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
     yield raw
 
 
-# -- what hangs off each activity: laps and streams (issue 15) -------------------------------
+# -- what hangs off each activity: laps and streams --------------------------------------------
 
 # Per-activity calls in flight at once. Each is one read of the same quota however many fly
 # together; this only shortens a catch-up, which the read budget stops cleanly anyway.
@@ -878,7 +878,7 @@ def streams(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
     yield from _per_activity(client, ctx, "streams", fetch, land)
 
 
-# -- snapshots: clubs and gear (issue 15) -----------------------------------------------------
+# -- snapshots: clubs and gear -----------------------------------------------------------------
 
 
 @strava.data_type("clubs")
@@ -971,7 +971,7 @@ def _checked_start(raw: Any, position: int) -> int:
     return _epoch_of(started)  # naive is UTC: Strava's start_date is
 
 
-# -- `ela auth strava` ------------------------------------------------------------------------
+# -- `ela auth strava` -------------------------------------------------------------------------
 
 
 def authorize(

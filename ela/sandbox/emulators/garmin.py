@@ -207,7 +207,7 @@ class GarminEmulator(Emulator):
         )
         self._init_more()
 
-    # -- wiring ---------------------------------------------------------------------------
+    # -- wiring --------------------------------------------------------------------------------
     def environ(self) -> dict[str, str]:
         return {
             "GARMIN_API_URL": f"{self.url}{API_PREFIX}",
@@ -237,7 +237,7 @@ class GarminEmulator(Emulator):
                 ),
             )
 
-    # -- the clock ------------------------------------------------------------------------
+    # -- the clock -----------------------------------------------------------------------------
     @property
     def last_day(self) -> date:
         """The last day with data: as given, else today in the user's time zone."""
@@ -251,7 +251,7 @@ class GarminEmulator(Emulator):
         """A naive local wall time of the user → naive GMT."""
         return local.replace(tzinfo=self.tz).astimezone(UTC).replace(tzinfo=None)
 
-    # -- tokens ---------------------------------------------------------------------------
+    # -- tokens --------------------------------------------------------------------------------
     def issue_tokens(self, client_id: str, ttl: float | None = None) -> dict[str, Any]:
         """A DI token response: a JWT access token (``exp``, ``client_id``) and a refresh token."""
         ttl = self.access_ttl if ttl is None else ttl
@@ -306,7 +306,7 @@ class GarminEmulator(Emulator):
         with self.lock:
             self.refresh_tokens.clear()
 
-    # -- data -----------------------------------------------------------------------------
+    # -- data ----------------------------------------------------------------------------------
     def add_activities(self, count: int, on: date | None = None) -> list[dict[str, Any]]:
         """Add ``count`` activities, spread over the seeded year or all on day ``on``."""
         added = []
@@ -619,7 +619,7 @@ class GarminEmulator(Emulator):
         )
         return _with_samples(record, values)
 
-    # -- SSO ------------------------------------------------------------------------------
+    # -- SSO -----------------------------------------------------------------------------------
     def _new_ticket(self, service: str) -> str:
         ticket = f"ST-{next(self._serial):07d}-{self.random.getrandbits(64):016x}-cas"
         with self.lock:
@@ -701,7 +701,7 @@ class GarminEmulator(Emulator):
                 return Response(400, {"error": "unsupported_grant_type"})
         return Response(200, self.issue_tokens(client_id))
 
-    # -- Connect API ----------------------------------------------------------------------
+    # -- Connect API ---------------------------------------------------------------------------
     def _api(self, handler: Any) -> Any:
         def checked(request: Request, match: re.Match[str]) -> Response:
             token = bearer(request)
@@ -797,7 +797,7 @@ class GarminEmulator(Emulator):
 
         return handler
 
-    # -- more of the person's data (issue 15) ------------------------------------------------
+    # -- more of the person's data -------------------------------------------------------------
     def _init_more(self) -> None:
         """State and routes of the issue-15 data types (called at the end of ``__init__``)."""
         self.no_hrv_days: set[date] = set()  # nights slept without an HRV reading (HTTP 204)
@@ -1230,7 +1230,7 @@ class GarminEmulator(Emulator):
         found = [r for r in (self.body_battery_for(d) for d in days) if r is not None]
         return Response(200, self.drifted(found))
 
-    # -- weigh-ins ------------------------------------------------------------------------------
+    # -- weigh-ins -----------------------------------------------------------------------------
     def add_weigh_in(
         self: GarminEmulator,
         day: date,
@@ -1313,7 +1313,7 @@ class GarminEmulator(Emulator):
         answer["dailyWeightSummaries"] = self.drifted(answer["dailyWeightSummaries"])
         return Response(200, answer)
 
-    # -- snapshots ------------------------------------------------------------------------------
+    # -- snapshots -----------------------------------------------------------------------------
     def _race_predictions(self, request: Request, match: re.Match[str]) -> Response:
         if match["name"] != DISPLAY_NAME:
             return Response(403, {"message": "Forbidden"})

@@ -1,7 +1,7 @@
 """A small threaded HTTP server with routing, a call log and fault injection.
 
 Besides faults, every emulator has the switches for what real APIs do that a client must
-survive (issue 10): :class:`Drift` (records with fields dropped, added or retyped), ``loop``
+survive: :class:`Drift` (records with fields dropped, added or retyped), ``loop``
 (paging that never ends; each provider's emulator says how its paging loops), ``gzip``
 (compressed bodies, as the real services send them) and, through :class:`Fault`, huge bodies
 (``pad``) and redirects to another host (``redirect``).

@@ -171,7 +171,7 @@ class StravaEmulator(Emulator):
             "STRAVA_REFRESH_TOKEN": BOOTSTRAP_REFRESH_TOKEN,
         }
 
-    # -- data -----------------------------------------------------------------------------
+    # -- data ----------------------------------------------------------------------------------
     def _make_athlete(self) -> dict[str, Any]:
         bike = {
             "id": "b9182736",
@@ -435,7 +435,7 @@ class StravaEmulator(Emulator):
             )
         return points
 
-    # -- controls for tests and benchmarks ----------------------------------------------------
+    # -- controls for tests and benchmarks -----------------------------------------------------
     def consume(self, requests: int = 0, daily: int | None = None) -> None:
         """Spend quota as another user of the same application would: set this quarter hour's
         usage to ``requests`` and today's to ``daily`` (default: at least ``requests``)."""
@@ -472,7 +472,7 @@ class StravaEmulator(Emulator):
             self.codes.add(code)
             return code
 
-    # -- rate limits ------------------------------------------------------------------------
+    # -- rate limits ---------------------------------------------------------------------------
     def _roll_windows(self) -> None:
         now = self.clock()
         window = (int(now // QUARTER_HOUR_S), int(now // DAY_S))
@@ -508,7 +508,7 @@ class StravaEmulator(Emulator):
         response.headers = {**headers, **response.headers}
         return response
 
-    # -- OAuth ------------------------------------------------------------------------------
+    # -- OAuth ---------------------------------------------------------------------------------
     def _issue(self) -> dict[str, Any]:
         """Rotate the refresh token; keep the access token unless it is in its last hour."""
         now = self.clock()
@@ -584,7 +584,7 @@ class StravaEmulator(Emulator):
             expires = self.access_tokens.get(token or "")
             return expires is not None and expires > self.clock()
 
-    # -- API --------------------------------------------------------------------------------
+    # -- API -----------------------------------------------------------------------------------
     def _get_athlete(self, request: Request, _: re.Match[str]) -> Response:
         if not self._authorized(request):
             return Response(401, _auth_error("Athlete", "access_token"))
@@ -610,7 +610,7 @@ class StravaEmulator(Emulator):
             # Not copied: served records are only read, and stored ones change only between runs.
             return Response(200, self.drifted(rows[start : start + per_page]))
 
-    # -- issue 15: laps, streams, clubs, gear ----------------------------------------------------
+    # -- laps, streams, clubs, gear ------------------------------------------------------------
     def _activity(self, activity_id: int) -> dict[str, Any] | None:
         """The stored activity ``activity_id`` (callers hold the lock), or None."""
         return next((a for a in self.activities if a["id"] == activity_id), None)
@@ -705,7 +705,7 @@ def _epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp())
 
 
-# -- issue 15: laps, streams, clubs, gear (pure, deterministic per activity) --------------------
+# -- laps, streams, clubs, gear (pure, deterministic per activity) -----------------------------
 
 _NOT_FOUND = {
     "message": "Resource Not Found",
