@@ -149,7 +149,11 @@ def test_wider_rows_take_the_names_garmin_s_descriptors_give_them() -> None:
 
 
 def test_rows_without_descriptors_and_rows_within_rows() -> None:
-    record = {"a": {"series": [[1, 2, 3], None, [4, 5]]}, "deep": [{"inner": [[1, 2]]}]}
+    record = {
+        "a": {"series": [[1, 2, 3], None, [4, 5]]},
+        "deep": [{"inner": [[1, 2]]}],
+        "nested": [[1, [[2, 3]]], [4, [[5, 6]]]],  # rows of one width, holding rows
+    }
     assert objects_for_rows(record) == {
         "a": {
             "series": [
@@ -158,6 +162,10 @@ def test_rows_without_descriptors_and_rows_within_rows() -> None:
             ]
         },
         "deep": [{"inner": [{"timestamp": 1, "value": 2}]}],
+        "nested": [
+            {"timestamp": 1, "value": [{"timestamp": 2, "value": 3}]},
+            {"timestamp": 4, "value": [{"timestamp": 5, "value": 6}]},
+        ],
     }
 
 
