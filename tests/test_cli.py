@@ -9,9 +9,9 @@ import yaml
 from click.testing import CliRunner, Result
 
 from ela.cli import main
-from ela.cli.common import plural
 from ela.sandbox.configs import write_config
 from ela.sandbox.processes import REPO
+from ela.text import plural
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:

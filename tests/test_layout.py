@@ -4,6 +4,7 @@
 * ``ela.sandbox`` imports neither harness.
 * The product's runtime path never imports ``ela.sandbox``: only the ``ela demo`` command
   does, inside the function that runs it.
+* Nothing but ``ela/cli`` imports ``ela.cli``.
 """
 
 from __future__ import annotations
@@ -74,4 +75,18 @@ def test_the_product_imports_the_sandbox_only_to_run_the_demo() -> None:
                 demo = str(where).startswith("ela/cli") and in_function
                 if within(name, "ela.sandbox") and not demo:
                     found.append(f"{where} imports {name}")
+    assert found == []
+
+
+def test_only_the_command_line_imports_it() -> None:
+    """``ela/cli`` is the edge: the worker, beat, tasks, the Flower plugin and the domain do
+    not depend on it (what they share with it, e.g. :mod:`ela.text`, lives below it)."""
+    found = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for folder in PRODUCT
+        for path in modules(folder)
+        if path.relative_to(REPO).parts[:2] != ("ela", "cli")
+        for name, _ in imports(path)
+        if within(name, "ela.cli")
+    ]
     assert found == []

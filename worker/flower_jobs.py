@@ -27,14 +27,13 @@ import tornado.web
 from flower.views import BaseHandler
 from tornado.ioloop import IOLoop
 
-from ela.cli.common import plural
-from ela.cli.status import freshness_text  # the words of `ela status`
 from ela.config import IngestionConfig
 from ela.errors import InputError
 from ela.ops import jobs_view as jv
-from ela.ops.status import failing_since_success
+from ela.ops.status import Freshness, failing_since_success
 from ela.run_input import check_run_id
 from ela.sinks import bucket_url, open_bucket
+from ela.text import plural  # the words of `ela status`
 from worker.flower_app import require_auth
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "flower_templates")
@@ -86,7 +85,7 @@ class _JobsHandler(BaseHandler):
             "board": board,
             "flights": flights,
             "jv": jv,
-            "freshness_text": freshness_text,
+            "freshness_text": Freshness.text,
             "fail_since_success": failing_since_success,
             "plural": plural,
             "now": datetime.now(UTC),  # a board may be reused: flights are aged from now

@@ -15,8 +15,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from ela.cli.common import ENV_OPTION, emit_json, fail, load, plural, print_table, user_errors
+from ela.cli.common import ENV_OPTION, emit_json, fail, load, print_table, user_errors
 from ela.errors import FatalError, IngestError
+from ela.text import plural
 
 if TYPE_CHECKING:
     from ela.ops import backfill as bf

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 import click
 
-from ela.cli.common import ENV_OPTION, load, plural, user_errors
+from ela.cli.common import ENV_OPTION, load, user_errors
+from ela.text import plural
 
 
 @click.group("bucket")

@@ -24,11 +24,6 @@ ENV_OPTION = click.option(
 )
 
 
-def plural(count: int, noun: str) -> str:
-    """``1 record``, ``2 records``, ``1,000 records``."""
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
-
-
 def fail(message: str) -> NoReturn:
     click.echo(f"ela: {message}", err=True)
     sys.exit(1)

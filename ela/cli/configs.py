@@ -21,12 +21,12 @@ from ela.cli.common import (
     ENV_OPTION,
     emit_json,
     load,
-    plural,
     print_table,
     table_lines,
     terminal_width,
     user_errors,
 )
+from ela.text import plural
 
 # -- validate, jobs, schedule ------------------------------------------------------------------
 

@@ -20,8 +20,9 @@ import click
 
 from ela import config as config_module
 from ela import run_input
-from ela.cli.common import ENV_OPTION, emit_json, fail, plural, print_table, ready, user_errors
+from ela.cli.common import ENV_OPTION, emit_json, fail, print_table, ready, user_errors
 from ela.errors import IngestError
+from ela.text import plural
 
 
 def _iso(value: datetime | None) -> str | None:

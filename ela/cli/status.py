@@ -3,7 +3,7 @@
 The work is done in ``ela/ops/status.py`` and ``ela/ops/broker.py``; this module parses the
 options, calls them and prints (coloured table on a terminal, ``--json`` for scripts). They and
 the bucket clients are imported inside the command, so other ``ela`` commands pay nothing.
-Flower's Jobs page says freshness in the same words (:func:`freshness_text`).
+Flower's Jobs page says freshness in the same words (:meth:`Freshness.text`).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from ela.cli.common import (
     emit_json,
     fail,
     load,
-    plural,
     print_table,
     say,
     table_lines,
     terminal_width,
     user_errors,
 )
+from ela.text import age, plural
 
 if TYPE_CHECKING:
-    from ela.ops import broker, status
+    from ela.ops import broker
 
 
 @contextmanager
@@ -131,7 +131,7 @@ def status_command(
             status_run8(success.get("run_id")),
             _text(success.get("records")),
             f"{success['duration_s']:.1f}s" if success.get("duration_s") is not None else "-",
-            freshness_text(job.freshness),
+            job.freshness.text(),
             (
                 f"{_short(failure.get('failed_at'))} {failure.get('kind') or ''}".strip()
                 + (" (since last success)" if status.failing_since_success(job) else "")
@@ -191,7 +191,7 @@ def _print_broker(held: broker.BrokerReport, env: str) -> None:
                 d.job or d.task,
                 d.state,
                 d.worker or "-",
-                _duration(d.age_s(now)) if d.age_s(now) >= 60 else f"{d.age_s(now)}s",
+                age(d.age_s(now)) if d.age_s(now) >= 60 else f"{d.age_s(now)}s",
                 _short(status.iso(d.eta)),
             ]
             for d in held.deliveries
@@ -242,24 +242,6 @@ def _print_coloured(rows: list[list[str]], header: list[str], states: list[str])
     for state, row_lines in zip(states, lines, strict=True):
         for line in row_lines:
             click.echo(click.style(line, fg=_COLOURS.get(state)) if state in _COLOURS else line)
-
-
-def freshness_text(fresh: status.Freshness) -> str:
-    if fresh.state in ("fresh", "disabled"):
-        return fresh.state
-    if fresh.state == "never":
-        return "never succeeded"
-    behind = _duration(fresh.behind_s or 0)
-    ticks = f"{fresh.missed_ticks} tick{'s' if fresh.missed_ticks != 1 else ''}"
-    return f"{fresh.state}: {ticks} missed, {behind} behind"
-
-
-def _duration(seconds: int) -> str:
-    if seconds >= 86400:
-        return f"{seconds / 86400:.1f}d"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds // 60}m"
 
 
 def _bytes(size: int) -> str:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from ela import cron, naming
 from ela.config import IngestionConfig, Job
 from ela.sinks import Bucket, ObjectInfo, get_json
+from ela.text import age, plural
 
 # Past this many missed ticks the exact count stops mattering; it also bounds the cron walk
 # for an hourly job whose last success is months old.
@@ -72,6 +73,15 @@ class Freshness:
     @property
     def stale(self) -> bool:
         return self.state == "stale"
+
+    def text(self) -> str:
+        """In words, as ``ela status`` and Flower's Jobs page say it."""
+        if self.state in ("fresh", "disabled"):
+            return self.state
+        if self.state == "never":
+            return "never succeeded"
+        ticks = plural(self.missed_ticks or 0, "tick")
+        return f"{self.state}: {ticks} missed, {age(self.behind_s or 0)} behind"
 
 
 def freshness(

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ela import config as config_module
-from ela.cli.common import plural
 from ela.connectors import data_type
 from ela.sandbox.emulators.registry import emulator_for
 from ela.sandbox.processes import isolated_environ
 from ela.sandbox.stores import embedded_redis
 from ela.settings import redacted
+from ela.text import plural
 from ela.tokens import TokenStore
 
 BANNER = "ELA Ingest SANDBOX — local emulators, no real credentials, nothing leaves this machine"
