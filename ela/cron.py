@@ -80,6 +80,8 @@ class Cron:
 
     def next_runs(self, tz: ZoneInfo, after: datetime, count: int) -> list[datetime]:
         """The next ``count`` fire times strictly after ``after``, as aware UTC datetimes."""
+        if count <= 0:
+            return []
         runs: list[datetime] = []
         for run in self._iter_from(tz, after):
             runs.append(run)

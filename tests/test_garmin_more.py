@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from ela import config as config_module
 from ela.bqcheck import check_records
-from ela.cli import main
 from ela.config import IngestionConfig
 from ela.connectors.garmin import DAILY_BACKFILL, RANGE_BACKFILL, garmin
 from ela.pipeline import Overrides, run_job
@@ -104,13 +102,6 @@ def test_each_type_is_registered_scheduled_in_both_envs_and_backfillable() -> No
         assert garmin.data_types[data_type].backfill is DAILY_BACKFILL
     for data_type in ("body_battery", "weight"):
         assert garmin.data_types[data_type].backfill is RANGE_BACKFILL
-
-
-def test_ela_jobs_lists_every_new_job() -> None:
-    shown = CliRunner().invoke(main, ["jobs", "--env", "dev"])
-    assert shown.exit_code == 0, shown.output
-    for data_type in NEW:
-        assert f"tasks.garmin.{data_type}" in shown.output
 
 
 # -- per day ----------------------------------------------------------------------------------

@@ -15,10 +15,13 @@ from celery import Celery
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 from celery.utils.time import ffwd
+from click.testing import CliRunner
 
 from beat_schedules import JobCrontab, build_schedule
 from ela import config as config_module
 from ela import cron
+from ela.cli import main
+from ela.connectors import all_data_types
 from ela.sandbox.configs import write_config
 from ela.sandbox.processes import REPO
 
@@ -199,6 +202,33 @@ def test_jobs_cli_lists_groups() -> None:
         "todoist_tasks",
         "todoist_completed_tasks",
     ]
+    assert all(row["next_runs"] == [] for row in data["jobs"])  # that is `ela schedule`'s
+
+
+# Each provider's jobs are in its group, in both envs (the origin's groups, and the same for
+# every data type added since).
+PROVIDER_GROUP = {
+    "spotify": "spotify_all",
+    "strava": "fitness_all",
+    "garmin": "fitness_all",
+    "todoist": "productivity_all",
+}
+
+
+@pytest.mark.parametrize("env", ["dev", "prd"])
+def test_every_data_type_has_a_job_in_its_group_and_a_row_in_ela_jobs(env: str) -> None:
+    """What a data type needs to be scheduled (CONTRIBUTING, "Adding a data type"): registered
+    with its connector, it has a job in both env files, in its provider's group, and `ela jobs`
+    lists it with its task."""
+    result = CliRunner().invoke(main, ["jobs", "--env", env, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    rows = {row["job"]: row for row in data["jobs"]}
+    for data_type in all_data_types():
+        job = f"{data_type.service}_{data_type.name}"
+        assert job in rows, f"{job} has no job in ingestion-config-{env}.yaml"
+        assert rows[job]["task"] == data_type.task_name
+        assert job in data["groups"][PROVIDER_GROUP[data_type.service]], job
 
 
 # -- daylight-saving time, through Celery's beat entry -----------------------------------------
