@@ -24,7 +24,7 @@ from ela.sinks import LocalBucket, put_json
 
 
 def rows(ctx: Context) -> list[Row]:
-    """Item 7: a bucket holding ``ctx.manifests`` manifests of the dev config's 13 jobs (a real
+    """Item 7: a bucket holding ``ctx.manifests`` manifests over the dev config's jobs (a real
     run's manifest, copied under new run ids, an hour apart per job); the Jobs page's data is
     loaded, loaded again with nothing changed, then again after one new run.
 
