@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ from bench import harness
 from bench.report import Row
 from ela import config as config_module
 from ela.connectors.garmin import SETTLE_HOURS
-from ela.pipeline import Overrides, run_job
+from ela.pipeline import Overrides
 from ela.sandbox.emulators.garmin import GarminEmulator
 from ela.sandbox.processes import REPO
 from ela.sinks import LocalBucket
@@ -51,24 +50,6 @@ def _garmin(tmp: Path) -> Iterator[tuple[GarminEmulator, dict[str, str]]]:
         yield garmin, {**garmin.environ(), "ELA_TOKEN_DIR": str(tokens)}
 
 
-def _run(
-    config: config_module.IngestionConfig,
-    job: str,
-    bucket: LocalBucket,
-    environ: dict[str, str],
-    **overrides: Any,
-) -> dict[str, Any]:
-    return run_job(
-        config,
-        job,
-        run_id=str(uuid.uuid4()),
-        scheduled_at=datetime.now(UTC),
-        overrides=Overrides.from_kwargs(**overrides),
-        bucket=bucket,
-        environ=environ,
-    )
-
-
 def call_rows(tmp: Path) -> list[Row]:
     """Calls per run of each new type: a full run (per-day types: :data:`DAYS` explicit days,
     one call each; ranges: one call for the window; snapshots: one) and, for the types that
@@ -79,12 +60,12 @@ def call_rows(tmp: Path) -> list[Row]:
     settling = now - datetime.combine(now.date(), datetime.min.time(), UTC)
     open_days = 2 if settling < timedelta(hours=SETTLE_HOURS) else 1
     today = now.date()
-    window = {"since": str(today - timedelta(days=DAYS - 1)), "until": str(today)}
+    window = Overrides.from_kwargs(since=str(today - timedelta(days=DAYS - 1)), until=str(today))
     rows: list[Row] = []
     with _garmin(tmp) as (garmin, environ):
         # The profile and the time zone, asked once and cached, as on any account's first run.
-        _run(config, "garmin_race_predictions", bucket, environ)
-        _run(config, "garmin_stress", bucket, environ)
+        harness.inline_run(config, "garmin_race_predictions", bucket, environ)
+        harness.inline_run(config, "garmin_stress", bucket, environ)
         for data_type in (*PER_DAY, "body_battery", "weight", "race_predictions", "devices"):
             job = f"garmin_{data_type}"
             ranged = data_type in ("body_battery", "weight")
@@ -96,7 +77,7 @@ def call_rows(tmp: Path) -> list[Row]:
             )
             dated = data_type in PER_DAY or ranged
             garmin.reset_calls()
-            manifest = _run(config, job, bucket, environ, **(window if dated else {}))
+            manifest = harness.inline_run(config, job, bucket, environ, window if dated else None)
             harness.say(f"4. {job}: {manifest['api_calls']} calls, {manifest['records']} records")
             rows.append(
                 Row(
@@ -110,8 +91,8 @@ def call_rows(tmp: Path) -> list[Row]:
             )
             if not dated:
                 continue
-            _run(config, job, bucket, environ)  # a scheduled run: sets the state
-            steady = _run(config, job, bucket, environ)
+            harness.inline_run(config, job, bucket, environ)  # a scheduled run: sets the state
+            steady = harness.inline_run(config, job, bucket, environ)
             least = open_days if data_type in PER_DAY else 1
             rows.append(
                 Row(
@@ -145,8 +126,14 @@ def _ingest_round(tmp: Path, repeats: int, latency: float) -> list[Row]:
         bucket_dir = tmp / "bucket-garmin-stress"
         # The profile and the zone, asked once and cached (as after any account's first run);
         # every day generated, so that neither side pays for the emulator's first request.
-        _run(config, "garmin_race_predictions", LocalBucket(bucket_dir), environ)
-        _run(config, "garmin_stress", LocalBucket(bucket_dir), environ, since=since, until=until)
+        harness.inline_run(config, "garmin_race_predictions", LocalBucket(bucket_dir), environ)
+        harness.inline_run(
+            config,
+            "garmin_stress",
+            LocalBucket(bucket_dir),
+            environ,
+            Overrides.from_kwargs(since=since, until=until),
+        )
         garmin.latency = latency
         script_environ = {
             **os.environ,

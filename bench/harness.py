@@ -20,12 +20,14 @@ from celery import Celery
 
 from bench import plugin
 from ela import config as config_module
+from ela.pipeline import Overrides, run_job
 from ela.sandbox import configs
 from ela.sandbox.configs import shipped_config
 from ela.sandbox.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
 from ela.sandbox.processes import REPO, CeleryProcess, base_environ, wait_for, worker_args
 from ela.sandbox.stores import delete_prefixed
 from ela.settings import broker_prefix
+from ela.sinks import Bucket
 
 BENCH_REDIS_URL = os.environ.get("ELA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PROVIDER_MODULES = ("spotipy", "stravalib", "garminconnect", "todoist_api_python")
@@ -221,3 +223,23 @@ class Runner:
         self.full_runs[job] = self.full_runs.get(job, 0) + 1
         (obj,) = manifest["objects"]
         return {**manifest, "s": seconds, "sha256": obj["sha256"]}
+
+
+def inline_run(
+    config: config_module.IngestionConfig,
+    job: str,
+    bucket: Bucket,
+    environ: Mapping[str, str],
+    overrides: Overrides | None = None,
+    scheduled_at: datetime | None = None,
+) -> dict[str, Any]:
+    """One run of ``job`` in this process (the worker's code, no broker): its manifest."""
+    return run_job(
+        config,
+        job,
+        run_id=str(uuid.uuid4()),
+        scheduled_at=scheduled_at or datetime.now(UTC),
+        overrides=overrides or Overrides(),
+        bucket=bucket,
+        environ=dict(environ),
+    )

@@ -19,7 +19,6 @@ import math
 import os
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from bench.report import Row
 from ela import config as config_module
 from ela.connectors.base import FUTURE_SKEW
 from ela.connectors.todoist import windows
-from ela.pipeline import Overrides, run_job
+from ela.pipeline import Overrides
 from ela.sandbox.emulators.spotify import SpotifyEmulator
 from ela.sandbox.emulators.todoist import TodoistEmulator
 from ela.sandbox.processes import REPO
@@ -44,16 +43,7 @@ def _config() -> config_module.IngestionConfig:
     return config_module.load(REPO / "ingestion-config-prd.yaml")
 
 
-def _run(config: Any, job: str, bucket: LocalBucket, when: datetime, env: dict[str, str]) -> Any:
-    return run_job(
-        config,
-        job,
-        run_id=str(uuid.uuid4()),
-        scheduled_at=when,
-        bucket=bucket,
-        environ={**os.environ, **env},
-        overrides=Overrides(limit=10_000),
-    )
+LIMIT = Overrides(limit=10_000)  # every item, whatever the job's own limit
 
 
 def _row(metric: str, ours: float, minimum: float) -> Row:
@@ -67,7 +57,9 @@ def call_rows(tmp: Path) -> list[Row]:
     with SpotifyEmulator(saved_tracks=10, plays=10, followed=FOLLOWED) as spotify:
         env = {**spotify.environ(), "ELA_TOKEN_DIR": str(tmp / "spotodo-tokens")}
         bucket = LocalBucket(tmp / "spotodo-calls")
-        manifest = _run(config, "spotify_followed_artists", bucket, now, env)
+        manifest = harness.inline_run(
+            config, "spotify_followed_artists", bucket, {**os.environ, **env}, LIMIT, now
+        )
         pages = math.ceil(FOLLOWED / 50)
         rows.append(
             _row(
@@ -76,11 +68,15 @@ def call_rows(tmp: Path) -> list[Row]:
                 pages + 1,
             )
         )
-        manifest = _run(config, "spotify_user_profile", bucket, now, env)
+        manifest = harness.inline_run(
+            config, "spotify_user_profile", bucket, {**os.environ, **env}, LIMIT, now
+        )
         rows.append(_row("4. calls/run: Spotify user profile (min 1)", manifest["api_calls"], 1))
     with TodoistEmulator(projects=SECTIONS // 3, tasks=10, completed=0) as todoist:
         bucket = LocalBucket(tmp / "spotodo-calls")
-        manifest = _run(config, "todoist_sections", bucket, now, todoist.environ())
+        manifest = harness.inline_run(
+            config, "todoist_sections", bucket, {**os.environ, **todoist.environ()}, LIMIT, now
+        )
         minimum = math.ceil(len(todoist.sections) / 200)
         rows.append(
             _row(
@@ -117,7 +113,14 @@ def ingest_rows(tmp: Path, repeats: int = 3) -> list[Row]:
         for n in range(repeats):
             bucket = LocalBucket(tmp / f"spotodo-ingest-{n}")  # a first run each time
             clock = time.perf_counter()
-            manifest = _run(config, "todoist_completed_tasks", bucket, now, todoist.environ())
+            manifest = harness.inline_run(
+                config,
+                "todoist_completed_tasks",
+                bucket,
+                {**os.environ, **todoist.environ()},
+                LIMIT,
+                now,
+            )
             ours.append((time.perf_counter() - clock, manifest))
         seconds, manifest = min(ours, key=lambda pair: pair[0])
         script_env = {

@@ -18,14 +18,14 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import harness
 from bench.report import Row
 from ela import config as config_module
-from ela.pipeline import Overrides, run_job
+from ela.pipeline import Overrides
 from ela.sandbox.emulators.strava import BOOTSTRAP_REFRESH_TOKEN, StravaEmulator
 from ela.sinks import LocalBucket
 
@@ -36,24 +36,6 @@ X = "\u00d7"  # the multiplication sign of ratios
 NEW_ACTIVITIES = 25  # landed by the activities job before the laps and streams runs
 
 
-def _run(
-    config: config_module.IngestionConfig,
-    job: str,
-    bucket: LocalBucket,
-    environ: dict[str, str],
-    overrides: Overrides = Overrides(),  # noqa: B008  # immutable
-) -> dict[str, Any]:
-    return run_job(
-        config,
-        job,
-        run_id=str(uuid.uuid4()),
-        scheduled_at=datetime.now(UTC),
-        overrides=overrides,
-        bucket=bucket,
-        environ=environ,
-    )
-
-
 def api_call_rows(tmp: Path) -> list[Row]:
     """Calls per run of each new type at its minimum (see the module doc)."""
     config = config_module.load(REPO / "ingestion-config-dev.yaml")
@@ -61,11 +43,13 @@ def api_call_rows(tmp: Path) -> list[Row]:
     with StravaEmulator(activities=100, **LIMITS) as emu:
         environ = {**emu.environ(), "ELA_TOKEN_DIR": str(tmp / "tokens-calls")}
         bucket = LocalBucket(tmp / "bucket-strava-calls")
-        _run(config, "strava_activities", bucket, environ)  # the token, and the landed ids
-        _run(config, "strava_laps", bucket, environ, Overrides(limit=10_000))
-        _run(config, "strava_streams", bucket, environ, Overrides(limit=10_000))
+        harness.inline_run(
+            config, "strava_activities", bucket, environ
+        )  # the token, and the landed ids
+        harness.inline_run(config, "strava_laps", bucket, environ, Overrides(limit=10_000))
+        harness.inline_run(config, "strava_streams", bucket, environ, Overrides(limit=10_000))
         emu.add_activities(NEW_ACTIVITIES)
-        _run(config, "strava_activities", bucket, environ)
+        harness.inline_run(config, "strava_activities", bucket, environ)
         gear = len(emu.athlete["bikes"]) + len(emu.athlete["shoes"])
         for job, label, minimum, why in (
             (
@@ -84,7 +68,9 @@ def api_call_rows(tmp: Path) -> list[Row]:
             ("strava_clubs", "Strava clubs", 1, "1 page"),
             ("strava_gear", f"Strava gear ({gear} items)", 1 + gear, "athlete + 1 an item"),
         ):
-            calls = _run(config, job, bucket, environ, Overrides(limit=10_000))["api_calls"]
+            calls = harness.inline_run(config, job, bucket, environ, Overrides(limit=10_000))[
+                "api_calls"
+            ]
             rows.append(
                 Row(
                     f"4. calls/run: {label} (min {why})",
@@ -100,7 +86,6 @@ def api_call_rows(tmp: Path) -> list[Row]:
 
 def ingest_rows(tmp: Path, repeats: int = 3, latency: float = 0.02) -> list[Row]:
     """Streams of 200 activities: ours against the sequential stravalib script."""
-    from bench import harness  # the benchmark's helpers (Redis, scripts); not at import
 
     config = config_module.load(REPO / "ingestion-config-dev.yaml")
     rows: list[Row] = []
@@ -119,7 +104,7 @@ def ingest_rows(tmp: Path, repeats: int = 3, latency: float = 0.02) -> list[Row]
                 }
                 ours_emu.refresh_tokens.add(BOOTSTRAP_REFRESH_TOKEN)  # a fresh token store
                 start = time.perf_counter()
-                manifest = _run(
+                manifest = harness.inline_run(
                     config,
                     "strava_streams",
                     bucket,
