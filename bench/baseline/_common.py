@@ -68,3 +68,17 @@ def main(run: Callable[[], tuple[list[Any], str, str]]) -> None:
     print(
         json.dumps({"records": len(records), "seconds": seconds, "sha256": sha, "peak_kib": peak})
     )
+
+
+def garmin_login() -> Any:
+    """A garminconnect client pointed at the ``GARMIN_*_URL`` emulator, resumed from the worker's
+    stored tokens (``ELA_TOKEN_DIR/garmin.json``), as a script would."""
+    import garminconnect.client as library
+    from garminconnect import Garmin
+
+    garmin = Garmin()
+    garmin.client._connectapi = os.environ["GARMIN_API_URL"].rstrip("/")
+    garmin.client._sso = sso = os.environ["GARMIN_SSO_URL"].rstrip("/")
+    library.DI_TOKEN_URL = f"{sso}/di-oauth2-service/oauth/token"
+    garmin.login(tokenstore=(Path(os.environ["ELA_TOKEN_DIR"]) / "garmin.json").read_text())
+    return garmin

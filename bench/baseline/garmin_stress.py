@@ -6,15 +6,10 @@ The worker's stored tokens (``ELA_TOKEN_DIR/garmin.json``) are handed to ``Garmi
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import garminconnect.client as library
-from garminconnect import Garmin
-
-from bench.baseline._common import main
+from bench.baseline._common import garmin_login, main
 
 DAYS = 365
 
@@ -30,11 +25,7 @@ def _names(descriptors: Any) -> list[str]:
 
 
 def run() -> tuple[list[Any], str, str]:
-    garmin = Garmin()
-    garmin.client._connectapi = os.environ["GARMIN_API_URL"].rstrip("/")
-    garmin.client._sso = sso = os.environ["GARMIN_SSO_URL"].rstrip("/")
-    library.DI_TOKEN_URL = f"{sso}/di-oauth2-service/oauth/token"
-    garmin.login(tokenstore=(Path(os.environ["ELA_TOKEN_DIR"]) / "garmin.json").read_text())
+    garmin = garmin_login()
     today = datetime.now(UTC).date()
     records = []
     for n in range(DAYS - 1, -1, -1):

@@ -26,8 +26,9 @@ class Redirected(requests.Session):
         return super().request(method, text, *args, **kwargs)
 
 
-def run() -> tuple[list[Any], str, str]:
-    client = Client(requests_session=Redirected())
+def logged_in(**options: Any) -> Client:
+    """A stravalib client pointed at ``STRAVA_API_URL``, its token refreshed as a script would."""
+    client = Client(requests_session=Redirected(), **options)
     token = client.refresh_access_token(
         client_id=int(os.environ["STRAVA_CLIENT_ID"]),
         client_secret=os.environ["STRAVA_CLIENT_SECRET"],
@@ -36,6 +37,11 @@ def run() -> tuple[list[Any], str, str]:
     client.access_token = token["access_token"]
     client.refresh_token = token["refresh_token"]
     client.token_expires = token["expires_at"]
+    return client
+
+
+def run() -> tuple[list[Any], str, str]:
+    client = logged_in()
     records: list[Any] = []
     page = 1
     while True:

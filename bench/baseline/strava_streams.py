@@ -9,27 +9,17 @@ skipped.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from stravalib.client import Client
 from stravalib.exc import ObjectNotFound
 from stravalib.strava_model import StreamType
 
 from bench.baseline._common import main
-from bench.baseline.strava_activities import Redirected
+from bench.baseline.strava_activities import logged_in
 
 
 def run() -> tuple[list[Any], str, str]:
-    client = Client(requests_session=Redirected(), rate_limit_requests=False)
-    token = client.refresh_access_token(
-        client_id=int(os.environ["STRAVA_CLIENT_ID"]),
-        client_secret=os.environ["STRAVA_CLIENT_SECRET"],
-        refresh_token=os.environ["STRAVA_REFRESH_TOKEN"],
-    )
-    client.access_token = token["access_token"]
-    client.refresh_token = token["refresh_token"]
-    client.token_expires = token["expires_at"]
+    client = logged_in(rate_limit_requests=False)
     ids: list[int] = []
     page = 1
     while True:

@@ -54,7 +54,7 @@ from ela.connectors.base import (
     read_response,
     require,
 )
-from ela.connectors.pacing import SLACK_S, BackfillProfile, Quota
+from ela.connectors.pacing import SLACK_S, BackfillProfile, EstimateFn, Quota
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
 from ela.tokens import TokenStore
 
@@ -656,7 +656,16 @@ def _laps_calls(days: int, most_records: int) -> int:
     return days // PAGE_SIZE + 1 + days
 
 
-PER_ACTIVITY_QUOTAS = read_quotas()
+def _per_activity_backfill(estimate: EstimateFn) -> BackfillProfile:
+    """Laps' and streams' backfill: chunks that fit one 15-minute window, paced to Strava's."""
+    return BackfillProfile(
+        chunk_days=PER_ACTIVITY_CHUNK_DAYS,
+        max_chunk_days=PER_ACTIVITY_CHUNK_DAYS,
+        until_exclusive=True,
+        estimate=estimate,
+        fallback_wait=_next_quarter_hour,
+        quotas=read_quotas(),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -786,14 +795,7 @@ def _per_activity(
     params=("limit",),
     keeps_state=True,
     follows="activities",
-    backfill=BackfillProfile(
-        chunk_days=PER_ACTIVITY_CHUNK_DAYS,
-        max_chunk_days=PER_ACTIVITY_CHUNK_DAYS,
-        until_exclusive=True,
-        estimate=_laps_calls,
-        fallback_wait=_next_quarter_hour,
-        quotas=PER_ACTIVITY_QUOTAS,
-    ),
+    backfill=_per_activity_backfill(_laps_calls),
 )
 def laps(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
     """The laps of each activity landed since this job last ran, one record per lap.
@@ -839,14 +841,7 @@ def stream_keys() -> list[str]:
     params=("limit",),
     keeps_state=True,
     follows="activities",
-    backfill=BackfillProfile(
-        chunk_days=PER_ACTIVITY_CHUNK_DAYS,
-        max_chunk_days=PER_ACTIVITY_CHUNK_DAYS,
-        until_exclusive=True,
-        estimate=_per_activity_calls,
-        fallback_wait=_next_quarter_hour,
-        quotas=PER_ACTIVITY_QUOTAS,
-    ),
+    backfill=_per_activity_backfill(_per_activity_calls),
 )
 def streams(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
     """The streams of each activity landed since this job last ran: one record per activity,
