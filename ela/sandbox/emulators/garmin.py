@@ -646,6 +646,10 @@ class GarminEmulator(Emulator):
                 },
                 {"Set-Cookie": f"SESSION={session}; Path=/; HttpOnly"},
             )
+        return self._ticket(service)
+
+    def _ticket(self, service: str) -> Response:
+        """A successful login's answer: a service ticket to exchange for tokens."""
         return Response(
             200,
             {
@@ -667,14 +671,7 @@ class GarminEmulator(Emulator):
         with self.lock:
             self.mfa_sessions.discard(session or "")
         service = request.query.get("service", "")
-        return Response(
-            200,
-            {
-                "responseStatus": {"type": "SUCCESSFUL", "message": ""},
-                "serviceTicketId": self._new_ticket(service),
-                "serviceURL": service,
-            },
-        )
+        return self._ticket(service)
 
     def _blocked(self, request: Request, _: re.Match[str]) -> Response:
         return Response(429, {"error": {"status-code": "429", "message": "Too Many Requests"}})
