@@ -27,6 +27,7 @@ from ela import endpoints, limits
 from ela.connectors.base import (
     DayRecord,
     FetchContext,
+    FetchFn,
     Paginator,
     Param,
     Record,
@@ -72,6 +73,13 @@ DAILY_BACKFILL = BackfillProfile(
     chunk_days=CHUNK_DAYS,
     until_exclusive=False,
     estimate=lambda days, most_records: days + 1,  # a call a day, and the profile on resume
+)
+# A range type asks for its whole window in one call: a chunk costs that call (and the profile
+# settings, for the time zone, on a first run).
+RANGE_BACKFILL = BackfillProfile(
+    chunk_days=CHUNK_DAYS,
+    until_exclusive=False,
+    estimate=lambda days, most_records: 2,
 )
 ACTIVITY_BACKFILL = BackfillProfile(
     chunk_days=CHUNK_DAYS,
@@ -506,6 +514,16 @@ garmin: Service[GarminClient] = Service(
     open_client=_open,
     classify=_classify,
 )
+# The job parameters of a type read by the user's calendar days.
+DAILY: tuple[Param, ...] = ("days", "settle_hours", "user_timezone")
+
+
+def per_day(name: str, backfill: BackfillProfile = DAILY_BACKFILL) -> Callable[[FetchFn], FetchFn]:
+    """Register a data type read by the user's calendar days (a call a day, or one for a range):
+    its days become final ``settle_hours`` after they end, and ``ela backfill`` takes it."""
+    return garmin.data_type(
+        name, params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=backfill
+    )
 
 
 # -- the data types ----------------------------------------------------------------------------
@@ -630,13 +648,7 @@ def _settle(ctx: FetchContext, zone: ZoneInfo, days: list[date]) -> None:
         ctx.new_complete_through = done.isoformat()
 
 
-@garmin.data_type(
-    "sleep",
-    params=("days", "settle_hours", "user_timezone"),
-    max_days=MAX_DAYS,
-    keeps_state=True,
-    backfill=DAILY_BACKFILL,
-)
+@per_day("sleep")
 def sleep(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Daily sleep, one record per calendar day (``dailySleepDTO.calendarDate``)."""
 
@@ -647,13 +659,7 @@ def sleep(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     yield from _daily(client, ctx, "sleep", client.garmin.get_sleep_data, calendar_date)
 
 
-@garmin.data_type(
-    "heart_rate",
-    params=("days", "settle_hours", "user_timezone"),
-    max_days=MAX_DAYS,
-    keeps_state=True,
-    backfill=DAILY_BACKFILL,
-)
+@per_day("heart_rate")
 def heart_rate(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Daily heart rate, one record per calendar day (``calendarDate``)."""
     yield from _daily(
@@ -718,23 +724,12 @@ def _unlanded(page: list[Record], ctx: FetchContext, first: date) -> Iterator[Re
 
 
 # -- more of the person's data -----------------------------------------------------------------
-# Per day, like sleep and heart rate: one library call per day, the origin's calls.
-DAILY: tuple[Param, ...] = ("days", "settle_hours", "user_timezone")
-# A range type asks for its whole window in one call: a chunk costs that call (and the profile
-# settings, for the time zone, on a first run).
-RANGE_BACKFILL = BackfillProfile(
-    chunk_days=CHUNK_DAYS,
-    until_exclusive=False,
-    estimate=lambda days, most_records: 2,
-)
 # How far back a weight run looks for weigh-ins added, edited or deleted late (a manual entry
 # for last week typed in today), when the job sets no ``days``.
 WEIGHT_DAYS = 30
 
 
-@garmin.data_type(
-    "steps", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL
-)
+@per_day("steps")
 def steps(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Steps per quarter hour, one record per interval (``Garmin.get_steps_data``).
 
@@ -746,9 +741,7 @@ def steps(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     yield from _daily(client, ctx, "steps", client.garmin.get_steps_data, None, each=True)
 
 
-@garmin.data_type(
-    "stress", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL
-)
+@per_day("stress")
 def stress(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """All-day stress and body battery, one record per day (``Garmin.get_all_day_stress``)."""
     yield from _daily(
@@ -761,7 +754,7 @@ def stress(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     )
 
 
-@garmin.data_type("hrv", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL)
+@per_day("hrv")
 def hrv(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Overnight heart-rate variability, one record per day (``Garmin.get_hrv_data``).
 
@@ -776,9 +769,7 @@ def hrv(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     yield from _daily(client, ctx, "hrv", client.garmin.get_hrv_data, calendar_date, named=False)
 
 
-@garmin.data_type(
-    "training_status", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL
-)
+@per_day("training_status")
 def training_status(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Training status as of each day, one record per day (``Garmin.get_training_status``).
 
@@ -790,9 +781,7 @@ def training_status(client: GarminClient, ctx: FetchContext) -> Iterator[Record]
     )
 
 
-@garmin.data_type(
-    "floors", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=DAILY_BACKFILL
-)
+@per_day("floors")
 def floors(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Floors climbed per quarter hour, one record per day (``Garmin.get_floors``); the
     payload's day is the date of its ``startTimestampLocal``."""
@@ -804,9 +793,7 @@ def floors(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     yield from _daily(client, ctx, "floors", client.garmin.get_floors, calendar_date, named=False)
 
 
-@garmin.data_type(
-    "body_battery", params=DAILY, max_days=MAX_DAYS, keeps_state=True, backfill=RANGE_BACKFILL
-)
+@per_day("body_battery", RANGE_BACKFILL)
 def body_battery(client: GarminClient, ctx: FetchContext) -> Iterator[Record]:
     """Body battery per day, for the whole window in one call (``Garmin.get_body_battery``).
 
