@@ -140,6 +140,19 @@ class FetchContext:
         clock, for a run that waited in the queue) plus :data:`FUTURE_SKEW`."""
         return max(self.now, datetime.now(UTC)) + FUTURE_SKEW
 
+    def past_horizon(self, stamp: float, horizon: float, record: str) -> bool:
+        """Whether ``stamp`` (in the units of ``horizon``, from :meth:`horizon`) is too late to
+        move a cursor. Such a record lands all the same; the run warns, naming ``record``, and
+        leaves its stamp out of the cursor (a device with a wrong clock must not make every
+        later run skip what really comes next)."""
+        if stamp <= horizon:
+            return False
+        self.warn(
+            f"{record} is later than now: landed, but the cursor does not move past now (a "
+            "device clock is wrong?)"
+        )
+        return True
+
     def count_call(self) -> None:
         """One HTTP request made; safe from the threads of :func:`in_order`."""
         with self._calls_lock:

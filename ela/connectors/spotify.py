@@ -591,12 +591,7 @@ def recently_played(client: SpotifyClient, ctx: FetchContext) -> Iterator[Record
         if key in ctx.already_landed or (floor is not None and ms < floor):
             continue
         ctx.landed[key] = ms
-        if ms > horizon:
-            ctx.warn(
-                f"recently_played: a play at {item['played_at']} is later than now: landed, "
-                "but the cursor does not move past now (a device clock is wrong?)"
-            )
-        else:
+        if not ctx.past_horizon(ms, horizon, f"recently_played: a play at {item['played_at']}"):
             landed.append(ms)
         yield item
     if full:

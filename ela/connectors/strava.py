@@ -580,13 +580,8 @@ def activities(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
                     continue  # re-read in the lookback, landed before (a window lands whole)
                 landed += 1
                 ctx.landed[key] = started
-                if started > horizon:
-                    ctx.warn(
-                        f"activities: activity {key} starts at {raw['start_date']}, later than "
-                        "now: landed, but the cursor does not move past now (a device clock is "
-                        "wrong?)"
-                    )
-                else:
+                record = f"activities: activity {key}, started {raw['start_date']},"
+                if not ctx.past_horizon(started, horizon, record):
                     newest = started if newest is None else max(newest, started)
                 yield raw
             if ctx.limit and landed >= ctx.limit:

@@ -282,7 +282,7 @@ def completed_tasks(client: TodoistClient, ctx: FetchContext) -> Iterator[Record
     """
     what = "todoist: completed_tasks"
     cursor = _cursor(ctx.cursor)
-    horizon = ctx.horizon()
+    horizon = ctx.horizon().timestamp()
     if ctx.since is not None:
         since = ctx.since
     elif cursor is not None:
@@ -308,13 +308,8 @@ def completed_tasks(client: TodoistClient, ctx: FetchContext) -> Iterator[Record
             if key in ctx.landed or (not explicit and key in ctx.already_landed):
                 continue
             ctx.landed[key] = done
-            if done > horizon.timestamp():
-                ctx.warn(
-                    f"completed_tasks: task {raw.get('id')} completed at {raw['completed_at']}, "
-                    "later than now: landed, but the cursor does not move past now (a device "
-                    "clock is wrong?)"
-                )
-            else:
+            record = f"completed_tasks: task {raw.get('id')}, completed {raw['completed_at']},"
+            if not ctx.past_horizon(done, horizon, record):
                 newest = done if newest is None else max(newest, done)
             yield raw
     if joins and newest is not None and (cursor is None or newest > cursor):
