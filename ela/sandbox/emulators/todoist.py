@@ -54,6 +54,12 @@ def offset_of(endpoint: str, cursor: str) -> int | None:
     return offset if len(raw) == 16 and cursor == cursor_for(endpoint, offset) else None
 
 
+def page_start(endpoint: str, request: Request) -> int | None:
+    """Where the page a request asks for starts: 0 without a cursor, None for a bad one."""
+    cursor = request.query.get("cursor")
+    return offset_of(endpoint, cursor) if cursor else 0
+
+
 class TodoistEmulator(Emulator):
     """Serves ``{url}/api/v1/...``; point ``TODOIST_API_URL`` at :attr:`api_url`."""
 
@@ -259,12 +265,9 @@ class TodoistEmulator(Emulator):
         if until < since or until > add_months(since, 3):
             return invalid("until")  # "up to 3 months" per request
         endpoint = f"completed {since.isoformat()} {until.isoformat()}"
-        start = 0
-        if request.query.get("cursor"):
-            found = offset_of(endpoint, request.query["cursor"])
-            if found is None:
-                return invalid("cursor")
-            start = found
+        start = page_start(endpoint, request)
+        if start is None:
+            return invalid("cursor")
         with self.lock:
             now = self.clock()
             rows = [
@@ -288,12 +291,9 @@ class TodoistEmulator(Emulator):
                 return invalid("limit")
             if not 1 <= limit <= MAX_PAGE:
                 return invalid("limit")
-            start = 0
-            if request.query.get("cursor"):
-                found = offset_of(endpoint, request.query["cursor"])
-                if found is None:
-                    return invalid("cursor")
-                start = found
+            start = page_start(endpoint, request)
+            if start is None:
+                return invalid("cursor")
             with self.lock:
                 rows = list(items())
             page = self.drifted([r for r in rows[start : start + limit] if r is not None])
