@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -326,18 +327,24 @@ def test_a_day_is_final_only_after_the_settling_margin(
         assert morning["state_update"]["complete_through"] == "2025-06-30"
 
 
+@contextmanager
+def down_for_three_days(
+    config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket, job: str
+) -> Iterator[tuple[GarminEmulator, dict[str, Any]]]:
+    """A run of ``job`` on 29 June at 20:00 (Brussels), the worker down until 2 July at 10:00,
+    then the run that catches up: its manifest, with the emulator still serving."""
+    clock = Clock(datetime(2025, 6, 29, 20, 0, tzinfo=BRUSSELS))
+    with GarminEmulator(clock=clock) as em:
+        em.prepare_tokens(store)
+        run_at(config, em, bucket, token_dir, job, clock.now)
+        clock.now = datetime(2025, 7, 2, 10, 0, tzinfo=BRUSSELS)
+        yield em, run_at(config, em, bucket, token_dir, job, clock.now)
+
+
 def test_a_worker_down_for_three_days_catches_up_all_three(
     config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
 ) -> None:
-    clock = Clock(datetime(2025, 6, 29, 20, 0, tzinfo=BRUSSELS))
-    with GarminEmulator(clock=clock) as em:
-        assert isinstance(em, GarminEmulator)
-        em.prepare_tokens(store)
-        run_at(config, em, bucket, token_dir, "garmin_sleep", clock.now)
-        clock.now = datetime(2025, 7, 2, 10, 0, tzinfo=BRUSSELS)
-
-        manifest = run_at(config, em, bucket, token_dir, "garmin_sleep", clock.now)
-
+    with down_for_three_days(config, store, token_dir, bucket, "garmin_sleep") as (em, manifest):
         nights = [r["dailySleepDTO"]["calendarDate"] for r in landed(bucket, manifest)]
         assert nights == ["2025-06-29", "2025-06-30", "2025-07-01", "2025-07-02"]
         assert manifest["partial_days"] == ["2025-07-02"]

@@ -25,7 +25,7 @@ from ela.sinks import LocalBucket
 from ela.tokens import TokenStore
 from tests.conftest import read_jsonl
 from tests.helpers import run_id_of
-from tests.test_garmin import BRUSSELS, Clock, config_with_days, run_at
+from tests.test_garmin import BRUSSELS, Clock, config_with_days, down_for_three_days, run_at
 
 LAST_DAY = date(2025, 6, 30)
 SCHEDULED = datetime(2025, 6, 30, 13, 0, tzinfo=UTC)
@@ -264,15 +264,8 @@ def test_a_backfill_window_lands_whole_and_leaves_the_state(
 def test_body_battery_catches_up_every_day_in_one_call(
     config: IngestionConfig, store: TokenStore, token_dir: Path, bucket: LocalBucket
 ) -> None:
-    clock = Clock(datetime(2025, 6, 29, 20, 0, tzinfo=BRUSSELS))
-    with GarminEmulator(clock=clock) as em:
-        assert isinstance(em, GarminEmulator)
-        em.prepare_tokens(store)
-        run_at(config, em, bucket, token_dir, "garmin_body_battery", clock.now)
-        clock.now = datetime(2025, 7, 2, 10, 0, tzinfo=BRUSSELS)  # down for three days
-
-        manifest = run_at(config, em, bucket, token_dir, "garmin_body_battery", clock.now)
-
+    job = "garmin_body_battery"
+    with down_for_three_days(config, store, token_dir, bucket, job) as (em, manifest):
         records = landed(bucket, manifest)
         assert [r["date"] for r in records] == [
             "2025-06-29",
