@@ -796,7 +796,8 @@ class GarminEmulator(Emulator):
 
     # -- more of the person's data -------------------------------------------------------------
     def _init_more(self) -> None:
-        """State and routes of the issue-15 data types (called at the end of ``__init__``)."""
+        """State and routes of steps, stress, HRV, training status, floors, body battery, weight,
+        race predictions and devices (called at the end of ``__init__``)."""
         self.no_hrv_days: set[date] = set()  # nights slept without an HRV reading (HTTP 204)
         self._stress: dict[date, list[tuple[int, int, int]]] = {}  # a day's samples, made once
         self.weigh_ins: list[dict[str, Any]] = []
@@ -809,43 +810,26 @@ class GarminEmulator(Emulator):
             day += timedelta(days=3)
         api = API_PREFIX
         wellness = f"{api}/wellness-service/wellness"
-        self.route(
-            "GET",
-            f"{wellness}/dailySummaryChart/(?P<name>[^/]+)",
-            self._api(self._steps),
-        )
-        self.route(
-            "GET",
-            f"{wellness}/dailyStress/(?P<day>[^/]+)",
-            self._api(self._on_day(self.stress_for)),
-        )
-        self.route(
-            "GET", f"{api}/hrv-service/hrv/(?P<day>[^/]+)", self._api(self._on_day(self.hrv_for))
-        )
-        self.route(
-            "GET",
-            f"{api}/metrics-service/metrics/trainingstatus/aggregated/(?P<day>[^/]+)",
-            self._api(self._on_day(self.training_status_for)),
-        )
-        self.route(
-            "GET",
-            f"{wellness}/floorsChartData/daily/(?P<day>[^/]+)",
-            self._api(self._on_day(self.floors_for)),
-        )
-        self.route("GET", f"{wellness}/bodyBattery/reports/daily", self._api(self._body_battery))
-        self.route(
-            "GET",
-            f"{api}/weight-service/weight/range/(?P<first>[^/]+)/(?P<last>[^/]+)",
-            self._api(self._weigh_ins),
-        )
-        self.route(
-            "GET",
-            f"{api}/metrics-service/metrics/racepredictions/latest/(?P<name>[^/]+)",
-            self._api(self._race_predictions),
-        )
-        self.route(
-            "GET", f"{api}/device-service/deviceregistration/devices", self._api(self._devices)
-        )
+        metrics = f"{api}/metrics-service/metrics"
+        a_day = "(?P<day>[^/]+)"
+        for path, handler in (
+            (f"{wellness}/dailySummaryChart/(?P<name>[^/]+)", self._steps),
+            (f"{wellness}/dailyStress/{a_day}", self._on_day(self.stress_for)),
+            (f"{api}/hrv-service/hrv/{a_day}", self._on_day(self.hrv_for)),
+            (
+                f"{metrics}/trainingstatus/aggregated/{a_day}",
+                self._on_day(self.training_status_for),
+            ),
+            (f"{wellness}/floorsChartData/daily/{a_day}", self._on_day(self.floors_for)),
+            (f"{wellness}/bodyBattery/reports/daily", self._body_battery),
+            (
+                f"{api}/weight-service/weight/range/(?P<first>[^/]+)/(?P<last>[^/]+)",
+                self._weigh_ins,
+            ),
+            (f"{metrics}/racepredictions/latest/(?P<name>[^/]+)", self._race_predictions),
+            (f"{api}/device-service/deviceregistration/devices", self._devices),
+        ):
+            self.route("GET", path, self._api(handler))
 
     def _on_day(self, record_for: Any) -> Any:
         """A handler for ``.../{YYYY-MM-DD}``: the record, or 204 where Garmin sends no body."""
