@@ -301,8 +301,8 @@ class Paginator:
         self.has_more = True
         self._tokens: dict[Hashable, int] = {} if token is None else {token: 1}
         self._pages: dict[bytes, int] = {}
-        # (the count the source said, on which page; 0 once a change has been warned about)
-        self._total: tuple[int, int] | None = None
+        self._total: tuple[int, int] | None = None  # the first count the source said, and where
+        self._total_changed = False  # warned once per run
 
     @property
     def name(self) -> str:
@@ -317,17 +317,16 @@ class Paginator:
         run goes on to the end its links lead to, and warns, since what changed before the
         point already read shows only on the next run.
         """
-        if isinstance(total, int):  # said once per run: the first change
-            said = self._total
-            if said is None:
+        if isinstance(total, int):
+            if self._total is None:
                 self._total = (total, self.number)
-            elif said[0] != total and said[1] > 0 and self.ctx is not None:
+            elif total != self._total[0] and not self._total_changed and self.ctx is not None:
+                self._total_changed = True
+                first, page = self._total
                 self.ctx.warn(
-                    f"{self.name}: the source counts {total} items, page {said[1]} said "
-                    f"{said[0]}: the list changed while it was read; the change shows in full "
-                    "on the next run"
+                    f"{self.name}: the source counts {total} items, page {page} said {first}: "
+                    "the list changed while it was read; the change shows in full on the next run"
                 )
-                self._total = (total, 0)
         if items:
             first = self._pages.setdefault(_fingerprint(items), self.number)
             if first != self.number:
