@@ -580,16 +580,9 @@ class GarminEmulator(Emulator):
     def _make_heart_rate(self, day: date) -> dict[str, Any]:
         """The whole day's record: a sample every 2 minutes from local midnight to the next
         (23 or 25 hours on the days the clocks change)."""
-        start = self._gmt(datetime.combine(day, datetime.min.time()))
-        end = self._gmt(datetime.combine(day + timedelta(days=1), datetime.min.time()))
-        offset = datetime.combine(day, datetime.min.time()) - start
+        start, end, _ = self._day_bounds(day)
         record: dict[str, Any] = {
-            "userProfilePK": USER_PK,
-            "calendarDate": day.isoformat(),
-            "startTimestampGMT": _gmt(start),
-            "endTimestampGMT": _gmt(end),
-            "startTimestampLocal": _gmt(start + offset),
-            "endTimestampLocal": _gmt(start + offset + timedelta(days=1)),
+            **self._day_header(day),
             "maxHeartRate": None,
             "minHeartRate": None,
             "restingHeartRate": None,
@@ -846,6 +839,19 @@ class GarminEmulator(Emulator):
 
         return handler
 
+    def _day_header(self, day: date) -> dict[str, Any]:
+        """The keys a daily wellness record (heart rate, stress) opens with: the user, the day,
+        and its bounds in GMT and in local time."""
+        start, end, offset = self._day_bounds(day)
+        return {
+            "userProfilePK": USER_PK,
+            "calendarDate": day.isoformat(),
+            "startTimestampGMT": _gmt(start),
+            "endTimestampGMT": _gmt(end),
+            "startTimestampLocal": _gmt(start + offset),
+            "endTimestampLocal": _gmt(start + offset + timedelta(days=1)),
+        }
+
     def _day_bounds(self, day: date) -> tuple[datetime, datetime, timedelta]:
         """Local midnight to the next, in naive GMT, and the user's offset that day."""
         start = self._gmt(datetime.combine(day, datetime.min.time()))
@@ -888,14 +894,8 @@ class GarminEmulator(Emulator):
     def stress_for(self, day: date) -> dict[str, Any]:
         """``dailyStress/{day}``: the day so far (what has synced). A day without data still has
         its record, with nulls and empty series (the cassette's shape for a purged day)."""
-        start, end, offset = self._day_bounds(day)
         record: dict[str, Any] = {
-            "userProfilePK": USER_PK,
-            "calendarDate": day.isoformat(),
-            "startTimestampGMT": _gmt(start),
-            "endTimestampGMT": _gmt(end),
-            "startTimestampLocal": _gmt(start + offset),
-            "endTimestampLocal": _gmt(start + offset + timedelta(days=1)),
+            **self._day_header(day),
             "maxStressLevel": None,
             "avgStressLevel": None,
             "stressChartValueOffset": 1,
