@@ -238,21 +238,99 @@ def test_limit_lands_the_oldest_and_the_next_run_continues(
 
 def test_the_next_pages_are_asked_for_while_this_one_is_read(tmp_path: Path) -> None:
     """Pages travel while page 1's records are still being taken (here: held after the first):
-    one waits beside it and one more is fetched, no further; the calls are the ones a
-    sequential run makes."""
-    with StravaEmulator(activities=800) as emulator:
+    the next page from each end, one of them handed over to wait beside page 1 and the other
+    held by the paging thread, and the next call of the end handed over. No further until page
+    1 is read; the calls are as many as a sequential run makes."""
+    with StravaEmulator(activities=2_000) as emulator:
         assert isinstance(emulator, StravaEmulator)
         ctx = FetchContext(job="strava_activities", now=WHEN, environ=environ(emulator, tmp_path))
         with strava.open_client(ctx) as client:
             records = activities(client, ctx)
             first = next(records)
-            wait_for(lambda: activity_calls(emulator) == 3, 10, "pages 2 and 3 to be asked for")
-            time.sleep(0.2)  # page 3 has arrived: nothing more is asked for until page 2 is read
-            assert activity_calls(emulator) == 3
+            wait_for(lambda: activity_calls(emulator) >= 3, 10, "a page from each end")
+            time.sleep(0.2)  # they have arrived, and what they lead to
+            held = activity_calls(emulator)
+            assert held in (3, 4)  # 4: the page handed over asked for its end's next one
+            time.sleep(0.2)
+            assert activity_calls(emulator) == held
             rest = list(records)
-        assert [first, *rest] == emulator.window(after=0)
-        pages = [q["page"] for _, path, q in emulator.calls if path.endswith("/activities")]
-        assert pages == ["1", "2", "3", "4", "5"]  # four full pages and the empty one after
+        assert sorted([first, *rest], key=epoch) == emulator.window(after=0)
+        assert activity_calls(emulator) == 11  # ten full pages and the one that meets them
+
+
+def ends(emulator: StravaEmulator) -> list[str]:
+    """The activities pages asked for, in order: ``o3`` is page 3 from the oldest end (with
+    ``after``), ``n1`` page 1 from the newest."""
+    return [
+        ("o" if "after" in q else "n") + q["page"]
+        for _, path, q in emulator.calls
+        if path == "/api/v3/athlete/activities"
+    ]
+
+
+@pytest.mark.parametrize("count", [199, 200, 201, 400, 999, 1_000, 1_001, 2_345, 5_000])
+def test_a_window_read_from_both_ends_lands_each_activity_once_in_the_fewest_calls(
+    bucket: LocalBucket, tmp_path: Path, count: int
+) -> None:
+    """With 20 ms a call, so that the two ends' calls overlap: every activity lands once, in
+    n // 200 + 1 calls, as many as reading from the oldest end alone makes."""
+    with StravaEmulator(activities=count) as emulator:
+        assert isinstance(emulator, StravaEmulator)
+        emulator.latency = 0.02
+        manifest = run(emulator, bucket, tmp_path)
+        assert sorted(landed(bucket, manifest), key=epoch) == emulator.window(after=0)
+        assert activity_calls(emulator) == count // 200 + 1
+        pages = ends(emulator)
+        assert pages[0] == "o1"
+        if count >= 1_000:  # the gap held two pages or more after the first: both ends read
+            assert "n1" in pages and emulator.peak_in_flight == 2
+        assert manifest["cursor_after"] == epoch(emulator.window(after=0)[-1])
+
+
+def test_a_gap_far_sparser_than_the_ends_costs_one_call_more_and_loses_nothing(
+    bucket: LocalBucket, tmp_path: Path
+) -> None:
+    """The worst case of reading from both ends: the pages at the ends hold an activity a day,
+    and the four years between them 150 (an injury, a new job). Once the oldest end has read
+    400 and the newest 200, the gap looks like 1,400 activities, so both ends ask for a page:
+    either alone would have reached the other end, so one call is one more than reading from
+    one end makes. Never more than that one: the run ends with the page that meets."""
+    with StravaEmulator(activities=0) as emulator:
+        assert isinstance(emulator, StravaEmulator)
+        first = datetime(2020, 1, 1, 7, tzinfo=UTC)
+        last = datetime(2025, 6, 30, 7, tzinfo=UTC)
+        daily = [first + timedelta(days=i) for i in range(400)]
+        recent = [last - timedelta(days=i) for i in range(200)][::-1]
+        step = (recent[0] - daily[-1]) / 151
+        sparse = [daily[-1] + step * (i + 1) for i in range(150)]
+        emulator.upload(daily + sparse + recent)
+        emulator.latency = 0.02
+        manifest = run(emulator, bucket, tmp_path)
+        assert sorted(landed(bucket, manifest), key=epoch) == emulator.window(after=0)
+        assert manifest["records"] == 750
+        # o1, o2 and n1, then o3 and n2 together where o3 alone was enough (or, if o3 comes
+        # back before n1, o3 meets n1 and no call is wasted): never more than one call more.
+        assert activity_calls(emulator) in (750 // 200 + 1, 750 // 200 + 2)
+
+
+def test_activities_starting_in_the_same_second_where_the_ends_meet_all_land(
+    bucket: LocalBucket, tmp_path: Path
+) -> None:
+    """Two devices recording one ride upload it twice, with the same start: 30 such pairs and
+    triples around the middle of the window, where the two ends meet. Both ends must have
+    read past the shared second before the run ends."""
+    with StravaEmulator(activities=0) as emulator:
+        assert isinstance(emulator, StravaEmulator)
+        start = datetime(2020, 1, 1, 7, tzinfo=UTC)
+        starts = [start + timedelta(days=i) for i in range(1_000)]
+        starts += [start + timedelta(days=i) for i in range(480, 520)]  # a twin each
+        starts += [start + timedelta(days=i) for i in range(495, 505)]  # and a third
+        emulator.upload(starts)
+        emulator.latency = 0.02
+        manifest = run(emulator, bucket, tmp_path)
+        assert sorted(landed(bucket, manifest), key=epoch) == emulator.window(after=0)
+        assert manifest["records"] == 1_050
+        assert activity_calls(emulator) == 1_050 // 200 + 1
 
 
 def test_a_decoded_page_is_freed_as_soon_as_it_is_dropped() -> None:
@@ -651,7 +729,7 @@ def test_malformed_json_is_a_payload_error_naming_the_page(
 ) -> None:
     emu.inject(Fault(malformed=True, path="/athlete/activities"))
     error = fail(emu, bucket, tmp_path, PayloadError)
-    assert "page 1 (records from #1)" in str(error)
+    assert "activities page 1: malformed JSON" in str(error)
 
 
 def serve_instead(

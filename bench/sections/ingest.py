@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
+from bench.baseline._common import lines_digest
 from bench.harness import STRAVA_LIMITS, Context, Runner, run_baseline, say
 from bench.report import Row, X
 from bench.sections import api_calls
@@ -28,7 +29,7 @@ from ela.sandbox.emulators.strava import StravaEmulator
 from ela.sandbox.emulators.todoist import TodoistEmulator
 from ela.sandbox.processes import REPO, client_app
 from ela.sandbox.stores import gcs_emulator
-from ela.sinks import GCSBucket
+from ela.sinks import GCSBucket, open_bucket
 from ela.tokens import TokenStore
 
 # job, emulator attribute, label, the minimum calls and why, the goal (ours ÷ the script, at least).
@@ -134,8 +135,8 @@ def rows(ctx: Context) -> list[Row]:
                     )
                     emulator.reset_calls()
                     ours = _best(runs, functools.partial(runner.timed, job))
-                    if ours["sha256"] != base["sha256"]:
-                        say(f"!! {job}: the landed JSONL differs from the baseline's")
+                    if landed_lines(bucket, gcs_host, ours) != base["lines"]:
+                        say(f"!! {job}: the landed records differ from the baseline's")
                     rate, base_rate = ours["records"] / ours["s"], base["records"] / base["s"]
                     say(
                         f"2. {job} → {kind}: ours {rate:,.0f} rec/s ({ours['s']:.2f} s, "
@@ -198,6 +199,13 @@ def _garmin_year() -> GarminEmulator:
         garmin.heart_rate_for(day)
         day = date.fromordinal(day.toordinal() + 1)
     return garmin
+
+
+def landed_lines(bucket: str, gcs_host: str, manifest: dict[str, Any]) -> str:
+    """The :func:`lines_digest` of the one object a run landed in ``bucket``."""
+    (landed,) = manifest["objects"]
+    body = open_bucket(bucket, {"STORAGE_EMULATOR_HOST": gcs_host}).get_bytes(landed["name"])
+    return lines_digest((body or b"").splitlines())
 
 
 def _best(repeats: int, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:

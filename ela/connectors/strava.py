@@ -34,6 +34,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -515,6 +516,8 @@ def activities(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
     (``page``/``per_page``, stopping at a short page or at ``limit``) but without parsing each
     record into a pydantic model that would be discarded: records are landed as Strava sent
     them, after :func:`_checked_start`. The next page is asked for while this one is spooled.
+    Without a ``limit``, a window of many pages is read from both ends at once
+    (:func:`_from_both_ends`): the object then holds the newest end's pages newest first.
     """
     import requests
 
@@ -535,62 +538,66 @@ def activities(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
     since = _epoch_of(after)
     what = f"strava: {API_PREFIX}athlete/activities"
 
-    def pages(settle: Callable[[], None]) -> Iterator[tuple[str, Any]]:
-        """Each page (its name, its body) in turn, the next asked for the moment this one shows
-        there is one: a full page is never the last. Runs in a thread of its own."""
-        paginator = Paginator(what, token=1)  # ctx.page follows the page being read, below
-        fetched = 0
-        while paginator.has_more:
-            body = client.api.protocol.get(
+    def get(oldest_first: bool, pages: Paginator) -> Any:
+        """One page of the window from one end; runs in a paging thread."""
+        try:
+            return client.api.protocol.get(
                 "/athlete/activities",
                 before=before,
-                after=since,
-                page=paginator.token,
+                after=since if oldest_first else None,  # no `after`: Strava answers newest first
+                page=pages.token,
                 per_page=per_page,
             )
+        except requests.exceptions.JSONDecodeError as exc:
+            raise PayloadError(f"{pages.name}: malformed JSON") from exc
+
+    def one_end(settle: Callable[[], None]) -> Iterator[tuple[str, Any]]:
+        """Each page (its name, its body) in turn, oldest first, the next asked for the moment
+        this one shows there is one: a full page is never the last. With a ``limit``, which
+        lands the oldest unlanded activities, so the pages must come in order."""
+        pages = Paginator(what, token=1)  # ctx.page follows the page being read, below
+        fetched = 0
+        while pages.has_more:
+            body = get(True, pages)
             if not isinstance(body, list):
-                yield paginator.name, body  # refused where it is read, naming its records
+                yield pages.name, body  # refused where it is read, naming its records
                 return
-            yield paginator.name, paginator.read(body)  # a repeated page goes no further
+            yield pages.name, pages.read(body)  # a repeated page goes no further
             fetched += len(body)
-            paginator.advance(paginator.token + 1 if len(body) >= per_page else None)
-            if paginator.has_more and ctx.limit and fetched >= ctx.limit:
+            pages.advance(pages.token + 1 if len(body) >= per_page else None)
+            if pages.has_more and ctx.limit and fetched >= ctx.limit:
                 settle()  # records already landed do not count: is the limit reached?
                 if landed >= ctx.limit:
                     return
 
+    def both_ends(settle: Callable[[], None]) -> Iterator[tuple[str, Any]]:
+        top = before if before is not None else _epoch_of(ctx.now)
+        return _from_both_ends(get, Paginator(what, token=1), per_page, top)
+
     # Page N+1 is asked for as soon as page N arrives full, and travels while page N is checked
-    # and spooled. It is the call a sequential loop makes next anyway, so none is added (when
-    # the pages read so far could reach the limit, the next waits until they are landed); the
-    # calls still go one at a time, each through the transport's budget and rate-limit checks,
-    # and a page that repeats an earlier one is refused before the next is asked for.
-    number = 0
-    try:
-        for name, body in read_ahead(pages, "strava-pages"):
-            number += 1
-            if not isinstance(body, list):
-                raise PayloadError(f"{name} is not a list (records from #{landed + 1})")
-            ctx.page = name
-            for raw in body:
-                if ctx.limit and landed >= ctx.limit:
-                    break
-                started = _checked_start(raw, landed + 1)
-                key = str(raw["id"])
-                if ctx.since is None and key in ctx.already_landed:
-                    continue  # re-read in the lookback, landed before (a window lands whole)
-                landed += 1
-                ctx.landed[key] = started
-                record = f"activities: activity {key}, started {raw['start_date']},"
-                if not ctx.past_horizon(started, horizon, record):
-                    newest = started if newest is None else max(newest, started)
-                yield raw
+    # and spooled: the call a sequential loop makes next anyway. Without a limit the window is
+    # also read from its newest end while the gap between the ends holds two pages or more
+    # (:func:`_from_both_ends`); the calls still go through the transport's budget and
+    # rate-limit checks, and a page that repeats an earlier one is refused.
+    for name, body in read_ahead(one_end if ctx.limit else both_ends, "strava-pages"):
+        if not isinstance(body, list):
+            raise PayloadError(f"{name} is not a list (records from #{landed + 1})")
+        ctx.page = name
+        for raw in body:
             if ctx.limit and landed >= ctx.limit:
                 break
-    except requests.exceptions.JSONDecodeError as exc:  # the thread's call, in its page's turn
-        raise PayloadError(
-            f"strava: malformed JSON in {API_PREFIX}athlete/activities page {number + 1} "
-            f"(records from #{landed + 1})"
-        ) from exc
+            started = _checked_start(raw, landed + 1)
+            key = str(raw["id"])
+            if key in ctx.landed or (ctx.since is None and key in ctx.already_landed):
+                continue  # read from both ends, or re-read in the lookback and landed before
+            landed += 1
+            ctx.landed[key] = started
+            record = f"activities: activity {key}, started {raw['start_date']},"
+            if not ctx.past_horizon(started, horizon, record):
+                newest = started if newest is None else max(newest, started)
+            yield raw
+        if ctx.limit and landed >= ctx.limit:
+            break
     if joins and newest is not None and (cursor is None or newest > cursor):
         ctx.new_cursor = newest
     committed = ctx.new_cursor if ctx.new_cursor is not None else cursor
@@ -916,6 +923,92 @@ def gear(client: StravaClient, ctx: FetchContext) -> Iterator[Record]:
         if not isinstance(body, dict):
             raise PayloadError(f"strava: gear {ident} is not an object")
         yield body
+
+
+@dataclasses.dataclass
+class _End:
+    """One end of the activities window, read a page at a time towards the other end."""
+
+    pages: Paginator
+    oldest_first: bool
+    ids: set[int] = dataclasses.field(default_factory=set)  # of every record it read
+    edge: int | None = None  # start_date epoch of the last record it read
+    spacing: float = 1.0  # seconds between starts on its last full page
+    through: bool = False  # a short page: it read to the window's other end
+
+
+def _from_both_ends(
+    get: Callable[[bool, Paginator], Any], pages: Paginator, per_page: int, top: int
+) -> Iterator[tuple[str, Any]]:
+    """The pages (name, body) of an activities window, read from both of its ends at once.
+
+    Strava numbers its pages and says no total, so a page is known to exist only when the one
+    before it came back full: read from one end, a window of n activities takes n // 200 + 1
+    calls one after another. This reads it from the oldest end (``after``: oldest first) and,
+    while the gap between the two ends should hold two pages or more, from the newest end too
+    (no ``after``: newest first), one call in flight per end. The run is complete when an end
+    comes back short (it read through to the other), or when the ends meet: they share an
+    activity, and the newest end's last start is not after the oldest end's. Activities that
+    start in the same second as the one they share are as safe as at any page boundary of
+    paging by number: Strava lists them in one order, and the newest end in its reverse.
+
+    The gap is estimated from the start times at the ends and the sparser of the two ends' last
+    pages. A second call goes out only while that estimate is two pages or more: it is wasted
+    (one call more than reading from one end) only if the gap holds less than one page, less
+    than half as dense as the pages around it. Before the newest end has read anything its
+    edge is only bounded, by ``top`` (the window's ``before``, or now), and the estimate is a
+    page smaller: the newest end's first call is wasted only if the athlete recorded
+    much less for a long time before ``top``. At most one call is wasted, since the run ends
+    with the page that makes the ends meet. Overlapping pages are yielded whole: the reader
+    skips activities it has already landed in this run.
+
+    Args:
+        get: ``get(oldest_first, pages)`` calls for page ``pages.token`` from that end.
+        pages: the oldest end's paginator, which names the endpoint in messages.
+        per_page: the page size asked for; a shorter page is the last.
+        top: epoch seconds the window ends before.
+    """
+    oldest = _End(pages, True)
+    newest = _End(Paginator(f"{pages.what}, newest first", token=1), False)
+    flight: dict[Future[Any], _End] = {}
+
+    def gap() -> float:
+        """The activities the gap between the two ends should hold."""
+        assert oldest.edge is not None  # the oldest end reads first
+        if newest.edge is None:  # `top` is only a bound: the athlete may have paused since
+            return (top - oldest.edge) / oldest.spacing - per_page
+        return (newest.edge - oldest.edge) / max(oldest.spacing, newest.spacing)
+
+    with ThreadPoolExecutor(2, thread_name_prefix="strava-ends") as pool:
+        flight[pool.submit(get, True, oldest.pages)] = oldest
+        while flight:
+            done, _ = wait(flight, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: not flight[f].oldest_first):
+                end = flight.pop(future)
+                body = future.result()
+                if not isinstance(body, list):
+                    yield end.pages.name, body  # refused where it is read, naming its records
+                    return
+                yield end.pages.name, end.pages.read(body)  # a repeated page goes no further
+                if len(body) < per_page:
+                    end.through = True
+                    continue
+                other = newest if end.oldest_first else oldest
+                ids = {
+                    r["id"] for r in body if isinstance(r, dict) and isinstance(r.get("id"), int)
+                }
+                crossed = not ids.isdisjoint(other.ids)
+                end.ids |= ids
+                first, last = (_checked_start(r, 0) for r in (body[0], body[-1]))
+                end.edge, end.spacing = last, max(abs(last - first) / (len(body) - 1), 1.0)
+                if crossed and newest.edge is not None and oldest.edge is not None:
+                    end.through = newest.edge <= oldest.edge
+                end.pages.advance(end.pages.token + 1)
+            if oldest.through or newest.through:
+                return  # a call still in flight is waited for by the pool, and dropped
+            for end in (oldest, newest):
+                if end not in flight.values() and (not flight or gap() >= 2 * per_page):
+                    flight[pool.submit(get, end.oldest_first, end.pages)] = end
 
 
 def _cursor_epoch(cursor: Any) -> int | None:
