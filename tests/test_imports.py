@@ -34,12 +34,25 @@ def test_a_config_typo_does_not_break_imports(broken: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("command", [["worker"], ["beat"], ["call", "tasks.todoist.projects"]])
+CELERY = ["-m", "celery", "-A", "worker"]
+LAUNCHER = ["-m", "worker.main"]  # what `ela worker|beat` exec
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [*CELERY, "worker"],
+        [*CELERY, "beat"],
+        [*CELERY, "call", "tasks.todoist.projects"],
+        [*LAUNCHER, "worker"],
+        [*LAUNCHER, "beat"],
+    ],
+)
 def test_celery_with_a_config_typo_says_so_in_one_line_per_problem(
     broken: dict[str, str], command: list[str]
 ) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker", *command],
+        [sys.executable, *command],
         cwd=REPO,
         env=broken,
         capture_output=True,
@@ -59,3 +72,19 @@ def test_retries_come_from_the_config_the_app_loads(tmp_path: Path) -> None:
         "import tasks; print(tasks.INGEST_TASKS['tasks.todoist.tasks'].max_retries)", environ
     )
     assert done.stdout.strip() == "4", done.stderr
+
+
+def test_the_worker_launcher_imports_no_other_celery_command() -> None:
+    """`celery -A worker worker` imports Flower, tornado and prompt_toolkit for its other
+    commands and plugins; the launcher `ela worker` execs does not, and still parses Celery's
+    worker options."""
+    code = (
+        "import sys, runpy; sys.argv = ['worker.main', 'worker', '--help']\n"
+        "try:\n    runpy.run_module('worker.main', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('flower', 'tornado', 'prompt_toolkit', 'click_repl') "
+        "if m in sys.modules))"
+    )
+    done = python(code, isolated_environ(os.environ))
+    assert "--concurrency" in done.stdout, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

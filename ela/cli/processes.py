@@ -21,7 +21,7 @@ def _exec_celery(
 ) -> NoReturn:
     with user_errors():
         ready(env, broker=True)
-    argv = [sys.executable, "-m", "celery", "-A", "worker", *args]
+    argv = [sys.executable, "-m", "worker.main", *args]  # `celery -A worker`, lighter
     environ = {**(defaults or {}), **os.environ, "PYTHONPATH": _pythonpath()}
     os.execvpe(argv[0], argv, environ)
 

@@ -110,9 +110,7 @@ def _start_worker(environ: dict[str, str], log: Path) -> subprocess.Popen[bytes]
         [
             sys.executable,
             "-m",
-            "celery",
-            "-A",
-            "worker",
+            "worker.main",
             "worker",
             "-l",
             "info",

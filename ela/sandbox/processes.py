@@ -83,7 +83,12 @@ class CeleryProcess:
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.started = time.perf_counter()
         # `ela worker|beat` is what the compose files run: it sets what plain celery does not.
-        command = ["-m", "ela.cli"] if via_ela else ["-m", "celery", "-A", app]
+        if via_ela:
+            command = ["-m", "ela.cli"]
+        elif app == "worker":
+            command = ["-m", "worker.main"]  # as `ela worker|beat` start it
+        else:
+            command = ["-m", "celery", "-A", app]
         self.proc = subprocess.Popen(
             [sys.executable, *command, *args],
             cwd=REPO,
