@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -21,7 +22,7 @@ from ela.pipeline import Overrides, run_job
 from ela.sandbox.configs import shipped_config, write_config
 from ela.sandbox.emulators.garmin import DISPLAY_NAME, GarminEmulator
 from ela.sandbox.emulators.server import Fault
-from ela.sandbox.processes import REPO
+from ela.sandbox.processes import REPO, wait_for
 from ela.sinks import LocalBucket
 from ela.tokens import TokenStore
 from tests.conftest import WorkerFactory, read_jsonl
@@ -447,6 +448,34 @@ def test_tokens_rejected_mid_life_are_refreshed_after_the_401(
     after = store.read("garmin")
     assert before and after and after["di_token"] != before["di_token"]
     assert emulator.calls_to("/oauth/token") == 1
+
+
+def test_tokens_rejected_while_days_are_in_flight_are_refreshed_once(
+    run: Run, emulator: GarminEmulator, store: TokenStore, bucket: LocalBucket, tmp_path: Path
+) -> None:
+    """With 10 ms a call the days go four at a time; Garmin revokes the access token while
+    they are in flight. Each of them gets a 401, one of them refreshes, the others retry with
+    the new token: one refresh, every day landed once."""
+    emulator.prepare_tokens(store)
+    emulator.latency = 0.01
+    cfg = config_with_days(tmp_path, garmin_heart_rate=40)
+    revoked = threading.Event()
+
+    def revoke_mid_run() -> None:
+        wait_for(lambda: emulator.calls_to("dailyHeartRate") >= 12, 20, "a third of the days")
+        emulator.expire_access_tokens()
+        revoked.set()
+
+    revoker = threading.Thread(target=revoke_mid_run)
+    revoker.start()
+    manifest = run("garmin_heart_rate", cfg=cfg)
+    revoker.join()
+
+    assert revoked.is_set() and emulator.peak_in_flight == 4
+    assert emulator.calls_to("/oauth/token") == 1
+    assert [r["calendarDate"] for r in landed(bucket, manifest)] == [
+        d.isoformat() for d in days_ending(LAST_DAY, 40)
+    ]
 
 
 def test_a_refresh_by_another_worker_is_adopted_not_repeated(

@@ -444,14 +444,13 @@ class GarminClient:
                 # its 401 was for the old ones, so the library's retry needs no refresh.
                 self._local.generation = self._generation
                 return
-            self._generation += 1
-            self._local.generation = self._generation
             current = self.store.read(PROVIDER)
             if current and current != self.tokens:
                 # Another worker refreshed while we ran: use its tokens instead of spending the
                 # refresh token it already spent (Garmin may rotate it).
                 client.loads(json.dumps(current))
                 self.tokens = current
+                self._renewed()
                 if not client._token_expires_soon():
                     return
             try:
@@ -465,6 +464,14 @@ class GarminClient:
                 raise
             self.tokens = json.loads(client.dumps())
             store_tokens(self.store, client.dumps())
+            self._renewed()
+
+    def _renewed(self) -> None:
+        """New tokens are in the client: a call that begins from now on sends them. Counted
+        only now, not when the refresh starts: a call that began during the refresh sent the
+        old ones, and its 401 must not pass for one to tokens it never had."""
+        self._generation += 1
+        self._local.generation = self._generation
 
     def call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``method(*args, **kwargs)``, with any failure classified and named by ``what``."""
