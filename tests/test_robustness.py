@@ -28,7 +28,14 @@ import pytest
 from ela import config as config_module
 from ela import limits
 from ela.connectors import data_type
-from ela.connectors.base import FetchContext, Paginator, http_error, read_ahead, read_body
+from ela.connectors.base import (
+    FetchContext,
+    Paginator,
+    http_error,
+    in_order,
+    read_ahead,
+    read_body,
+)
 from ela.endpoints import Hosts
 from ela.errors import FatalError, IngestError, PayloadError, RetriableError
 from ela.pipeline import Overrides, run_job
@@ -253,6 +260,47 @@ def test_read_ahead_makes_the_next_items_while_the_consumer_works() -> None:
     time.sleep(0.1)
     assert made == [1, 2, 3]
     assert list(items) == [2, 3, 4, 5, 6]
+
+
+class Calls:
+    """A fetch that takes ``seconds`` and counts how many of its calls run at once, and in
+    which threads."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.threads: list[str] = []
+
+    def __call__(self, key: int) -> int:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.threads.append(threading.current_thread().name)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.now -= 1
+        return key * 10
+
+
+def test_in_order_sends_calls_beside_the_consumers_work_only_when_they_wait() -> None:
+    """Calls answered at once are made in the consumer's thread, one by one. Calls that wait
+    longer than a thread switch go to a pool after the second, up to the limit in flight.
+    Either way every result comes once, in key order."""
+    quick = Calls(0)
+    got = []
+    for key, value in in_order(quick, range(40), 4, "test-order"):
+        time.sleep(0.002)  # the consumer's work
+        got.append((key, value))
+    assert got == [(k, k * 10) for k in range(40)]
+    assert quick.most == 1
+    assert set(quick.threads) == {threading.current_thread().name}
+
+    slow = Calls(0.02)
+    assert list(in_order(slow, range(40), 4, "test-order")) == [(k, k * 10) for k in range(40)]
+    assert slow.most == 4
+    assert slow.threads[:2] == [threading.current_thread().name] * 2
+    assert all(name.startswith("test-order") for name in slow.threads[2:])
 
 
 def test_read_ahead_raises_the_producers_error_in_its_turn_and_stops_with_the_consumer() -> None:

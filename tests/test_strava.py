@@ -23,9 +23,8 @@ import requests
 from ela import config as config_module
 from ela import naming
 from ela.config import IngestionConfig
-from ela.connectors.base import FetchContext
+from ela.connectors.base import FetchContext, _decode_once
 from ela.connectors.strava import (
-    _parse_once,
     activities,
     authorize,
     rate_limit_reset,
@@ -339,7 +338,7 @@ def test_a_decoded_page_is_freed_as_soon_as_it_is_dropped() -> None:
     response = requests.Response()
     response.status_code = 200
     response._content = b'[{"id": 1, "start_date": "2025-07-01T08:00:00Z"}]'
-    _parse_once(response)
+    _decode_once(response)
     first = response.json()
     assert first == [{"id": 1, "start_date": "2025-07-01T08:00:00Z"}]
     assert response.json() is first  # decoded once

@@ -32,15 +32,12 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
-
-import orjson
 
 from ela import endpoints, limits, ratelimit
 from ela.connectors.base import (
@@ -200,43 +197,6 @@ class _Transport:
         usage = ratelimit.pair(response.headers.get("X-ReadRateLimit-Usage"))
         if self.shared is not None and usage is not None:
             self.shared.observe(usage, now)
-        if response.ok:
-            _parse_once(response)
-
-
-def _parse_once(response: requests.Response) -> None:
-    """Make ``response.json()`` decode the body once, with orjson: stravalib's protocol layer
-    calls it twice per response (once to look for an error message, once for its return value),
-    and decoding a page of 200 activities is most of the client's work per page (orjson takes a
-    third of the time of the standard library's json, which requests uses). A body orjson
-    refuses (not UTF-8, an integer past 64 bits, ``NaN``) is decoded the library's way, so the
-    value is the same. Later calls return the same object, or raise the same error, as the first.
-
-    The response is held weakly: a closure holding it would make a reference cycle, and each
-    page, body and decoded records, would then wait in memory for the cyclic garbage collector
-    (a worker's pool process grew 14 MB over a run of 5,000 activities).
-    """
-    held = weakref.ref(response)
-    outcome: list[Any] = []
-
-    def json(**kwargs: Any) -> Any:
-        if not outcome:
-            answer = held()
-            assert answer is not None  # the response is what calls this
-            try:
-                try:
-                    value = orjson.loads(answer.content)
-                except orjson.JSONDecodeError:
-                    value = type(answer).json(answer, **kwargs)
-                outcome.append((value, None))
-            except ValueError as exc:
-                outcome.append((None, exc))
-        value, error = outcome[0]
-        if error is not None:
-            raise error
-        return value
-
-    setattr(response, "json", json)  # noqa: B010  # an instance attribute, not the method
 
 
 @dataclasses.dataclass
