@@ -235,26 +235,35 @@ def test_limit_lands_the_oldest_and_the_next_run_continues(
     assert landed(bucket, rest) == everything[120:]
 
 
-def test_the_next_pages_are_asked_for_while_this_one_is_read(tmp_path: Path) -> None:
-    """Pages travel while page 1's records are still being taken (here: held after the first):
-    the next page from each end, one of them handed over to wait beside page 1 and the other
-    held by the paging thread, and the next call of the end handed over. No further until page
-    1 is read; the calls are as many as a sequential run makes."""
+@pytest.mark.parametrize(
+    ("latency", "first"), [(0, ["o1", "o2", "o3"]), (0.02, ["o1", "o2", "n1"])]
+)
+def test_the_next_pages_are_asked_for_while_this_one_is_read(
+    tmp_path: Path, latency: float, first: list[str]
+) -> None:
+    """Pages travel while page 1's records are still being taken (here: held after the first),
+    one waiting beside page 1 and one held by the paging thread (and with two ends, the next
+    call of the end handed over), no further until page 1 is read. A provider that answers at once is read from the oldest end only; with 20 ms a call,
+    from both. The calls are as many as a sequential run makes."""
     with StravaEmulator(activities=2_000) as emulator:
         assert isinstance(emulator, StravaEmulator)
+        emulator.latency = latency
         ctx = FetchContext(job="strava_activities", now=WHEN, environ=environ(emulator, tmp_path))
         with strava.open_client(ctx) as client:
             records = activities(client, ctx)
-            first = next(records)
-            wait_for(lambda: activity_calls(emulator) >= 3, 10, "a page from each end")
+            head = next(records)
+            wait_for(lambda: activity_calls(emulator) >= 3, 10, "two more pages")
             time.sleep(0.2)  # they have arrived, and what they lead to
-            held = activity_calls(emulator)
-            assert held in (3, 4)  # 4: the page handed over asked for its end's next one
+            held = ends(emulator)
+            assert sorted(held[:3]) == sorted(first)
+            # and with both ends, the oldest end's next if its page was handed over first
+            assert held[3:] in ([], ["o3"] if latency else [])
             time.sleep(0.2)
-            assert activity_calls(emulator) == held
+            assert ends(emulator) == held  # nothing more until page 1 is read
             rest = list(records)
-        assert sorted([first, *rest], key=epoch) == emulator.window(after=0)
+        assert sorted([head, *rest], key=epoch) == emulator.window(after=0)
         assert activity_calls(emulator) == 11  # ten full pages and the one that meets them
+        assert ("n1" in ends(emulator)) == bool(latency)
 
 
 def ends(emulator: StravaEmulator) -> list[str]:
