@@ -88,3 +88,17 @@ def test_the_worker_launcher_imports_no_other_celery_command() -> None:
     done = python(code, isolated_environ(os.environ))
     assert "--concurrency" in done.stdout, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_pool_processes_ask_for_sigkill_without_cffis_c_parser() -> None:
+    """What Celery's pool initializer does in each pool process: set the parent-death signal.
+    billiard would declare prctl to cffi, whose parser (pycparser) costs 3 MB a process."""
+    code = (
+        "import ctypes, sys, celery.platforms, worker.app\n"
+        "celery.platforms.set_pdeathsig('SIGKILL')\n"
+        "got = ctypes.c_int()\n"
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(got))  # PR_GET_PDEATHSIG\n"
+        "print(got.value, 'cffi' in sys.modules, 'pycparser' in sys.modules)"
+    )
+    done = python(code, isolated_environ(os.environ))
+    assert done.stdout.split() == ["9", "True", "False"], done.stderr

@@ -253,6 +253,31 @@ def test_a_dead_workers_runs_are_back_within_a_minute_and_a_live_ones_stay(
     assert "(its lease expired)" in rescued  # the rescuer, not the visibility timeout
 
 
+def test_a_dead_workers_pool_processes_die_with_it(worker_factory: WorkerFactory) -> None:
+    """The kernel kills a pool process when its worker's main process dies (Celery asks it to,
+    through worker/pdeathsig.py), so nothing runs on unsupervised."""
+    worker = worker_factory(concurrency=1)
+    main = worker.process.proc.pid
+    (child,) = wait_for(lambda: children(main), 30, "the pool process")
+    os.kill(main, signal.SIGKILL)
+    worker.process.proc.wait(10)
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or zombie(child), 10, "the pool to die")
+
+
+def children(pid: int) -> list[int]:
+    listed = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
+    return [int(p) for p in listed.stdout.split()]
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
 @pytest.mark.parametrize("lost_by", ["network cut", "lease evicted"])
 def test_a_worker_that_lost_its_lease_stops_its_runs_before_they_run_again(
     worker_factory: WorkerFactory, redis_url: str, redis_client: Any, tmp_path: Path, lost_by: str

@@ -243,8 +243,9 @@ def test_the_next_pages_are_asked_for_while_this_one_is_read(
 ) -> None:
     """Pages travel while page 1's records are still being taken (here: held after the first),
     one waiting beside page 1 and one held by the paging thread (and with two ends, the next
-    call of the end handed over), no further until page 1 is read. A provider that answers at once is read from the oldest end only; with 20 ms a call,
-    from both. The calls are as many as a sequential run makes."""
+    call of the end handed over), no further until page 1 is read. A provider that answers at
+    once is read from the oldest end only; with 20 ms a call, from both. The calls are as many
+    as a sequential run makes."""
     with StravaEmulator(activities=2_000) as emulator:
         assert isinstance(emulator, StravaEmulator)
         emulator.latency = latency
