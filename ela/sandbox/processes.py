@@ -78,6 +78,7 @@ class CeleryProcess:
         log: Path,
         app: str = "worker",
         via_ela: bool = False,
+        python: str | os.PathLike[str] = sys.executable,
     ) -> None:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
@@ -90,7 +91,7 @@ class CeleryProcess:
         else:
             command = ["-m", "celery", "-A", app]
         self.proc = subprocess.Popen(
-            [sys.executable, *command, *args],
+            [python, *command, *args],
             cwd=REPO,
             env=dict(environ),
             stdout=self._log,
