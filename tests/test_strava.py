@@ -23,8 +23,9 @@ import requests
 from ela import config as config_module
 from ela import naming
 from ela.config import IngestionConfig
-from ela.connectors.base import FetchContext, _decode_once
+from ela.connectors.base import FetchContext, Paginator, _decode_once
 from ela.connectors.strava import (
+    _from_both_ends,
     activities,
     authorize,
     rate_limit_reset,
@@ -235,20 +236,14 @@ def test_limit_lands_the_oldest_and_the_next_run_continues(
     assert landed(bucket, rest) == everything[120:]
 
 
-@pytest.mark.parametrize(
-    ("latency", "first"), [(0, ["o1", "o2", "o3"]), (0.02, ["o1", "o2", "n1"])]
-)
-def test_the_next_pages_are_asked_for_while_this_one_is_read(
-    tmp_path: Path, latency: float, first: list[str]
-) -> None:
+def test_the_next_pages_are_asked_for_while_this_one_is_read(tmp_path: Path) -> None:
     """Pages travel while page 1's records are still being taken (here: held after the first),
-    one waiting beside page 1 and one held by the paging thread (and with two ends, the next
-    call of the end handed over), no further until page 1 is read. A provider that answers at
-    once is read from the oldest end only; with 20 ms a call, from both. The calls are as many
-    as a sequential run makes."""
+    with 20 ms a call: the next page from each end, one waiting beside page 1 and one held by
+    the paging thread, and the next call of the end handed over. No further until page 1 is
+    read; the calls are as many as a sequential run makes."""
     with StravaEmulator(activities=2_000) as emulator:
         assert isinstance(emulator, StravaEmulator)
-        emulator.latency = latency
+        emulator.latency = 0.02
         ctx = FetchContext(job="strava_activities", now=WHEN, environ=environ(emulator, tmp_path))
         with strava.open_client(ctx) as client:
             records = activities(client, ctx)
@@ -256,15 +251,36 @@ def test_the_next_pages_are_asked_for_while_this_one_is_read(
             wait_for(lambda: activity_calls(emulator) >= 3, 10, "two more pages")
             time.sleep(0.2)  # they have arrived, and what they lead to
             held = ends(emulator)
-            assert sorted(held[:3]) == sorted(first)
-            # and with both ends, the oldest end's next if its page was handed over first
-            assert held[3:] in ([], ["o3"] if latency else [])
+            assert sorted(held[:3]) == ["n1", "o1", "o2"]
+            assert held[3:] in ([], ["o3"])  # the oldest end's next, if o2 was handed over first
             time.sleep(0.2)
             assert ends(emulator) == held  # nothing more until page 1 is read
             rest = list(records)
         assert sorted([head, *rest], key=epoch) == emulator.window(after=0)
         assert activity_calls(emulator) == 11  # ten full pages and the one that meets them
-        assert ("n1" in ends(emulator)) == bool(latency)
+
+
+@pytest.mark.parametrize(("delay", "two_ends"), [(0.0, False), (0.02, True)])
+def test_a_second_end_is_read_only_when_the_first_call_waited(delay: float, two_ends: bool) -> None:
+    """A page that comes back at once (here: from memory) is followed from one end, in the
+    paging thread; one that took 20 ms opens the newest end. Either way: every activity, in
+    n // 200 + 1 calls."""
+    start = datetime(2020, 1, 1, 7, tzinfo=UTC)
+    rows = [{"id": n, "start_date": (start + timedelta(days=n)).isoformat()} for n in range(2_345)]
+    calls: list[str] = []
+
+    def get(oldest_first: bool, pages: Paginator) -> list[dict[str, Any]]:
+        calls.append(("o" if oldest_first else "n") + str(pages.token))
+        time.sleep(delay)
+        ordered = rows if oldest_first else rows[::-1]
+        return ordered[(pages.token - 1) * 200 : pages.token * 200]
+
+    top = int((start + timedelta(days=2_346)).timestamp())
+    pages = _from_both_ends(get, Paginator("strava: activities", token=1), 200, top)
+    got = [r["id"] for _, page in pages for r in page]
+    assert set(got) == set(range(2_345))
+    assert len(calls) == 2_345 // 200 + 1
+    assert any(c.startswith("n") for c in calls) == two_ends
 
 
 def ends(emulator: StravaEmulator) -> list[str]:
