@@ -34,6 +34,8 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from ela.sandbox.emulators.server import Emulator, Request, Response, bearer
 
 CLIENT_ID = "48213"
@@ -142,6 +144,8 @@ class StravaEmulator(Emulator):
         self.revoked: list[str] = []  # refresh tokens used up by rotation or revocation
         self.stale_refreshes: list[str] = []  # refresh attempts with a used-up token (400)
         self._serial = 0
+        # Streams by activity (as it is now): computed once, not on every request.
+        self._streams: dict[bytes, dict[str, dict[str, Any]] | None] = {}
         self._window: tuple[int, int] = (-1, -1)  # (quarter-hour index, day index)
         self._usage = [0, 0]  # all requests: this quarter hour, today
         self._read_usage = [0, 0]
@@ -625,7 +629,15 @@ class StravaEmulator(Emulator):
         """Every stream the activity has, keyed by type; None where Strava answers 404."""
         with self.lock:
             activity = self._activity(activity_id)
-            return None if activity is None else _streams(activity)
+            return None if activity is None else copy.deepcopy(self._streams_of(activity))
+
+    def _streams_of(self, activity: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+        """:func:`_streams`, kept for the activity as it is (callers hold the lock): the series
+        are generated point by point, 10 ms for a long ride, and the same every time."""
+        key = orjson.dumps(activity, option=orjson.OPT_SORT_KEYS)
+        if key not in self._streams:
+            self._streams[key] = _streams(activity)
+        return self._streams[key]
 
     def _activity_laps(self, request: Request, match: re.Match[str]) -> Response:
         """``GET /activities/{id}/laps``: stravalib sends ``page``/``per_page``, which Strava
@@ -654,7 +666,7 @@ class StravaEmulator(Emulator):
         by_type = request.query.get("key_by_type", "").lower() == "true"
         with self.lock:
             activity = self._activity(int(match.group(1)))
-            streams = None if activity is None else _streams(activity)
+            streams = None if activity is None else self._streams_of(activity)
         if streams is None:
             return Response(404, _NOT_FOUND)
         with self.lock:
