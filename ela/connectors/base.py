@@ -180,14 +180,24 @@ def in_order(
     pending = iter(keys)
     waits = 0  # consecutive calls that waited longer than a thread switch
     for key in pending:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        result = fetch(key)
-        waited = (time.perf_counter() - wall) - (time.thread_time() - cpu)
-        waits = waits + 1 if waited > sys.getswitchinterval() else 0
+        result, waited = timed_wait(fetch, key)
+        waits = waits + 1 if waited else 0
         yield key, result
         if waits >= 2 and parallel > 1:
             yield from _in_flight(fetch, pending, parallel, name)
             return
+
+
+def timed_wait(call: Callable[[K], T], arg: K) -> tuple[T, bool]:
+    """``call(arg)``, and whether it waited for its answer longer than the interpreter's thread
+    switch interval (5 ms): the time it did not run, its wall time less this thread's CPU time.
+    Past that, a call gains by travelling beside other work; short of it, a thread making it
+    would mostly compete for the interpreter. Measured in a thread no other one competes with
+    (the consumer's, before it has anything else to do), it is the provider's time."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    result = call(arg)
+    waited = (time.perf_counter() - wall) - (time.thread_time() - cpu)
+    return result, waited > sys.getswitchinterval()
 
 
 def _in_flight(

@@ -27,10 +27,10 @@ stravalib (pint, pydantic, arrow) and requests are imported only when a client i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -52,6 +52,7 @@ from ela.connectors.base import (
     read_ahead,
     read_response,
     require,
+    timed_wait,
 )
 from ela.connectors.pacing import SLACK_S, BackfillProfile, EstimateFn, Quota
 from ela.errors import FatalError, IngestError, PayloadError, ReauthError, RetriableError
@@ -961,9 +962,7 @@ def _from_both_ends(
 
     # The first page in this thread, while the reader has nothing else to do: how long the call
     # waits for its answer is the provider's, not time spent waiting for the interpreter.
-    wall, cpu = time.perf_counter(), time.thread_time()
-    body = get(True, oldest.pages)
-    both = (time.perf_counter() - wall) - (time.thread_time() - cpu) > sys.getswitchinterval()
+    body, both = timed_wait(functools.partial(get, True), oldest.pages)
     while True:
         if not isinstance(body, list):
             yield oldest.pages.name, body  # refused where it is read, naming its records
