@@ -107,20 +107,6 @@ def write_config(path: Path, *, bench_job: bool = False) -> Path:
     return configs.write_config(path, jobs=jobs, services=services)
 
 
-class AppProcess(CeleryProcess):
-    """A benchmark worker process: the sandbox's CeleryProcess, plus its pool's pids."""
-
-    def pool_children(self) -> list[int]:
-        """Pids of the prefork pool's processes."""
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        return [int(p) for p in out.split()]
-
-
 def start_worker(
     environ: Mapping[str, str],
     log: Path,
@@ -128,10 +114,10 @@ def start_worker(
     app: str = "worker",
     concurrency: int = 1,
     python: str | os.PathLike[str] = sys.executable,
-) -> tuple[AppProcess, float]:
+) -> tuple[CeleryProcess, float]:
     """A worker process; returns it and the seconds from spawn to Celery's ``ready.`` line."""
     args = worker_args(concurrency, f"bench-{uuid.uuid4().hex[:6]}@%h")
-    process = AppProcess(args, environ, log, app=app, python=python)
+    process = CeleryProcess(args, environ, log, app=app, python=python)
     try:
         # Polled every 5 ms: the seconds from spawn to the ready line are what is measured.
         process.wait_log(" ready.", 90, interval=0.005)

@@ -258,17 +258,10 @@ def test_a_dead_workers_pool_processes_die_with_it(worker_factory: WorkerFactory
     through worker/pdeathsig.py), so nothing runs on unsupervised."""
     worker = worker_factory(concurrency=1)
     main = worker.process.proc.pid
-    (child,) = wait_for(lambda: children(main), 30, "the pool process")
+    (child,) = wait_for(worker.process.pool_children, 30, "the pool process")
     os.kill(main, signal.SIGKILL)
     worker.process.proc.wait(10)
     wait_for(lambda: not Path(f"/proc/{child}").exists() or zombie(child), 10, "the pool to die")
-
-
-def children(pid: int) -> list[int]:
-    listed = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
-    )
-    return [int(p) for p in listed.stdout.split()]
 
 
 def zombie(pid: int) -> bool:

@@ -102,6 +102,16 @@ class CeleryProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def pool_children(self) -> list[int]:
+        """Pids of a worker's prefork pool processes (its children)."""
+        listed = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return [int(pid) for pid in listed.stdout.split()]
+
     def wait_log(self, text: str, timeout: float = 30, interval: float = 0.1) -> None:
         def seen() -> bool:
             if self.proc.poll() is not None:
