@@ -336,6 +336,7 @@ def test_a_gap_far_sparser_than_the_ends_costs_one_call_more_and_loses_nothing(
         # o1, o2 and n1, then o3 and n2 together where o3 alone was enough (or, if o3 comes
         # back before n1, o3 meets n1 and no call is wasted): never more than one call more.
         assert activity_calls(emulator) in (750 // 200 + 1, 750 // 200 + 2)
+        assert "n1" in ends(emulator)  # both ends were read: the case is the one described
 
 
 def test_activities_starting_in_the_same_second_where_the_ends_meet_all_land(
@@ -356,6 +357,7 @@ def test_activities_starting_in_the_same_second_where_the_ends_meet_all_land(
         assert sorted(landed(bucket, manifest), key=epoch) == emulator.window(after=0)
         assert manifest["records"] == 1_050
         assert activity_calls(emulator) == 1_050 // 200 + 1
+        assert "n1" in ends(emulator)  # the ends met: the ties were read from both sides
 
 
 def test_a_decoded_page_is_freed_as_soon_as_it_is_dropped() -> None:

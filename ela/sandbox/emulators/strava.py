@@ -9,7 +9,9 @@ Modelled on what Strava does, not on what a client hopes:
   hours and an expired or unknown one gets a 401 from the API.
 * ``GET /api/v3/athlete/activities``: ``after``/``before`` (epoch seconds, both exclusive),
   ``page``/``per_page`` (default 30, capped at 200). With ``after`` the activities come oldest
-  first, otherwise newest first, which is the order Strava uses. Both filter on ``start_date``,
+  first, otherwise newest first, which is the order Strava uses (stravalib's guide,
+  docs/get-started/activities.md: "To get activities starting with the oldest first, specify a
+  value for the after= parameter"; "before=" gets the last ones). Both filter on ``start_date``,
   not on when an activity was uploaded: an activity uploaded late (a watch that syncs the next
   morning, a manual entry; :meth:`StravaEmulator.upload`) slots in among older ones.
 * Every API response carries ``X-RateLimit-Limit``/``-Usage`` and ``X-ReadRateLimit-*``
