@@ -334,28 +334,22 @@ class GarminEmulator(Emulator):
     def sleep_for(self, day: date | str) -> dict[str, Any]:
         """The day's sleep record, as ``dailySleepData`` answers it now: "no data" until the
         night is over and synced."""
-        key = str(day)
-        if not self._has_data(date.fromisoformat(key)):  # not cached: the day may come
-            return self._no_sleep(date.fromisoformat(key))
-        with self.lock:
-            if key not in self._sleep:
-                self._sleep[key] = self._make_sleep(date.fromisoformat(key))
-            record = self._sleep[key]
-            end = record["dailySleepDTO"].get("sleepEndTimestampGMT")
-            if end is not None and end > _ms(self.synced_until()):
-                return self._no_sleep(date.fromisoformat(key))
-            return record
+        when = date.fromisoformat(str(day))
+        if not self._has_data(when):  # not kept: the day may come
+            return self._no_sleep(when)
+        record = self._made_once(self._sleep, when, self._make_sleep)
+        end = record["dailySleepDTO"].get("sleepEndTimestampGMT")
+        if end is not None and end > _ms(self.synced_until()):
+            return self._no_sleep(when)
+        return record
 
     def heart_rate_for(self, day: date | str) -> dict[str, Any]:
         """The day's heart-rate record, as ``dailyHeartRate`` answers it now: the samples
         taken (and synced) so far."""
-        key = str(day)
-        if not self._has_data(date.fromisoformat(key)):  # not cached: the day may come
-            return self._make_heart_rate(date.fromisoformat(key))
-        with self.lock:
-            if key not in self._heart_rate:
-                self._heart_rate[key] = self._make_heart_rate(date.fromisoformat(key))
-            record = self._heart_rate[key]
+        when = date.fromisoformat(str(day))
+        if not self._has_data(when):  # not kept: the day may come
+            return self._make_heart_rate(when)
+        record = self._made_once(self._heart_rate, when, self._make_heart_rate)
         values = record["heartRateValues"]
         until = _ms(self.synced_until())
         if not values or values[-1][0] <= until:
@@ -369,6 +363,18 @@ class GarminEmulator(Emulator):
     def set_heart_rate(self, day: date | str, record: dict[str, Any]) -> None:
         with self.lock:
             self._heart_rate[str(day)] = record
+
+    def _made_once(
+        self,
+        kept: dict[str, dict[str, Any]],
+        day: date,
+        make: Callable[[date], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The day's record in ``kept``, made by ``make`` the first time it is asked for."""
+        with self.lock:
+            if str(day) not in kept:
+                kept[str(day)] = make(day)
+            return kept[str(day)]
 
     def _has_data(self, day: date) -> bool:
         return self.first_day <= day <= self.last_day and day not in self.no_data_days
