@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import json
 import sys
 import threading
 import time
@@ -522,6 +523,16 @@ def read_response(
         response.close()
         raise
     _decode_once(response)
+
+
+def loads(data: bytes) -> Any:
+    """JSON decoded by orjson (a third of the standard library's time), or by the standard
+    library where orjson refuses what it accepts (``NaN``, an integer past 64 bits): the same
+    value, or the same ``ValueError``, either way."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def _decode_once(response: Any) -> None:

@@ -11,7 +11,6 @@ by Todoist must never lose a run.
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from ela.connectors.base import (
     Record,
     Service,
     http_error,
+    loads,
     parse_retry_after,
     read_body,
     require,
@@ -159,8 +159,8 @@ def _open(ctx: FetchContext) -> Iterator[TodoistClient]:
             raise
         if not response.is_success:
             return  # the library raises HTTPStatusError; the error map reads it
-        try:
-            body = json.loads(response.content)
+        try:  # orjson (the library decodes the page again, for models we never land)
+            body = loads(response.content)
         except ValueError as exc:
             raise PayloadError(f"todoist: malformed JSON from {response.url.path}") from exc
         # Lists answer {"results": [...]}; completed tasks {"items": [...]}.
