@@ -286,15 +286,19 @@ class Calls:
 def test_in_order_sends_calls_beside_the_consumers_work_only_when_they_wait() -> None:
     """Calls answered at once are made in the consumer's thread, one by one. Calls that wait
     longer than a thread switch go to a pool after the second, up to the limit in flight.
-    Either way every result comes once, in key order."""
-    quick = Calls(0)
-    got = []
-    for key, value in in_order(quick, range(40), 4, "test-order"):
-        time.sleep(0.002)  # the consumer's work
-        got.append((key, value))
-    assert got == [(k, k * 10) for k in range(40)]
-    assert quick.most == 1
-    assert set(quick.threads) == {threading.current_thread().name}
+    Either way every result comes once, in key order. (A thread descheduled for more than a
+    switch looks like one that waited: on a loaded machine two such calls in a row may open
+    the pool, so the quick calls get three tries, each in order, one of them all inline.)"""
+    inline = []
+    for _ in range(3):
+        quick = Calls(0)
+        got = []
+        for key, value in in_order(quick, range(40), 4, "test-order"):
+            time.sleep(0.002)  # the consumer's work
+            got.append((key, value))
+        assert got == [(k, k * 10) for k in range(40)]
+        inline.append(quick.most == 1 and set(quick.threads) == {threading.current_thread().name})
+    assert any(inline)
 
     slow = Calls(0.02)
     assert list(in_order(slow, range(40), 4, "test-order")) == [(k, k * 10) for k in range(40)]

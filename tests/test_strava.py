@@ -252,7 +252,7 @@ def test_the_next_pages_are_asked_for_while_this_one_is_read(tmp_path: Path) -> 
             time.sleep(0.2)  # they have arrived, and what they lead to
             held = ends(emulator)
             assert sorted(held[:3]) == ["n1", "o1", "o2"]
-            assert held[3:] in ([], ["o3"])  # the oldest end's next, if o2 was handed over first
+            assert held[3:] in ([], ["o3"], ["n2"])  # the next of the end handed over first
             time.sleep(0.2)
             assert ends(emulator) == held  # nothing more until page 1 is read
             rest = list(records)
@@ -264,23 +264,28 @@ def test_the_next_pages_are_asked_for_while_this_one_is_read(tmp_path: Path) -> 
 def test_a_second_end_is_read_only_when_the_first_call_waited(delay: float, two_ends: bool) -> None:
     """A page that comes back at once (here: from memory) is followed from one end, in the
     paging thread; one that took 20 ms opens the newest end. Either way: every activity, in
-    n // 200 + 1 calls."""
+    n // 200 + 1 calls. A thread the system deschedules for more than 5 ms looks like one
+    that waited (on a loaded machine the first call may): three tries, each complete."""
     start = datetime(2020, 1, 1, 7, tzinfo=UTC)
     rows = [{"id": n, "start_date": (start + timedelta(days=n)).isoformat()} for n in range(2_345)]
-    calls: list[str] = []
-
-    def get(oldest_first: bool, pages: Paginator) -> list[dict[str, Any]]:
-        calls.append(("o" if oldest_first else "n") + str(pages.token))
-        time.sleep(delay)
-        ordered = rows if oldest_first else rows[::-1]
-        return ordered[(pages.token - 1) * 200 : pages.token * 200]
-
     top = int((start + timedelta(days=2_346)).timestamp())
-    pages = _from_both_ends(get, Paginator("strava: activities", token=1), 200, top)
-    got = [r["id"] for _, page in pages for r in page]
-    assert set(got) == set(range(2_345))
-    assert len(calls) == 2_345 // 200 + 1
-    assert any(c.startswith("n") for c in calls) == two_ends
+    picked = []
+    for _ in range(3):
+        calls: list[str] = []
+
+        def get(oldest_first: bool, pages: Paginator, calls: list[str] = calls) -> Any:
+            calls.append(("o" if oldest_first else "n") + str(pages.token))
+            time.sleep(delay)
+            ordered = rows if oldest_first else rows[::-1]
+            return ordered[(pages.token - 1) * 200 : pages.token * 200]
+
+        pages = _from_both_ends(get, Paginator("strava: activities", token=1), 200, top)
+        got = [r["id"] for _, page in pages for r in page]
+        assert set(got) == set(range(2_345))
+        assert len(calls) == 2_345 // 200 + 1
+        picked.append(any(c.startswith("n") for c in calls))
+    # A 20 ms wait is never mistaken for none; no wait may look like one, not three times.
+    assert all(picked) if two_ends else not all(picked)
 
 
 def ends(emulator: StravaEmulator) -> list[str]:
